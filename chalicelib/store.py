@@ -1,0 +1,91 @@
+"""The latest state of each key, kept with one conditional PutItem per event.
+
+DynamoDB evaluates the condition and writes atomically, so concurrent
+invocations cannot let an older version overwrite a newer one (the docs
+example's get-then-put can). When the condition fails, DynamoDB returns the
+stored item with the failure, which tells a duplicate from a stale event
+without a second request.
+"""
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional
+
+from botocore.exceptions import ClientError
+
+from chalicelib import settings
+from chalicelib.errors import ItemTooLarge, StoredItemConflict
+from chalicelib.events import StateChange
+from chalicelib.tables import TableSpec
+
+CREATED = "created"  # first version seen for this key
+UPDATED = "updated"  # newer than the stored version, which it replaced
+DUPLICATE = "duplicate"  # the stored version already is this one
+STALE = "stale"  # an older version than the stored one
+OUTCOMES = (CREATED, UPDATED, DUPLICATE, STALE)
+
+# Every attribute name is aliased: "status" and others are reserved words.
+_CONDITION = "attribute_not_exists(#key) OR attribute_not_exists(#version) OR #version < :version"
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    outcome: str
+    # written: the version it replaced (None when created);
+    # not written: the stored version that kept it out.
+    stored_version: Optional[int]
+
+    @property
+    def written(self) -> bool:
+        return self.outcome in (CREATED, UPDATED)
+
+
+class StateStore:
+    def __init__(self, client: Any, table_name: Callable[[TableSpec], str] = settings.table_name) -> None:
+        self._client = client
+        self._table_name = table_name
+
+    def put_if_newer(self, change: StateChange) -> WriteResult:
+        """Store ``change`` unless its key already has this or a later version."""
+        try:
+            response = self._client.put_item(
+                TableName=self._table_name(change.table),
+                Item=change.item,
+                ConditionExpression=_CONDITION,
+                ExpressionAttributeNames={"#key": change.table.key, "#version": "version"},
+                ExpressionAttributeValues={":version": {"N": str(change.version)}},
+                ReturnValues="ALL_OLD",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as error:
+            return self._not_written(change, error)
+        previous = response.get("Attributes")
+        if not previous:
+            return WriteResult(CREATED, None)
+        return WriteResult(UPDATED, _stored_version(previous))
+
+    @staticmethod
+    def _not_written(change: StateChange, error: ClientError) -> WriteResult:
+        code = error.response.get("Error", {}).get("Code")
+        if code == "ConditionalCheckFailedException":
+            stored = _stored_version(error.response.get("Item") or {})
+            if stored is None:
+                # Only a number can stop the condition; anything else was
+                # written by someone else, and guessing could lose this event.
+                raise StoredItemConflict(
+                    f"{change.table.key} {change.key}: the stored version is not a number, "
+                    f"so version {change.version} was not written"
+                ) from error
+            return WriteResult(DUPLICATE if stored == change.version else STALE, stored)
+        message = error.response.get("Error", {}).get("Message", "")
+        if code == "ValidationException" and "item size" in message.lower():
+            raise ItemTooLarge("detail", f"DynamoDB refused the item: {message}") from error
+        raise error
+
+
+def _stored_version(item: Mapping[str, Any]) -> Optional[int]:
+    number = item.get("version", {}).get("N")
+    if number is None:
+        return None
+    try:
+        return int(number)
+    except ValueError:  # a fractional version, from another writer
+        return None
