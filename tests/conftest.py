@@ -1,0 +1,81 @@
+"""Shared fixtures: DynamoDB Local and moto on loopback, fresh tables per test."""
+import os
+import uuid
+
+import pytest
+from hypothesis import settings as hypothesis_settings
+
+from chalicelib import settings, tables
+from tools.local_dynamodb import DynamoDBLocal, EmbeddedMoto, Unavailable, create_tables, local_environment
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+hypothesis_settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+hypothesis_settings.register_profile("dev", deadline=None)
+hypothesis_settings.load_profile("ci" if IN_CI else "dev")
+
+# Tests never emit EMF to stdout or INFO logs unless they ask for them.
+os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+
+
+@pytest.fixture(scope="session")
+def dynamodb_local_endpoint():
+    server = DynamoDBLocal()
+    try:
+        server.start()
+    except Unavailable as error:
+        if IN_CI:
+            pytest.fail(f"DynamoDB Local is required in CI: {error}", pytrace=False)
+        print(f"\n!!! DynamoDB Local tests SKIPPED: {error}\n")
+        pytest.skip(f"DynamoDB Local unavailable: {error}")
+    yield server.endpoint
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    with EmbeddedMoto() as server:
+        yield server.endpoint
+
+
+@pytest.fixture
+def use_endpoint(monkeypatch):
+    """Point the app (settings' client) at ``endpoint`` with fresh tables; return the client."""
+
+    def use(endpoint):
+        for name, value in local_environment(endpoint).items():
+            monkeypatch.setenv(name, value)
+        suffix = uuid.uuid4().hex[:8]
+        for spec in tables.ALL:
+            monkeypatch.setenv(spec.name_env, f"{spec.default_name}-{suffix}")
+        settings.reset_client()
+        client = settings.dynamodb_client()
+        create_tables(client, {spec: settings.table_name(spec) for spec in tables.ALL})
+        return client
+
+    yield use
+    settings.reset_client()
+
+
+@pytest.fixture
+def dynamodb_local(dynamodb_local_endpoint, use_endpoint):
+    """A DynamoDB client on DynamoDB Local, the app pointed at fresh tables there."""
+    return use_endpoint(dynamodb_local_endpoint)
+
+
+@pytest.fixture(params=["moto", "dynamodb_local"])
+def dynamodb(request, use_endpoint):
+    """The same storage test on moto and on DynamoDB Local."""
+    if request.param == "moto":
+        return use_endpoint(request.getfixturevalue("moto_endpoint"))
+    return use_endpoint(request.getfixturevalue("dynamodb_local_endpoint"))
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if "dynamodb_local" in fixtures or "dynamodb_local_endpoint" in fixtures or (
+            "dynamodb" in fixtures and "[dynamodb_local" in item.name
+        ):
+            item.add_marker(pytest.mark.dynamodb_local)

@@ -1,0 +1,83 @@
+"""Event builders and DynamoDB helpers shared by the tests."""
+import copy
+from typing import Any, Dict
+
+from boto3.dynamodb.types import TypeDeserializer
+
+from chalicelib import settings
+from chalicelib.tables import CONTAINER_INSTANCES, TASKS, TableSpec
+
+ACCOUNT = "111122223333"
+_deserialize = TypeDeserializer().deserialize
+
+
+def task_event(version: int, task_id: str = "0123456789abcdef0123456789abcdef", **detail: Any) -> Dict[str, Any]:
+    """A real-shaped ECS Task State Change envelope (string version "0", as EventBridge sends)."""
+    arn = f"arn:aws:ecs:us-east-1:{ACCOUNT}:task/test-cluster/{task_id}"
+    body = {
+        "taskArn": arn,
+        "clusterArn": f"arn:aws:ecs:us-east-1:{ACCOUNT}:cluster/test-cluster",
+        "lastStatus": "RUNNING",
+        "desiredStatus": "RUNNING",
+        "launchType": "FARGATE",
+        "cpu": "256",
+        "memory": "512",
+        "containers": [{"name": "web", "lastStatus": "RUNNING", "networkInterfaces": []}],
+        "version": version,
+    }
+    body.update(detail)
+    return _envelope(TASKS, arn, body, version)
+
+
+def container_instance_event(version: int, instance_id: str = "fedcba9876543210fedcba9876543210", **detail: Any):
+    arn = f"arn:aws:ecs:us-east-1:{ACCOUNT}:container-instance/test-cluster/{instance_id}"
+    body = {
+        "containerInstanceArn": arn,
+        "clusterArn": f"arn:aws:ecs:us-east-1:{ACCOUNT}:cluster/test-cluster",
+        "agentConnected": True,
+        "status": "ACTIVE",
+        "registeredResources": [
+            {"name": "CPU", "type": "INTEGER", "integerValue": 2048},
+            {"name": "CPU_CREDITS", "type": "DOUBLE", "doubleValue": 1.1},
+            {"name": "MEMORY_BYTES", "type": "LONG", "longValue": 8053063680},
+        ],
+        "version": version,
+    }
+    body.update(detail)
+    return _envelope(CONTAINER_INSTANCES, arn, body, version)
+
+
+def _envelope(table: TableSpec, arn: str, detail: Dict[str, Any], version: int) -> Dict[str, Any]:
+    return {
+        "version": "0",
+        "id": f"00000000-0000-4000-8000-{version:012d}",
+        "detail-type": table.detail_type,
+        "source": "aws.ecs",
+        "account": ACCOUNT,
+        "time": "2026-11-22T10:00:00Z",
+        "region": "us-east-1",
+        "resources": [arn],
+        "detail": copy.deepcopy(detail),
+    }
+
+
+def stored_item(client: Any, table: TableSpec, key: str):
+    """The stored item as Python values (numbers as Decimal), or None."""
+    response = client.get_item(
+        TableName=settings.table_name(table), Key={table.key: {"S": key}}, ConsistentRead=True
+    )
+    item = response.get("Item")
+    return None if item is None else {name: _deserialize(value) for name, value in item.items()}
+
+
+def count_requests(client: Any) -> Dict[str, int]:
+    """Count every HTTP request (retries included) the client sends, by operation."""
+    counts: Dict[str, int] = {}
+
+    def on_send(request: Any, **kwargs: Any) -> None:
+        target = request.headers.get("X-Amz-Target", b"")
+        operation = (target.decode() if isinstance(target, bytes) else target).rsplit(".", 1)[-1]
+        counts[operation] = counts.get(operation, 0) + 1
+
+    client.meta.events.register("before-send.dynamodb", on_send)
+    return counts

@@ -1,0 +1,94 @@
+"""The version-conditional write, on moto and on Amazon's DynamoDB Local."""
+from decimal import Decimal
+
+import pytest
+
+from chalicelib import recorder
+from chalicelib.errors import InvalidEvent, StoredItemConflict
+from chalicelib.tables import CONTAINER_INSTANCES, TASKS
+from tests.helpers import container_instance_event, count_requests, stored_item, task_event
+
+
+def test_outcomes_follow_the_stored_version(dynamodb):
+    results = [recorder.record(task_event(v))["outcome"] for v in (3, 3, 2, 5, 4, 5)]
+    assert results == ["created", "duplicate", "stale", "updated", "stale", "duplicate"]
+    assert stored_item(dynamodb, TASKS, task_event(0)["detail"]["taskArn"])["version"] == 5
+
+
+def test_summary_names_key_version_and_the_stored_version(dynamodb):
+    arn = task_event(1)["detail"]["taskArn"]
+    assert recorder.record(task_event(4)) == {
+        "outcome": "created", "kind": "task", "key": arn, "version": 4, "stored_version": None,
+    }
+    assert recorder.record(task_event(7))["stored_version"] == 4  # the version it replaced
+    assert recorder.record(task_event(6))["stored_version"] == 7  # the version that kept it out
+
+
+def test_item_holds_every_detail_field_verbatim_plus_cw_metadata(dynamodb):
+    event = task_event(2, status="RUNNING", overrides={"containerOverrides": [{"name": "web", "cpu": 0.25}]})
+    recorder.record(event)
+    item = stored_item(dynamodb, TASKS, event["detail"]["taskArn"])
+    expected = {**event["detail"], "cw_version": "0", "cw_id": event["id"], "cw_time": event["time"]}
+    expected["overrides"] = {"containerOverrides": [{"name": "web", "cpu": Decimal("0.25")}]}
+    assert item == expected
+
+
+def test_floats_are_stored_as_the_decimal_json_wrote(dynamodb):
+    event = container_instance_event(1, remainingResources=[{"name": "X", "type": "DOUBLE", "doubleValue": 0.3}])
+    recorder.record(event)
+    item = stored_item(dynamodb, CONTAINER_INSTANCES, event["detail"]["containerInstanceArn"])
+    assert item["registeredResources"][1]["doubleValue"] == Decimal("1.1")
+    assert item["remainingResources"][0]["doubleValue"] == Decimal("0.3")
+    assert item["registeredResources"][2]["longValue"] == 8053063680
+
+
+def test_a_newer_version_replaces_fields_it_no_longer_has(dynamodb):
+    recorder.record(task_event(1, stoppedReason="old"))
+    newer = task_event(2)
+    recorder.record(newer)
+    assert "stoppedReason" not in stored_item(dynamodb, TASKS, newer["detail"]["taskArn"])
+
+
+def test_tables_are_separate_per_kind(dynamodb):
+    task, instance = task_event(9), container_instance_event(1)
+    assert recorder.record(task)["outcome"] == "created"
+    assert recorder.record(instance)["outcome"] == "created"
+    assert stored_item(dynamodb, TASKS, instance["detail"]["containerInstanceArn"]) is None
+    assert stored_item(dynamodb, CONTAINER_INSTANCES, instance["detail"]["containerInstanceArn"])["version"] == 1
+
+
+@pytest.mark.parametrize("versions", [(1,), (1, 2), (2, 2), (2, 1)])
+def test_every_event_costs_exactly_one_request(dynamodb, versions):
+    counts = count_requests(dynamodb)
+    for version in versions:
+        recorder.record(task_event(version))
+    assert counts == {"PutItem": len(versions)}
+
+
+def test_an_oversized_item_is_refused_before_any_request(dynamodb):
+    counts = count_requests(dynamodb)
+    with pytest.raises(InvalidEvent, match="400|409600"):
+        recorder.record(task_event(1, stoppedReason="x" * 410_000))
+    assert counts == {}
+
+
+def test_an_item_just_under_the_limit_is_stored(dynamodb):
+    event = task_event(1, stoppedReason="x" * 399_000)
+    assert recorder.record(event)["outcome"] == "created"
+
+
+def test_a_stored_item_with_a_non_numeric_version_is_not_overwritten_by_guess(dynamodb_local):
+    # DynamoDB Local only: moto answers a string-versus-number comparison with a 500.
+    arn = task_event(1)["detail"]["taskArn"]
+    dynamodb_local.put_item(
+        TableName=recorder.settings.table_name(TASKS),
+        Item={"taskArn": {"S": arn}, "version": {"S": "seven"}},
+    )
+    with pytest.raises(StoredItemConflict, match="not a number"):
+        recorder.record(task_event(3))
+
+
+def test_a_stored_item_without_a_version_is_replaced(dynamodb):
+    arn = task_event(1)["detail"]["taskArn"]
+    dynamodb.put_item(TableName=recorder.settings.table_name(TASKS), Item={"taskArn": {"S": arn}})
+    assert recorder.record(task_event(3))["outcome"] == "updated"
