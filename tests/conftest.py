@@ -9,6 +9,7 @@ from chalicelib import settings, tables
 from tools.local_dynamodb import DynamoDBLocal, EmbeddedMoto, Unavailable, create_tables, local_environment
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+_unavailable = []  # why DynamoDB Local could not start, for the summary
 
 hypothesis_settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
 hypothesis_settings.register_profile("dev", deadline=None)
@@ -27,7 +28,7 @@ def dynamodb_local_endpoint():
     except Unavailable as error:
         if IN_CI:
             pytest.fail(f"DynamoDB Local is required in CI: {error}", pytrace=False)
-        print(f"\n!!! DynamoDB Local tests SKIPPED: {error}\n")
+        _unavailable.append(str(error))
         pytest.skip(f"DynamoDB Local unavailable: {error}")
     yield server.endpoint
     server.stop()
@@ -79,3 +80,9 @@ def pytest_collection_modifyitems(items):
             "dynamodb" in fixtures and "[dynamodb_local" in item.name
         ):
             item.add_marker(pytest.mark.dynamodb_local)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _unavailable:
+        terminalreporter.write_sep("!", "DynamoDB Local tests were SKIPPED", red=True, bold=True)
+        terminalreporter.write_line(f"{_unavailable[0]}; with CI=true this fails the run.", red=True)
