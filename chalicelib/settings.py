@@ -15,7 +15,7 @@ from chalicelib.tables import TableSpec
 # DynamoDB fails the invocation (and Lambda retries it) instead of timing out.
 CONNECT_TIMEOUT_SECONDS = 2
 READ_TIMEOUT_SECONDS = 3
-MAX_ATTEMPTS = 3
+MAX_ATTEMPTS = 3  # in all, the first try included
 
 _client: Optional[Any] = None
 _client_lock = threading.Lock()
@@ -42,7 +42,7 @@ def dynamodb_client() -> Any:
                     config=Config(
                         connect_timeout=CONNECT_TIMEOUT_SECONDS,
                         read_timeout=READ_TIMEOUT_SECONDS,
-                        retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+                        retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
                     ),
                 )
     return _client
