@@ -261,10 +261,11 @@ def _event_field(position: int, single: bool) -> str:
 
 
 def _stopped(error: Exception, where: str, results: List[Dict[str, Any]]) -> Response:
+    event = f"{where.rstrip('.')}: " if where else ""  # "events[2]: " in an array
     if isinstance(error, InvalidEvent):  # DynamoDB refused the item (its size, by DynamoDB's count)
         status, code, message = 400, "BadRequestError", f"{where}{error.field}: {error.problem}"
     elif isinstance(error, StoredItemConflict):
-        status, code, message = 409, "ConflictError", f"{where.rstrip('.')}: {error}".lstrip(": ")
+        status, code, message = 409, "ConflictError", f"{event}{error}"
     else:
-        status, code, message = 502, "DynamoDBError", f"{where.rstrip('.')}: DynamoDB failed: {error}".lstrip(": ")
+        status, code, message = 502, "DynamoDBError", f"{event}DynamoDB failed: {error}"
     return Response(status_code=status, body={"Code": code, "Message": message, "recorded": results})

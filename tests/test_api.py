@@ -391,3 +391,22 @@ def test_every_route_requires_iam_authorization(events_route):
     entries = [entry for methods in app.routes.values() for entry in methods.values()]
     assert len(entries) == len(READ_ROUTES) + events_route
     assert all(isinstance(entry.authorizer, IAMAuthorizer) for entry in entries)
+
+
+def test_an_item_dynamodb_refuses_stops_with_400_and_lists_what_was_recorded(http, monkeypatch):
+    # DynamoDB's own size count can refuse an item ecs-state's estimate let through.
+    from chalicelib.errors import ItemTooLarge
+    from chalicelib.store import StateStore
+
+    put_if_newer = StateStore.put_if_newer
+
+    def refuse_the_second(store, change):
+        if change.version == 2:
+            raise ItemTooLarge("detail", "DynamoDB refused the item: Item size has exceeded the maximum allowed size")
+        return put_if_newer(store, change)
+
+    monkeypatch.setattr(StateStore, "put_if_newer", refuse_the_second)
+    response = post_events(http, [task_event(1), task_event(2)])
+    assert response.status_code == 400
+    assert message(response) == "events[1].detail: DynamoDB refused the item: Item size has exceeded the maximum allowed size"
+    assert [result["version"] for result in response.json_body["recorded"]] == [1]
