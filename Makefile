@@ -4,13 +4,18 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAGE ?= dev
-# Extra arguments for `make run`, e.g. make run ARGS="--seed 7 --concurrency 16"
+# Extra arguments for `make run` / `make local`, e.g. make run ARGS="--seed 7 --concurrency 16"
 ARGS ?=
 
-.PHONY: run test unit clean
+.PHONY: run local test unit clean
 
 run: $(VENV)/.installed
 	$(BIN)/python -m tools.replay $(ARGS)
+
+# chalice local's local stage on an embedded DynamoDB: the read API plus POST /events. Ctrl-C stops both.
+# See docs/local-and-api.md. e.g. make local ARGS="--port 9000 --dynamodb-port 0"
+local: $(VENV)/.installed
+	$(BIN)/python -m tools.local_api $(ARGS)
 
 # The whole suite, DynamoDB Local included. With CI=true a missing Java or npm fails it.
 test: $(VENV)/.installed node_modules/.installed

@@ -1,14 +1,18 @@
 """ecs-state: the latest state of every ECS task and container instance, in DynamoDB.
 
-The handlers are thin: all the work is in chalicelib.recorder, so they can
-be tested, replayed and benchmarked as Lambda calls them.
+The handlers and routes are thin: the work is in chalicelib (recorder, api),
+so it can be tested, replayed and benchmarked as Lambda calls it.
 """
-from chalice import Chalice
+from chalice import Chalice, IAMAuthorizer
 
-from chalicelib import recorder
+from chalicelib import api, recorder
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS
 
 app = Chalice(app_name="ecs-state")
+# Deployed, every route needs SigV4-signed requests from an IAM principal
+# allowed execute-api:Invoke: nothing is readable anonymously. chalice local
+# does not check IAM authorizers, so the local stage needs no credentials.
+iam = IAMAuthorizer()
 
 
 @app.on_cw_event({"source": ["aws.ecs"], "detail-type": [TASKS.detail_type]})
@@ -19,3 +23,31 @@ def task_state_change(event):
 @app.on_cw_event({"source": ["aws.ecs"], "detail-type": [CONTAINER_INSTANCES.detail_type]})
 def container_instance_state_change(event):
     return recorder.record(event.to_dict(), event.context)
+
+
+@app.route("/tasks", methods=["GET"], authorizer=iam)
+def list_tasks():
+    return api.list_items(TASKS, app.current_request.query_params)
+
+
+@app.route("/tasks/{id}", methods=["GET"], authorizer=iam)
+def get_task(id):
+    return api.get_item(TASKS, id, app.current_request.query_params)
+
+
+@app.route("/container-instances", methods=["GET"], authorizer=iam)
+def list_container_instances():
+    return api.list_items(CONTAINER_INSTANCES, app.current_request.query_params)
+
+
+@app.route("/container-instances/{id}", methods=["GET"], authorizer=iam)
+def get_container_instance(id):
+    return api.get_item(CONTAINER_INSTANCES, id, app.current_request.query_params)
+
+
+# Test events through the handlers' own code path; only in stages that enable it (local).
+if api.events_route_enabled():
+
+    @app.route("/events", methods=["POST"], authorizer=iam, content_types=api.EVENTS_CONTENT_TYPES)
+    def post_events():
+        return api.post_events(app, app.current_request.raw_body)

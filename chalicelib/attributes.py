@@ -1,9 +1,10 @@
-"""JSON values to DynamoDB attribute values, checked against DynamoDB's limits.
+"""JSON values to DynamoDB attribute values, checked against DynamoDB's limits, and back.
 
 One walk both encodes a value and checks it, so an event that DynamoDB would
 reject is refused before any request, with the path of the offending value.
 The limits below were checked against DynamoDB Local.
 """
+import base64
 import math
 from decimal import Decimal
 from typing import Any, Dict, List, Tuple, Union
@@ -129,3 +130,42 @@ def number_text(value: Union[int, float, Decimal]) -> Tuple[str, int]:
     if len(digits) > MAX_SIGNIFICANT_DIGITS:
         raise Unstorable(f"has more than {MAX_SIGNIFICANT_DIGITS} significant digits")
     return text, len(digits)
+
+
+def decode(value: AttributeValue) -> Any:
+    """A stored attribute value as a JSON value: numbers as JSON numbers, not strings or Decimals.
+
+    ecs-state stores numbers from JSON, so an integer comes back as the same
+    int and a fraction as the same float (its text was the float's repr).
+    Sets and binaries, which only other writers store, become lists and base64.
+    """
+    (kind, inner), = value.items()
+    if kind == "S" or kind == "BOOL":
+        return inner
+    if kind == "N":
+        return _number(inner)
+    if kind == "M":
+        return {name: decode(member) for name, member in inner.items()}
+    if kind == "L":
+        return [decode(element) for element in inner]
+    if kind == "NULL":
+        return None
+    if kind == "SS":
+        return sorted(inner)
+    if kind == "NS":
+        return sorted(_number(text) for text in inner)
+    if kind == "B":
+        return _base64(inner)
+    if kind == "BS":
+        return sorted(_base64(data) for data in inner)
+    raise ValueError(f"unknown DynamoDB attribute type {kind!r}")
+
+
+def _number(text: str) -> Union[int, float]:
+    number = Decimal(text)
+    return int(number) if number == number.to_integral_value() else float(number)
+
+
+def _base64(data: Union[bytes, str]) -> str:
+    # botocore hands binaries over as bytes; a raw response carries base64 text.
+    return data if isinstance(data, str) else base64.b64encode(data).decode("ascii")

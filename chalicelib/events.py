@@ -21,6 +21,7 @@ METADATA_FIELDS = {"version": "cw_version", "id": "cw_id", "time": "cw_time"}
 RESERVED_PREFIX = "cw_"
 MAX_VERSION = 10**MAX_SIGNIFICANT_DIGITS - 1  # the largest integer DynamoDB stores exactly
 MAX_KEY_BYTES = 2048  # DynamoDB's partition key limit
+MAX_SORT_KEY_BYTES = 1024  # DynamoDB's sort key limit
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ def parse_event(event: Any) -> StateChange:
     if not isinstance(detail, Mapping):
         raise InvalidEvent("detail", f"must be a JSON object, got {_type(detail)}")
     key = _key(detail, table.key)
+    _check_index_keys(detail, table)
     version = _version(detail)
     item, size = _item(event, detail)
     return StateChange(table=table, key=key, version=version, item=item, size=size)
@@ -67,9 +69,25 @@ def table_of(event: Any) -> Optional[TableSpec]:
 
 
 def _key(detail: Mapping, name: str) -> str:
-    field = f"detail.{name}"
     if name not in detail:
-        raise InvalidEvent(field, "is missing")
+        raise InvalidEvent(f"detail.{name}", "is missing")
+    return _key_string(detail, name, MAX_KEY_BYTES)
+
+
+def _check_index_keys(detail: Mapping, table: TableSpec) -> None:
+    """DynamoDB refuses a write whose index key attribute is not a non-empty string.
+
+    An item without the attribute is fine: it is just not in that index.
+    """
+    for index in table.indexes:
+        if index.hash_key in detail:
+            _key_string(detail, index.hash_key, MAX_KEY_BYTES)
+        if index.range_key in detail:
+            _key_string(detail, index.range_key, MAX_SORT_KEY_BYTES)
+
+
+def _key_string(detail: Mapping, name: str, max_bytes: int) -> str:
+    field = f"detail.{name}"
     key = detail[name]
     if not isinstance(key, str):
         raise InvalidEvent(field, f"must be a string, got {_type(key)}")
@@ -79,8 +97,8 @@ def _key(detail: Mapping, name: str) -> str:
         key_bytes = utf8_length(key)
     except Unstorable as error:
         raise InvalidEvent(field, error.problem) from None
-    if key_bytes > MAX_KEY_BYTES:
-        raise InvalidEvent(field, f"is {key_bytes} bytes; DynamoDB keys hold at most {MAX_KEY_BYTES}")
+    if key_bytes > max_bytes:
+        raise InvalidEvent(field, f"is {key_bytes} bytes; this DynamoDB key holds at most {max_bytes}")
     return key
 
 

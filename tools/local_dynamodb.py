@@ -41,6 +41,31 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until_listening(process: subprocess.Popen, port: int, timeout: float) -> None:
+    """Return once ``process`` listens on the loopback ``port``; raise Unavailable if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise Unavailable(f"exited with {process.returncode}")
+        try:
+            with socket.create_connection((LOOPBACK, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise Unavailable(f"did not listen on port {port} within {timeout}s")
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """End a child process this program started, by its PID: terminate, then kill after 10 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def local_environment(endpoint: str) -> Dict[str, str]:
     """Variables that point boto3 at ``endpoint`` with throwaway credentials."""
     return {**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL_DYNAMODB": endpoint}
@@ -54,7 +79,8 @@ class EmbeddedMoto:
     as DynamoDB's are. (moto's ThreadedMotoServer serves them concurrently.)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
+        self.port = port  # 0: any free port
         self._server: Any = None
         self._thread: Optional[threading.Thread] = None
         self.endpoint = ""
@@ -72,7 +98,7 @@ class EmbeddedMoto:
                 pass  # one line per request would bury the run's own output
 
         app = DomainDispatcherApplication(create_backend_app)
-        self._server = make_server(LOOPBACK, 0, app, threaded=False, request_handler=QuietHandler)
+        self._server = make_server(LOOPBACK, self.port, app, threaded=False, request_handler=QuietHandler)
         self.endpoint = f"http://{LOOPBACK}:{self._server.server_port}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="moto", daemon=True)
         self._thread.start()
@@ -131,21 +157,13 @@ class DynamoDBLocal:
             stderr=subprocess.STDOUT,
         )
         self.endpoint = f"http://{LOOPBACK}:{port}"
-        self._wait_until_serving(port)
+        try:
+            wait_until_listening(self.process, port, self.startup_timeout)
+        except Unavailable as error:
+            output = self.output()
+            self.stop()
+            raise Unavailable(f"DynamoDB Local {error}: {output}") from None
         return self
-
-    def _wait_until_serving(self, port: int) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise Unavailable(f"DynamoDB Local exited with {self.process.returncode}: {self.output()}")
-            try:
-                with socket.create_connection((LOOPBACK, port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise Unavailable(f"DynamoDB Local did not listen within {self.startup_timeout}s: {self.output()}")
 
     def output(self) -> str:
         if self._log is None:
@@ -155,13 +173,8 @@ class DynamoDBLocal:
 
     def stop(self) -> None:
         """End the process this object started, by its PID, and only that one."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process)
         self.process = None
         if self._log is not None:
             self._log.close()

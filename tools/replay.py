@@ -66,9 +66,10 @@ def deliver(deliveries: List[Dict[str, Any]], concurrency: int) -> Tuple[Counter
     from chalice.local import LambdaContext
 
     from app import app
+    from chalicelib.api import event_handlers
     from chalicelib.events import table_of
 
-    handler_for = handler_names(app)
+    handler_for = event_handlers(app)
     outcomes: Counter = Counter()
     errors: List[str] = []
     lock = threading.Lock()
@@ -94,15 +95,6 @@ def deliver(deliveries: List[Dict[str, Any]], concurrency: int) -> Tuple[Counter
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         list(pool.map(one, deliveries))
     return outcomes, errors
-
-
-def handler_names(app: Any) -> Dict[str, str]:
-    """detail-type -> the name of the handler whose EventBridge rule matches it, as deployed."""
-    return {
-        detail_type: source.name
-        for source in app.event_sources
-        for detail_type in source.event_pattern.get("detail-type", [])
-    }
 
 
 def check_and_show(client: Any, expected: Dict[Tuple[str, str], Dict[str, Any]]) -> List[str]:
