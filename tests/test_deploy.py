@@ -211,32 +211,29 @@ def create_function(session, name: str) -> str:
     )["FunctionArn"]
 
 
-def test_event_invoke_configs_send_failures_to_the_queue_once(session, plan, tmp_path):
+def test_event_invoke_configs_send_failures_to_the_queue_once(session, plan):
     queue_arn, _ = deploy.set_up(session, plan)
-    arns = [create_function(session, f"ecs-state-{plan.stage}-{name}") for name in ("task_state_change", "other")]
-    deployed = tmp_path / ".chalice" / "deployed"
-    deployed.mkdir(parents=True)
-    (deployed / f"{plan.stage}.json").write_text(json.dumps({"schema_version": "2.0", "resources": [
-        {"name": "task_state_change_role", "resource_type": "iam_role", "role_arn": "arn:aws:iam::1:role/x"},
-        *({"name": arn.rsplit(":", 1)[-1], "resource_type": "lambda_function", "lambda_arn": arn} for arn in arns),
-    ]}))
-    assert deploy.deployed_function_arns(plan.stage, tmp_path) == arns
+    for name in plan.function_names:
+        create_function(session, name)
     client = session.client("lambda")
 
-    changes = deploy.apply_event_invoke_configs(client, arns, queue_arn)
+    changes = deploy.apply_event_invoke_configs(client, plan.function_names, queue_arn)
 
-    assert len(changes) == 2
-    for arn in arns:
-        config = client.get_function_event_invoke_config(FunctionName=arn)
+    assert changes == [f"set retries and OnFailure destination of {name}" for name in plan.function_names]
+    for name in plan.function_names:
+        config = client.get_function_event_invoke_config(FunctionName=name)
         assert config["DestinationConfig"]["OnFailure"]["Destination"] == queue_arn
         assert config["MaximumRetryAttempts"] == deploy.EVENT_INVOKE_MAX_RETRY_ATTEMPTS
         assert config["MaximumEventAgeInSeconds"] == deploy.EVENT_INVOKE_MAX_EVENT_AGE_SECONDS
-    assert deploy.apply_event_invoke_configs(client, arns, queue_arn) == []
+    assert deploy.apply_event_invoke_configs(client, plan.function_names, queue_arn) == []
 
 
-def test_missing_deployed_record_says_to_deploy_first(tmp_path):
-    with pytest.raises(deploy.DeployError, match="run `chalice deploy --stage dev` first"):
-        deploy.deployed_function_arns("dev", tmp_path)
+def test_event_invoke_configs_need_the_functions_and_the_queue(session, plan):
+    with pytest.raises(deploy.DeployError, match=f"queue {plan.queue_name} does not exist: run the set-up step"):
+        deploy.queue_arn(session.client("sqs"), plan.queue_name)
+    queue_arn, _ = deploy.set_up(session, plan)
+    with pytest.raises(deploy.DeployError, match=f"function {plan.function_names[0]} does not exist"):
+        deploy.apply_event_invoke_configs(session.client("lambda"), plan.function_names, queue_arn)
 
 
 def test_tear_down_keeps_tables_unless_asked(session, plan):

@@ -318,6 +318,10 @@ def test_terraform_package_builds_and_lacks_what_docs_deploy_md_says(tmp_path):
                 env=env, capture_output=True, text=True, timeout=300)
     resources = json.loads((tmp_path / "tf" / "chalice.tf.json").read_text())["resource"]
     assert sorted(resources["aws_lambda_function"]) == sorted(HANDLERS)
+    # tools/deploy.py's event-invoke-configs step finds Terraform's functions (and chalice deploy's) by these names.
+    assert sorted(f["function_name"] for f in resources["aws_lambda_function"].values()) == sorted(
+        deploy.stage_plan("dev").function_names
+    )
     patterns = [json.loads(rule["event_pattern"]) for rule in resources["aws_cloudwatch_event_rule"].values()]
     assert sorted(patterns, key=json.dumps) == sorted((h.event_pattern for h in HANDLERS.values()), key=json.dumps)
     # What docs/deploy.md tells Terraform users to add themselves:

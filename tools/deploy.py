@@ -15,11 +15,14 @@ cannot create tables or queues, and has no retry or dead-letter setting. So:
    rewrites rule targets on every deploy, so the rule-level dead-letter queue
    exists only in the packaged stack (resources.json).
 
-Every step returns the list of changes it made; the tests run set_up against
+Steps 1 and 3 also serve Terraform users (`--only set-up`, `terraform apply`,
+`--only event-invoke-configs`): Chalice's Terraform output names the functions
+as `chalice deploy` does, <app>-<stage>-<handler>.
+
+Every step returns the list of changes it made; the tests run them against
 moto and check that a second run returns none.
 """
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -31,6 +34,8 @@ from chalicelib import settings, tables
 from chalicelib.tables import TableSpec
 
 ROOT = Path(__file__).resolve().parent.parent
+SET_UP, CHALICE_DEPLOY, EVENT_INVOKE_CONFIGS = "set-up", "chalice-deploy", "event-invoke-configs"
+STEPS = (SET_UP, CHALICE_DEPLOY, EVENT_INVOKE_CONFIGS)
 
 # The same values as resources.json (tests/test_package.py proves they agree).
 DEAD_LETTER_QUEUE_ATTRIBUTES = {
@@ -197,6 +202,14 @@ def _retry_while_backups_start(client: Any, call: Callable[[], Any], pause: Call
             pause(2)
 
 
+def queue_arn(client: Any, name: str) -> str:
+    try:
+        url = client.get_queue_url(QueueName=name)["QueueUrl"]
+    except client.exceptions.QueueDoesNotExist:
+        raise DeployError(f"queue {name} does not exist: run the {SET_UP} step first") from None
+    return client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+
 def ensure_queue(client: Any, name: str) -> "tuple[str, List[str]]":
     """Create the dead-letter queue or fix its attributes; return its ARN and what changed."""
     try:
@@ -211,8 +224,7 @@ def ensure_queue(client: Any, name: str) -> "tuple[str, List[str]]":
         if wrong:
             client.set_queue_attributes(QueueUrl=url, Attributes=wrong)
             changes.append(f"set {', '.join(sorted(wrong))} on queue {name}")
-    arn = client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    return arn, changes
+    return queue_arn(client, name), changes
 
 
 def ensure_alarm(client: Any, name: str, queue_name: str) -> List[str]:
@@ -251,16 +263,6 @@ def set_up(session: Any, plan: StagePlan) -> "tuple[str, List[str]]":
     return queue_arn, changes
 
 
-def deployed_function_arns(stage: str, project_dir: Path = ROOT) -> List[str]:
-    """The functions `chalice deploy` recorded in .chalice/deployed/<stage>.json."""
-    path = project_dir / ".chalice" / "deployed" / f"{stage}.json"
-    try:
-        deployed = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DeployError(f"{path} is missing: run `chalice deploy --stage {stage}` first") from None
-    return [r["lambda_arn"] for r in deployed.get("resources", []) if r.get("resource_type") == "lambda_function"]
-
-
 def event_invoke_config(queue_arn: str) -> Dict[str, Any]:
     return {
         "MaximumRetryAttempts": EVENT_INVOKE_MAX_RETRY_ATTEMPTS,
@@ -269,19 +271,23 @@ def event_invoke_config(queue_arn: str) -> Dict[str, Any]:
     }
 
 
-def apply_event_invoke_configs(client: Any, function_arns: Iterable[str], queue_arn: str) -> List[str]:
+def apply_event_invoke_configs(client: Any, function_names: Iterable[str], queue_arn: str) -> List[str]:
     """Step 3: retries and the OnFailure destination of each function (unchanged ones left alone)."""
     desired = event_invoke_config(queue_arn)
     changes = []
-    for arn in function_arns:
+    for name in function_names:
         try:
-            current = client.get_function_event_invoke_config(FunctionName=arn)
+            client.get_function_configuration(FunctionName=name)
         except client.exceptions.ResourceNotFoundException:
+            raise DeployError(f"function {name} does not exist: deploy the functions first") from None
+        try:
+            current = client.get_function_event_invoke_config(FunctionName=name)
+        except client.exceptions.ResourceNotFoundException:  # none set yet
             current = {}
         if all(current.get(key) == value for key, value in desired.items()):
             continue
-        client.put_function_event_invoke_config(FunctionName=arn, **desired)
-        changes.append(f"set retries and OnFailure destination of {arn}")
+        client.put_function_event_invoke_config(FunctionName=name, **desired)
+        changes.append(f"set retries and OnFailure destination of {name}")
     return changes
 
 
@@ -299,18 +305,27 @@ def report(changes: List[str]) -> None:
 def main(argv: "List[str] | None" = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stage", required=True, help="a stage of .chalice/config.json")
+    parser.add_argument(
+        "--only", choices=STEPS, action="append",
+        help="run only this step (repeatable); e.g. with Terraform: --only set-up, terraform apply, "
+        "then --only event-invoke-configs",
+    )
     args = parser.parse_args(argv)
+    steps = args.only or STEPS
     import boto3
 
     plan = stage_plan(args.stage)
     session = boto3.session.Session()
-    print(f"1/3 tables, dead-letter queue, alarm and log groups for stage {plan.stage}:")
-    queue_arn, changes = set_up(session, plan)
-    report(changes)
-    print(f"2/3 chalice deploy --stage {plan.stage}:")
-    run_chalice("deploy", "--stage", plan.stage)
-    print("3/3 retries and OnFailure destination of each function:")
-    report(apply_event_invoke_configs(session.client("lambda"), deployed_function_arns(plan.stage), queue_arn))
+    if SET_UP in steps:
+        print(f"{SET_UP}: tables, dead-letter queue, alarm and log groups of stage {plan.stage}")
+        report(set_up(session, plan)[1])
+    if CHALICE_DEPLOY in steps:
+        print(f"{CHALICE_DEPLOY}: chalice deploy --stage {plan.stage}")
+        run_chalice("deploy", "--stage", plan.stage)
+    if EVENT_INVOKE_CONFIGS in steps:
+        print(f"{EVENT_INVOKE_CONFIGS}: retries and OnFailure destination of each function")
+        queue = queue_arn(session.client("sqs"), plan.queue_name)
+        report(apply_event_invoke_configs(session.client("lambda"), plan.function_names, queue))
     return 0
 
 
