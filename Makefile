@@ -8,10 +8,12 @@ STAGE ?= dev
 # Extra arguments for `make run`, e.g. make run ARGS="--seed 7 --concurrency 16"
 ARGS ?=
 
+# chalice package insists on a region; the output deploys to any region of the aws partition.
+CHALICE_PACKAGE := AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-$${AWS_REGION:-us-east-1}} $(BIN)/chalice package
 # `make destroy STAGE=dev DELETE_TABLES=yes` also deletes the tables and their data.
 DELETE_TABLES ?=
 
-.PHONY: run test unit clean package deploy destroy
+.PHONY: run test unit clean package package-terraform deploy destroy
 
 run: $(VENV)/.installed
 	$(BIN)/python -m tools.replay $(ARGS)
@@ -28,10 +30,13 @@ unit: $(VENV)/.installed
 # resources.json (tables, dead-letter queue, alarm, retries). See docs/deploy.md.
 package: $(VENV)/.installed
 	rm -rf out/$(STAGE)
-	@# chalice package insists on a region; the template itself deploys to any region of the aws partition.
-	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-$${AWS_REGION:-us-east-1}} \
-		$(BIN)/chalice package --merge-template resources.json --stage $(STAGE) out/$(STAGE)
+	$(CHALICE_PACKAGE) --merge-template resources.json --stage $(STAGE) out/$(STAGE)
 	@echo "Wrote out/$(STAGE)/sam.json and out/$(STAGE)/deployment.zip"
+
+# Chalice's Terraform output for the stage; it lacks tables, queue and log groups: see docs/deploy.md.
+package-terraform: $(VENV)/.installed
+	rm -rf out/tf-$(STAGE)
+	$(CHALICE_PACKAGE) --pkg-format terraform --stage $(STAGE) out/tf-$(STAGE)
 
 # Tables, queue and alarm (boto3), then chalice deploy, then each function's retries and OnFailure queue.
 deploy: $(VENV)/.installed

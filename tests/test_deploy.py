@@ -253,3 +253,41 @@ def test_tear_down_keeps_tables_unless_asked(session, plan):
 
     assert deleted == [f"deleted table {name}" for name in plan.table_names.values()]
     assert dynamodb.list_tables()["TableNames"] == []
+
+
+def test_make_deploy_runs_set_up_chalice_deploy_then_invoke_configs(session, monkeypatch, capsys):
+    """The whole `make deploy` sequence, with `chalice deploy` stood in for by creating the functions."""
+    plan = deploy.stage_plan("dev")
+    calls = []
+
+    def fake_chalice(*args, **options):
+        calls.append(args)
+        assert session.client("dynamodb").list_tables()["TableNames"], "chalice deploy ran before the set-up step"
+        for name in plan.function_names:
+            create_function(session, name)
+
+    monkeypatch.setattr(deploy, "run_chalice", fake_chalice)
+
+    assert deploy.main(["--stage", "dev"]) == 0
+
+    assert calls == [("deploy", "--stage", "dev")]
+    queue_arn = deploy.queue_arn(session.client("sqs"), plan.queue_name)
+    for name in plan.function_names:
+        config = session.client("lambda").get_function_event_invoke_config(FunctionName=name)
+        assert config["DestinationConfig"]["OnFailure"]["Destination"] == queue_arn
+    assert f"set retries and OnFailure destination of {plan.function_names[0]}" in capsys.readouterr().out
+
+
+def test_terraform_steps_and_destroy_without_chalice(session, monkeypatch):
+    monkeypatch.setattr(deploy, "run_chalice", lambda *args, **options: pytest.fail(f"chalice {args} ran"))
+    monkeypatch.setattr(destroy, "run_chalice", lambda *args, **options: pytest.fail(f"chalice {args} ran"))
+    plan = deploy.stage_plan("dev")
+
+    assert deploy.main(["--stage", "dev", "--only", "set-up"]) == 0
+    for name in plan.function_names:  # what terraform apply creates
+        create_function(session, name)
+    assert deploy.main(["--stage", "dev", "--only", "event-invoke-configs"]) == 0
+    assert destroy.main(["--stage", "dev", "--without-chalice-delete", "--delete-tables"]) == 0
+
+    assert session.client("dynamodb").list_tables()["TableNames"] == []
+    assert session.client("sqs").list_queues().get("QueueUrls", []) == []

@@ -48,13 +48,18 @@ def main(argv: "List[str] | None" = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stage", required=True, help="a stage of .chalice/config.json")
     parser.add_argument("--delete-tables", action="store_true", help="also delete the stage's tables and their data")
+    parser.add_argument(
+        "--without-chalice-delete", action="store_true",
+        help="the functions were deployed another way (terraform destroy removes them): skip chalice delete",
+    )
     args = parser.parse_args(argv)
     import boto3
 
     plan = stage_plan(args.stage)
-    print(f"1/2 chalice delete --stage {plan.stage}:")
-    run_chalice("delete", "--stage", plan.stage)
-    print("2/2 dead-letter queue, alarm, log groups" + (" and tables:" if args.delete_tables else " (tables kept):"))
+    if not args.without_chalice_delete:
+        print(f"chalice delete --stage {plan.stage}")
+        run_chalice("delete", "--stage", plan.stage)
+    print("dead-letter queue, alarm, log groups" + (" and tables:" if args.delete_tables else " (tables kept):"))
     report(tear_down(boto3.session.Session(), plan, args.delete_tables))
     return 0
 
