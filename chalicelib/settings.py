@@ -6,7 +6,7 @@ so there is nothing ecs-specific to configure for local runs.
 """
 import os
 import threading
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from chalicelib.tables import TableSpec
 
@@ -21,9 +21,14 @@ _client: Optional[Any] = None
 _client_lock = threading.Lock()
 
 
-def table_name(table: TableSpec) -> str:
-    """The table's name for this stage (read per call: tests switch stages)."""
-    return os.environ.get(table.name_env) or table.default_name
+def table_name(table: TableSpec, environ: Optional[Mapping[str, str]] = None) -> str:
+    """The table's name for this stage (read per call: tests switch stages).
+
+    ``environ`` defaults to os.environ; the deploy tools pass a stage's
+    environment_variables from .chalice/config.json instead.
+    """
+    environ = os.environ if environ is None else environ
+    return environ.get(table.name_env) or table.default_name
 
 
 def dynamodb_client() -> Any:

@@ -28,10 +28,9 @@ def test_dynamodb_local_listens_on_loopback_and_its_process_ends_on_stop():
     server = DynamoDBLocal().start()
     process, port = server.process, int(server.endpoint.rsplit(":", 1)[1])
     assert server.endpoint.startswith("http://127.0.0.1:")
+    socket.create_connection(("127.0.0.1", port), timeout=1).close()
     server.stop()
-    assert process.poll() is not None
-    with pytest.raises(OSError):
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    assert process.poll() is not None  # (its port may be reused at once by anyone: not checked)
 
 
 def test_embedded_moto_serves_on_loopback_and_stops():
@@ -39,5 +38,6 @@ def test_embedded_moto_serves_on_loopback_and_stops():
         port = int(server.endpoint.rsplit(":", 1)[1])
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
         assert server.endpoint.startswith("http://127.0.0.1:")
-    with pytest.raises(OSError):
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        thread = server._thread
+    thread.join(timeout=5)
+    assert not thread.is_alive()
