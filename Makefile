@@ -7,7 +7,7 @@ STAGE ?= dev
 # Extra arguments for `make run`, e.g. make run ARGS="--seed 7 --concurrency 16"
 ARGS ?=
 
-.PHONY: run test unit clean
+.PHONY: run test unit bench fuzz clean
 
 run: $(VENV)/.installed
 	$(BIN)/python -m tools.replay $(ARGS)
@@ -19,6 +19,10 @@ test: $(VENV)/.installed node_modules/.installed
 # The fast tests only: no Java, no DynamoDB Local.
 unit: $(VENV)/.installed
 	$(BIN)/python -m pytest -m "not dynamodb_local" $(PYTEST_ARGS)
+
+# The benchmark on DynamoDB Local: prints a table, writes bench-results.json. See docs/benchmark.md.
+bench: $(VENV)/.installed node_modules/.installed
+	$(BIN)/python -m bench.run $(ARGS)
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
