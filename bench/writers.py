@@ -4,32 +4,44 @@
 per-event work (building requests, contexts, Table objects) and returns
 ``deliver(index) -> outcome label`` for the timed loop.
 """
+import os
 from typing import Any, Callable, Dict, Mapping
 
 from bench.docs_example import IGNORED, SAVED_NEW, UPDATED, DocsExample
 from bench.workload import CREATED, DUPLICATE, STALE, Workload
+from chalicelib import settings
 from chalicelib.tables import TASKS, TableSpec
 
 Deliver = Callable[[int], str]
-FLOOR, OURS, BASELINE = "floor", "ecs-state", "docs example"
+FLOOR, OURS, OURS_NO_MARK, BASELINE = "floor", "ecs-state", "ecs-state, no mark", "docs example"
 WRITTEN, NOT_WRITTEN = "written", "not written"
 
 
-def prepare_ours(workload: Workload, table_names: Mapping[TableSpec, str]) -> Deliver:
-    """ecs-state's handler, called as Lambda calls it: (event dict, LambdaContext)."""
-    import os
+def prepare_ours(workload: Workload, table_names: Mapping[TableSpec, str], marks: bool = True) -> Deliver:
+    """ecs-state's handler, called as Lambda calls it: (event dict, LambdaContext).
 
+    ``marks=False`` turns its high-water marks off, to measure what they save.
+    """
+    use_tables(table_names, marks)
     from chalice.local import LambdaContext
 
     from app import app
 
-    for spec, name in table_names.items():
-        os.environ[spec.name_env] = name  # read per event by chalicelib.settings.table_name
     handler = app.handler_map["task_state_change"]
     deliveries = workload.deliveries
     # Lambda's runtime builds a context per invocation; that is not the handler's cost.
     contexts = [LambdaContext("ecs-state-bench", memory_size=256) for _ in deliveries]
     return lambda index: handler(deliveries[index], contexts[index])["outcome"]
+
+
+def use_tables(table_names: Mapping[TableSpec, str], marks: bool = True) -> None:
+    """Point ecs-state at these tables, marks on or off (both settings are read per event)."""
+    for spec, name in table_names.items():
+        os.environ[spec.name_env] = name
+    if marks:
+        os.environ.pop(settings.HIGH_WATER_ENTRIES_ENV, None)
+    else:
+        os.environ[settings.HIGH_WATER_ENTRIES_ENV] = "0"
 
 
 def prepare_floor(client: Any, workload: Workload, table_names: Mapping[TableSpec, str]) -> Deliver:
@@ -68,6 +80,7 @@ def prepare_baseline(resource: Any, workload: Workload, table_names: Mapping[Tab
 # What each writer should answer for each sequential outcome; anything else is a bug.
 EXPECTED_LABELS: Dict[str, Dict[str, str]] = {
     OURS: {CREATED: CREATED, "updated": "updated", DUPLICATE: DUPLICATE, STALE: STALE},
+    OURS_NO_MARK: {CREATED: CREATED, "updated": "updated", DUPLICATE: DUPLICATE, STALE: STALE},
     FLOOR: {CREATED: WRITTEN, "updated": WRITTEN, DUPLICATE: NOT_WRITTEN, STALE: NOT_WRITTEN},
     BASELINE: {CREATED: SAVED_NEW, "updated": UPDATED, DUPLICATE: IGNORED, STALE: IGNORED},
 }

@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 from chalicelib import settings
 from chalicelib.errors import ItemTooLarge, StoredItemConflict
 from chalicelib.events import StateChange
+from chalicelib.high_water import HighWaterMarks
 from chalicelib.tables import TableSpec
 
 CREATED = "created"  # first version seen for this key
@@ -38,19 +39,43 @@ class WriteResult(NamedTuple):  # a NamedTuple: see chalicelib/tables.py
 
 
 class StateStore:
-    def __init__(self, client: Any, table_name: Callable[[TableSpec], str] = settings.table_name) -> None:
+    def __init__(
+        self,
+        client: Any,
+        table_name: Callable[[TableSpec], str] = settings.table_name,
+        marks: Optional[HighWaterMarks] = None,
+    ) -> None:
         self._client = client
         self._table_name = table_name
+        self._marks = marks  # None: every event costs one request
         # Registered once per client (unique_id), not once per StateStore.
         client.meta.events.register(
             "before-parse.dynamodb.PutItem", keep_only_the_version, unique_id="ecs-state-keep-only-the-version"
         )
 
     def put_if_newer(self, change: StateChange) -> WriteResult:
-        """Store ``change`` unless its key already has this or a later version."""
+        """Store ``change`` unless its key already has this or a later version.
+
+        With high-water marks, an event at or below the highest version this
+        process has seen stored is answered without a request (see
+        chalicelib/high_water.py); ``stored_version`` is then that version, a
+        lower bound of the one stored now.
+        """
+        table = self._table_name(change.table)
+        if self._marks is not None:
+            known = self._marks.highest(table, change.key)
+            if known is not None and change.version <= known:
+                return WriteResult(DUPLICATE if change.version == known else STALE, known)
+        result = self._put(table, change)
+        if self._marks is not None:
+            # Written: this version is stored now. Not written: DynamoDB returned the stored one.
+            self._marks.saw_stored(table, change.key, change.version if result.written else result.stored_version)
+        return result
+
+    def _put(self, table: str, change: StateChange) -> WriteResult:
         try:
             response = self._client.put_item(
-                TableName=self._table_name(change.table),
+                TableName=table,
                 Item=change.item,
                 ConditionExpression=_CONDITION,
                 ExpressionAttributeNames={"#key": change.table.key, "#version": "version"},
