@@ -54,7 +54,9 @@ def dynamodb_client() -> Any:
                         parameter_validation=False,
                         connect_timeout=CONNECT_TIMEOUT_SECONDS,
                         read_timeout=READ_TIMEOUT_SECONDS,
-                        retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+                        # total_max_attempts counts the first attempt; botocore's
+                        # "max_attempts" counts only retries (3 would mean 4 attempts).
+                        retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
                     ),
                 )
     return _client
