@@ -24,6 +24,12 @@ unit: $(VENV)/.installed
 bench: $(VENV)/.installed node_modules/.installed
 	$(BIN)/python -m bench.run $(ARGS)
 
+# Hostile-input fuzzing, long: `make test` runs a bounded number of examples.
+# E.g. make fuzz FUZZ_EXAMPLES=20000. See docs/benchmark.md.
+FUZZ_EXAMPLES ?= 2000
+fuzz: $(VENV)/.installed node_modules/.installed
+	ECS_STATE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest tests/test_fuzz.py -p no:logging $(PYTEST_ARGS)
+
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
