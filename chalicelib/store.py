@@ -109,24 +109,31 @@ class StateStore:
         raise error
 
 
-def keep_only_the_version(response_dict: Any, **kwargs: Any) -> None:
-    """botocore hook: cut a PutItem's returned old item down to what put_if_newer reads.
+# Where a PutItem response carries the stored item: written (ReturnValues=ALL_OLD)
+# or refused by the condition (ReturnValuesOnConditionCheckFailure=ALL_OLD).
+_RETURNED_ITEM = {200: "Attributes", 400: "Item"}
 
-    ReturnValues=ALL_OLD is the only way to learn, in the same request, whether
-    an item was replaced and at which version, but DynamoDB then returns the
-    whole old item, and botocore's shape-by-shape parsing of it cost more than
-    all of ecs-state's own work per event (0.7 ms of a 3 KB task item; see
-    docs/benchmark.md). Only the version is read, plus the fact that an old
-    item existed. Error responses (the condition failing) are left alone.
+
+def keep_only_the_version(response_dict: Any, **kwargs: Any) -> None:
+    """botocore hook: cut the item a PutItem returns down to what put_if_newer reads.
+
+    Returning the stored item is the only way to learn, in the same request,
+    whether an item was replaced and at which version, or which version kept
+    an event out. But DynamoDB returns the whole item, and botocore's
+    shape-by-shape parsing of it cost more than all of ecs-state's own work
+    per event (about 1 ms for a 3 KB task item; see docs/benchmark.md). Only
+    the version is read, plus the fact that an item existed.
     """
+    member = _RETURNED_ITEM.get(response_dict.get("status_code"))
     body = response_dict.get("body")
-    if response_dict.get("status_code") != 200 or not body or b'"Attributes"' not in body:
+    if member is None or not body or f'"{member}"'.encode() not in body:
         return
-    old = json.loads(body).get("Attributes")
-    if old:
-        # An old item always has its key, so keeping one attribute keeps "it existed".
-        kept = {"version": old["version"]} if "version" in old else dict([next(iter(old.items()))])
-        response_dict["body"] = json.dumps({"Attributes": kept}).encode()
+    response = json.loads(body)
+    item = response.get(member)
+    if isinstance(item, dict) and item:
+        # An item always has its key, so keeping one attribute keeps "it existed".
+        response[member] = {"version": item["version"]} if "version" in item else dict([next(iter(item.items()))])
+        response_dict["body"] = json.dumps(response).encode()
 
 
 def _stored_version(item: Mapping[str, Any]) -> Optional[int]:
