@@ -7,7 +7,7 @@ STAGE ?= dev
 # Extra arguments for `make run`, e.g. make run ARGS="--seed 7 --concurrency 16"
 ARGS ?=
 
-.PHONY: run test unit bench fuzz clean
+.PHONY: run test unit bench bench-profile fuzz clean
 
 run: $(VENV)/.installed
 	$(BIN)/python -m tools.replay $(ARGS)
@@ -23,6 +23,10 @@ unit: $(VENV)/.installed
 # The benchmark on DynamoDB Local: prints a table, writes bench-results.json. See docs/benchmark.md.
 bench: $(VENV)/.installed node_modules/.installed
 	$(BIN)/python -m bench.run $(ARGS)
+
+# cProfile of the handler over the benchmark's workload: where its time goes.
+bench-profile: $(VENV)/.installed node_modules/.installed
+	$(BIN)/python -m bench.profile $(ARGS)
 
 # Hostile-input fuzzing, long: `make test` runs a bounded number of examples.
 # E.g. make fuzz FUZZ_EXAMPLES=20000. See docs/benchmark.md.
