@@ -8,13 +8,13 @@ examples; `make fuzz` sets ECS_STATE_FUZZ_EXAMPLES for a long run.
 import os
 import uuid
 from decimal import Decimal
-from typing import Any, Iterator, List, Tuple
+from typing import Any, Iterator, Tuple
 
 from hypothesis import HealthCheck, event as note, given, settings as hypothesis_settings, strategies as st
 from chalice.local import LambdaContext
 
 from app import app
-from chalicelib import recorder, settings
+from chalicelib import recorder
 from chalicelib.errors import InvalidEvent
 from chalicelib.events import table_of
 from chalicelib.tables import CONTAINER_INSTANCES
