@@ -156,6 +156,7 @@ def check(client: Any, event: Any) -> None:
         result = deliver(event)
     except InvalidEvent as error:
         note(f"refused: {type(error).__name__}: {error.problem[:40]}")
+        str(error).encode("utf-8")  # loggable: a UTF-8 log line can carry it
         if where:
             assert stored_item(client, *where) == before, "a refused event changed the stored item"
         return

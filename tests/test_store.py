@@ -103,3 +103,13 @@ def test_a_stored_item_without_a_version_is_replaced(dynamodb):
     arn = task_event(1)["detail"]["taskArn"]
     dynamodb.put_item(TableName=recorder.settings.table_name(TASKS), Item={"taskArn": {"S": arn}})
     assert recorder.record(task_event(3))["outcome"] == "updated"
+
+
+@pytest.mark.parametrize("detail", [{"extra": {"\ud800": 1}}, {"cw_\udfff": 1}, {"\ud800x": 1}])
+def test_a_lone_surrogate_in_a_name_is_refused_with_a_loggable_field(moto_endpoint, use_endpoint, detail):
+    # Regression: the field named the raw surrogate, so the "event rejected" log line failed to write.
+    use_endpoint(moto_endpoint)
+    with pytest.raises(InvalidEvent) as refused:
+        recorder.record(task_event(1, **detail))
+    assert "\\ud" in refused.value.field
+    assert str(refused.value).encode("utf-8")
