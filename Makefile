@@ -13,7 +13,7 @@ CHALICE_PACKAGE := AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-$${AWS_REGION:-us-e
 # `make destroy STAGE=dev DELETE_TABLES=yes` also deletes the tables and their data.
 DELETE_TABLES ?=
 
-.PHONY: run local test unit clean package package-terraform deploy destroy
+.PHONY: run local test unit clean package package-terraform deploy destroy bench bench-profile fuzz
 
 run: $(VENV)/.installed
 	$(BIN)/python -m tools.replay $(ARGS)
@@ -52,6 +52,20 @@ deploy: $(VENV)/.installed
 
 destroy: $(VENV)/.installed
 	$(BIN)/python -m tools.destroy --stage $(STAGE) $(if $(filter yes,$(DELETE_TABLES)),--delete-tables)
+
+# The benchmark on DynamoDB Local: prints a table, writes bench-results.json. See docs/benchmark.md.
+bench: $(VENV)/.installed node_modules/.installed
+	$(BIN)/python -m bench.run $(ARGS)
+
+# cProfile of the handler over the benchmark's workload: where its time goes.
+bench-profile: $(VENV)/.installed node_modules/.installed
+	$(BIN)/python -m bench.profile $(ARGS)
+
+# Hostile-input fuzzing, long: `make test` runs a bounded number of examples.
+# E.g. make fuzz FUZZ_EXAMPLES=20000. See docs/benchmark.md.
+FUZZ_EXAMPLES ?= 2000
+fuzz: $(VENV)/.installed node_modules/.installed
+	ECS_STATE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest tests/test_fuzz.py -p no:logging $(PYTEST_ARGS)
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

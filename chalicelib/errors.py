@@ -13,6 +13,9 @@ class InvalidEvent(ValueError):
     """
 
     def __init__(self, field: str, problem: str) -> None:
+        # A JSON name can hold a lone surrogate, which no UTF-8 log line can
+        # carry (the rejection's log line was lost): name it escaped, as \ud800.
+        field = field.encode("utf-8", "backslashreplace").decode("utf-8")
         super().__init__(f"{field}: {problem}")
         self.field = field
         self.problem = problem

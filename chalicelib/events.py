@@ -1,6 +1,5 @@
 """EventBridge ECS events to state changes, validated before anything is written."""
-from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
 from chalicelib.attributes import (
     MAX_ITEM_BYTES,
@@ -24,8 +23,7 @@ MAX_KEY_BYTES = 2048  # DynamoDB's partition key limit
 MAX_SORT_KEY_BYTES = 1024  # DynamoDB's sort key limit
 
 
-@dataclass(frozen=True)
-class StateChange:
+class StateChange(NamedTuple):  # a NamedTuple: see chalicelib/tables.py
     """One task's or container instance's state at one version."""
 
     table: TableSpec

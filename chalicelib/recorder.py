@@ -30,7 +30,7 @@ def record(event: Any, context: Any = None, store: Optional[StateStore] = None) 
         table = table_of(event)
         observability.count(INVALID, table.kind if table else "unknown")
         raise
-    target = store if store is not None else StateStore(settings.dynamodb_client())
+    target = store if store is not None else StateStore(settings.dynamodb_client(), marks=settings.high_water_marks())
     try:
         result = target.put_if_newer(change)
     except Exception:

@@ -8,6 +8,7 @@ import os
 import threading
 from typing import Any, Mapping, Optional
 
+from chalicelib.high_water import HighWaterMarks
 from chalicelib.tables import TableSpec
 
 # Worst case per event: 3 attempts x (2 s connect + 3 s read) plus backoff,
@@ -16,8 +17,13 @@ from chalicelib.tables import TableSpec
 CONNECT_TIMEOUT_SECONDS = 2
 READ_TIMEOUT_SECONDS = 3
 MAX_ATTEMPTS = 3  # in all, the first try included
+# Keys a warm container remembers the highest stored version of (chalicelib/high_water.py):
+# about 300 bytes each, so the default holds 10,000 tasks in ~3 MB. 0 turns the marks off.
+HIGH_WATER_ENTRIES_ENV = "ECS_STATE_HIGH_WATER_ENTRIES"
+DEFAULT_HIGH_WATER_ENTRIES = 10_000
 
 _client: Optional[Any] = None
+_marks: Optional[HighWaterMarks] = None
 _client_lock = threading.Lock()
 
 
@@ -45,16 +51,45 @@ def dynamodb_client() -> Any:
                 _client = boto3.session.Session().client(
                     "dynamodb",
                     config=Config(
+                        # botocore's client-side check of every attribute value cost
+                        # 1.3 ms per event (a third of ecs-state's own CPU time per
+                        # PutItem; see docs/benchmark.md). chalicelib.attributes
+                        # already builds only well-formed values, checked against
+                        # DynamoDB's own limits, and DynamoDB checks them again.
+                        parameter_validation=False,
                         connect_timeout=CONNECT_TIMEOUT_SECONDS,
                         read_timeout=READ_TIMEOUT_SECONDS,
+                        # total_max_attempts counts the first attempt; botocore's
+                        # "max_attempts" counts only retries (3 would mean 4 attempts).
                         retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
                     ),
                 )
     return _client
 
 
+def high_water_marks() -> Optional[HighWaterMarks]:
+    """The process's high-water marks, or None when turned off (the setting is read per call)."""
+    global _marks
+    text = os.environ.get(HIGH_WATER_ENTRIES_ENV, "")
+    try:
+        entries = int(text) if text else DEFAULT_HIGH_WATER_ENTRIES
+    except ValueError:
+        raise ValueError(f"{HIGH_WATER_ENTRIES_ENV} must be a whole number, got {text!r}") from None
+    if entries < 0:
+        raise ValueError(f"{HIGH_WATER_ENTRIES_ENV} must not be negative, got {entries}")
+    if entries == 0:
+        return None
+    if _marks is None or _marks.max_entries != entries:
+        with _client_lock:
+            if _marks is None or _marks.max_entries != entries:
+                _marks = HighWaterMarks(entries)
+    return _marks
+
+
 def reset_client() -> None:
-    """Forget the client, so the next call reads the environment again (tests, local runs)."""
-    global _client
+    """Forget the client and the high-water marks, so the next event reads the environment
+    again and knows nothing of earlier tables (tests, local runs)."""
+    global _client, _marks
     with _client_lock:
         _client = None
+        _marks = None

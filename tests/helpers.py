@@ -1,5 +1,6 @@
 """Event builders and DynamoDB helpers shared by the tests."""
 import copy
+from decimal import Decimal
 from typing import Any, Dict
 
 from boto3.dynamodb.types import TypeDeserializer
@@ -8,7 +9,17 @@ from chalicelib import settings
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS, TableSpec
 
 ACCOUNT = "111122223333"
-_deserialize = TypeDeserializer().deserialize
+
+
+class _ExactDeserializer(TypeDeserializer):
+    """boto3's, but numbers read exactly: DynamoDB returns 5.5E+110 with all its zeros,
+    which boto3's 38-digit context refuses (decimal.Rounded) though it holds 2 digits."""
+
+    def _deserialize_n(self, value: str) -> Decimal:
+        return Decimal(value)
+
+
+_deserialize = _ExactDeserializer().deserialize
 
 
 def task_event(version: int, task_id: str = "0123456789abcdef0123456789abcdef", **detail: Any) -> Dict[str, Any]:

@@ -3,7 +3,7 @@ from decimal import Decimal
 
 import pytest
 
-from chalicelib import recorder
+from chalicelib import recorder, settings
 from chalicelib.errors import InvalidEvent, StoredItemConflict
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS
 from tests.helpers import container_instance_event, count_requests, stored_item, task_event
@@ -57,8 +57,19 @@ def test_tables_are_separate_per_kind(dynamodb):
     assert stored_item(dynamodb, CONTAINER_INSTANCES, instance["detail"]["containerInstanceArn"])["version"] == 1
 
 
+# At most one request per event; none only when this process's high-water mark
+# already answers it (a duplicate or stale version of a key it saw stored).
+@pytest.mark.parametrize("versions, requests", [((1,), 1), ((1, 2), 2), ((2, 2), 1), ((2, 1), 1), ((2, 1, 3), 2)])
+def test_every_event_costs_at_most_one_request(dynamodb, versions, requests):
+    counts = count_requests(dynamodb)
+    for version in versions:
+        recorder.record(task_event(version))
+    assert counts == {"PutItem": requests}
+
+
 @pytest.mark.parametrize("versions", [(1,), (1, 2), (2, 2), (2, 1)])
-def test_every_event_costs_exactly_one_request(dynamodb, versions):
+def test_without_high_water_marks_every_event_costs_exactly_one_request(dynamodb, monkeypatch, versions):
+    monkeypatch.setenv(settings.HIGH_WATER_ENTRIES_ENV, "0")
     counts = count_requests(dynamodb)
     for version in versions:
         recorder.record(task_event(version))
@@ -92,3 +103,13 @@ def test_a_stored_item_without_a_version_is_replaced(dynamodb):
     arn = task_event(1)["detail"]["taskArn"]
     dynamodb.put_item(TableName=recorder.settings.table_name(TASKS), Item={"taskArn": {"S": arn}})
     assert recorder.record(task_event(3))["outcome"] == "updated"
+
+
+@pytest.mark.parametrize("detail", [{"extra": {"\ud800": 1}}, {"cw_\udfff": 1}, {"\ud800x": 1}])
+def test_a_lone_surrogate_in_a_name_is_refused_with_a_loggable_field(moto_endpoint, use_endpoint, detail):
+    # Regression: the field named the raw surrogate, so the "event rejected" log line failed to write.
+    use_endpoint(moto_endpoint)
+    with pytest.raises(InvalidEvent) as refused:
+        recorder.record(task_event(1, **detail))
+    assert "\\ud" in refused.value.field
+    assert str(refused.value).encode("utf-8")
