@@ -5,7 +5,7 @@ so it can be tested, replayed and benchmarked as Lambda calls it.
 """
 from chalice import Chalice, IAMAuthorizer
 
-from chalicelib import api, recorder
+from chalicelib import recorder, settings
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS
 
 app = Chalice(app_name="ecs-state")
@@ -25,29 +25,37 @@ def container_instance_state_change(event):
     return recorder.record(event.to_dict(), event.context)
 
 
+def api():
+    """chalicelib.api, imported on the first request: the event functions load this
+    module too, and never serve one, so their cold starts do not pay for it."""
+    from chalicelib import api as http_api
+
+    return http_api
+
+
 @app.route("/tasks", methods=["GET"], authorizer=iam)
 def list_tasks():
-    return api.list_items(TASKS, app.current_request.query_params)
+    return api().list_items(TASKS, app.current_request.query_params)
 
 
 @app.route("/tasks/{id}", methods=["GET"], authorizer=iam)
 def get_task(id):
-    return api.get_item(TASKS, id, app.current_request.query_params)
+    return api().get_item(TASKS, id, app.current_request.query_params)
 
 
 @app.route("/container-instances", methods=["GET"], authorizer=iam)
 def list_container_instances():
-    return api.list_items(CONTAINER_INSTANCES, app.current_request.query_params)
+    return api().list_items(CONTAINER_INSTANCES, app.current_request.query_params)
 
 
 @app.route("/container-instances/{id}", methods=["GET"], authorizer=iam)
 def get_container_instance(id):
-    return api.get_item(CONTAINER_INSTANCES, id, app.current_request.query_params)
+    return api().get_item(CONTAINER_INSTANCES, id, app.current_request.query_params)
 
 
 # Test events through the handlers' own code path; only in stages that enable it (local).
-if api.events_route_enabled():
+if settings.events_route_enabled():
 
-    @app.route("/events", methods=["POST"], authorizer=iam, content_types=api.EVENTS_CONTENT_TYPES)
+    @app.route("/events", methods=["POST"], authorizer=iam, content_types=settings.EVENTS_CONTENT_TYPES)
     def post_events():
-        return api.post_events(app, app.current_request.raw_body)
+        return api().post_events(app, app.current_request.raw_body)

@@ -8,7 +8,6 @@ parameter's name, before any request to DynamoDB.
 import base64
 import binascii
 import json
-import os
 import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import unquote
@@ -22,12 +21,6 @@ from chalicelib.errors import InvalidEvent, StoredItemConflict
 from chalicelib.events import parse_event
 from chalicelib.tables import TableSpec
 
-# POST /events exists only where the stage sets this variable to "enabled"
-# (the local stage): Chalice loads a stage's variables before importing app.py.
-EVENTS_ROUTE_VARIABLE = "ECS_STATE_EVENTS_ROUTE"
-EVENTS_ROUTE_ENABLED = "enabled"
-# curl --data sends form-encoded; the body is parsed as JSON whatever it is labelled.
-EVENTS_CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded", "text/plain"]
 MAX_EVENTS_PER_REQUEST = 100
 
 DEFAULT_LIMIT = 50
@@ -40,10 +33,6 @@ _CLUSTER_ARN = re.compile(rf"({_PARTITION_REGION_ACCOUNT}):cluster/([A-Za-z0-9_-
 _RESOURCE_ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
 _RESOURCE_PATH = r"[A-Za-z0-9_-]{1,255}(/[A-Za-z0-9_-]{1,255})?"  # [<cluster>/]<id>
 _STATUS = re.compile(r"[A-Za-z_]{1,64}")
-
-
-def events_route_enabled() -> bool:
-    return os.environ.get(EVENTS_ROUTE_VARIABLE) == EVENTS_ROUTE_ENABLED
 
 
 # -- GET /tasks, GET /container-instances ------------------------------------

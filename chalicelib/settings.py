@@ -22,9 +22,20 @@ MAX_ATTEMPTS = 3  # in all, the first try included
 HIGH_WATER_ENTRIES_ENV = "ECS_STATE_HIGH_WATER_ENTRIES"
 DEFAULT_HIGH_WATER_ENTRIES = 10_000
 
+# POST /events exists only where the stage sets this variable to "enabled"
+# (the local stage): Chalice loads a stage's variables before importing app.py.
+EVENTS_ROUTE_VARIABLE = "ECS_STATE_EVENTS_ROUTE"
+EVENTS_ROUTE_ENABLED = "enabled"
+# curl --data sends form-encoded; the body is parsed as JSON whatever it is labelled.
+EVENTS_CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded", "text/plain"]
+
 _client: Optional[Any] = None
 _marks: Optional[HighWaterMarks] = None
 _client_lock = threading.Lock()
+
+
+def events_route_enabled() -> bool:
+    return os.environ.get(EVENTS_ROUTE_VARIABLE) == EVENTS_ROUTE_ENABLED
 
 
 def table_name(table: TableSpec, environ: Optional[Mapping[str, str]] = None) -> str:

@@ -7,7 +7,7 @@ from unittest import mock
 
 from chalice.test import Client
 
-from chalicelib.api import EVENTS_ROUTE_ENABLED, EVENTS_ROUTE_VARIABLE
+from chalicelib.settings import EVENTS_ROUTE_ENABLED, EVENTS_ROUTE_VARIABLE
 from tools.local_dynamodb import ROOT
 
 # A stage absent from config.json: only the global variables apply during

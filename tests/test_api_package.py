@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from chalice.utils import to_cfn_resource_name
 
-from chalicelib.api import EVENTS_ROUTE_VARIABLE
+from chalicelib.settings import EVENTS_ROUTE_VARIABLE
 from chalicelib.tables import ALL
 from tools.deploy import deployable_stages
 from tools.local_dynamodb import ROOT

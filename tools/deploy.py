@@ -108,7 +108,7 @@ def chalice_config(stage: str, project_dir: Path = ROOT) -> Any:
 
 def deployable_stages(stages: Mapping[str, Any]) -> List[str]:
     """The stages of config.json that may be deployed: not those that turn on POST /events (local)."""
-    from chalicelib.api import EVENTS_ROUTE_ENABLED, EVENTS_ROUTE_VARIABLE
+    from chalicelib.settings import EVENTS_ROUTE_ENABLED, EVENTS_ROUTE_VARIABLE
 
     return [
         name for name, stage in stages.items()
