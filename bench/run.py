@@ -32,6 +32,7 @@ from bench.writers import (
     prepare_ours,
     use_tables,
 )
+from chalicelib.store import OUTCOMES
 from chalicelib.tables import TASKS, TableSpec
 from tools.local_dynamodb import ROOT, DynamoDBLocal, create_tables, local_environment
 
@@ -205,7 +206,7 @@ def requests_per_event(results: List[Dict[str, Any]]) -> Dict[str, float]:
         requests.update(run["requests"])
     total_events = sum(run["events"] for run in results)
     per_outcome = {}
-    for outcome in workloads.OUTCOMES:
+    for outcome in OUTCOMES:
         events[outcome] = sum(run["events_by_outcome"].get(outcome, 0) for run in results)
         if events[outcome]:
             per_outcome[outcome] = requests[outcome] / events[outcome]
@@ -308,7 +309,7 @@ def print_table(results: Mapping[str, Any], out: TextIO) -> None:
     throughput_ = results["throughput"]
     lost = results["lost_updates"]
     startup_ = results["startup"]
-    outcomes = list(workloads.OUTCOMES) + ["all"]
+    outcomes = list(OUTCOMES) + ["all"]
     print("", file=out)
     print(f"machine: {results['machine']['summary']}", file=out)
     header = ["writer", "events/s", *[f"req/{o}" for o in outcomes], "lost updates"]

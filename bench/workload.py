@@ -10,12 +10,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Dict, List
 
+from chalicelib.store import CREATED, DUPLICATE, STALE, UPDATED
 from chalicelib.tables import TASKS
 from tools.replay import DEFAULT_EVENTS, load_events
-
-# Expected outcome of each delivery when delivered one after another in order.
-CREATED, UPDATED, DUPLICATE, STALE = "created", "updated", "duplicate", "stale"
-OUTCOMES = (CREATED, UPDATED, DUPLICATE, STALE)
 
 
 @dataclass(frozen=True)
