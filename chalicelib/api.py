@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import unquote
 
 from botocore.exceptions import BotoCoreError, ClientError
-from chalice import BadRequestError, NotFoundError, Response
+from chalice import BadRequestError, ChaliceViewError, NotFoundError, Response
 
 from chalicelib import settings
 from chalicelib.attributes import AttributeValue, decode
@@ -70,7 +70,16 @@ def list_items(table: TableSpec, query_params: Optional[Mapping[str, str]]) -> D
     }
     if "next" in params:
         request["ExclusiveStartKey"] = _start_key(params["next"], table, cluster, status)
-    response = settings.dynamodb_client().query(**request)
+    try:
+        response = settings.dynamodb_client().query(**request)
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") == "ValidationException" and "index" in str(error):
+            # e.g. the docs example's own tables, which have no index
+            raise ChaliceViewError(
+                f"table {request['TableName']} has no index {index.name}: "
+                "`make deploy` adds it (see docs/local-and-api.md)"
+            ) from error
+        raise
     items = response.get("Items", [])
     if len(items) > limit:
         items = items[:limit]

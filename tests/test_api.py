@@ -118,6 +118,18 @@ def test_an_unknown_cluster_lists_nothing(recorded):
     assert response.json_body == {"items": [], "next": None}
 
 
+def test_listing_a_table_without_the_index_says_which_index_is_missing(http, dynamodb_local, monkeypatch):
+    # Like the docs example's own ECSTaskState: its key only.
+    request = TASKS.create_table_request("no-index-tasks")
+    del request["GlobalSecondaryIndexes"]
+    request["AttributeDefinitions"] = [{"AttributeName": TASKS.key, "AttributeType": "S"}]
+    dynamodb_local.create_table(**request)
+    monkeypatch.setenv(TASKS.name_env, "no-index-tasks")
+    response = get(http, "/tasks", cluster=f"arn:aws:ecs:us-east-1:{ACCOUNT}:cluster/web-prod")
+    assert response.status_code == 500
+    assert f"has no index {TASKS.cluster_index.name}" in message(response)
+
+
 @pytest.mark.parametrize("limit, status", [(1, None), (3, None), (7, None), (8, None), (2, "RUNNING")])
 def test_pages_cover_the_listing_once_and_end_with_no_token(http, limit, status):
     for number in range(7):
