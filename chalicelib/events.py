@@ -120,21 +120,23 @@ def _item(event: Mapping, detail: Mapping) -> Tuple[Dict[str, AttributeValue], i
         if envelope_field in event:
             size += _put(item, name, event[envelope_field], envelope_field)
     for name, value in detail.items():
-        field = f"detail.{name}"
         if isinstance(name, str) and name.startswith(RESERVED_PREFIX):
-            raise InvalidEvent(field, f"the {RESERVED_PREFIX} prefix is reserved for ecs-state's metadata")
-        size += _put(item, name, value, field)
+            raise InvalidEvent(f"detail.{name}", f"the {RESERVED_PREFIX} prefix is reserved for ecs-state's metadata")
+        size += _put(item, name, value)
     if size > MAX_ITEM_BYTES:
         raise ItemTooLarge("detail", f"the item would take about {size} bytes; DynamoDB stores at most {MAX_ITEM_BYTES}")
     return item, size
 
 
-def _put(item: Dict[str, AttributeValue], name: Any, value: Any, field: str) -> int:
+def _put(item: Dict[str, AttributeValue], name: Any, value: Any, field: Optional[str] = None) -> int:
+    """Encode ``value`` as attribute ``name``; ``field`` names it in errors (default detail.<name>).
+
+    The field's text is built only for an error: every event passes here once per field."""
     try:
         name_bytes = attribute_name_length(name)
         item[name], value_bytes = encode(value)
     except Unstorable as error:
-        raise InvalidEvent(error.field(field), error.problem) from None
+        raise InvalidEvent(error.field(field or f"detail.{name}"), error.problem) from None
     return name_bytes + value_bytes
 
 

@@ -75,6 +75,9 @@ def dynamodb_client() -> Any:
                         retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
                     ),
                 )
+                from chalicelib.store import trim_returned_items  # (store imports this module)
+
+                trim_returned_items(_client)
     return _client
 
 

@@ -48,10 +48,6 @@ class StateStore:
         self._client = client
         self._table_name = table_name
         self._marks = marks  # None: every event costs one request
-        # Registered once per client (unique_id), not once per StateStore.
-        client.meta.events.register(
-            "before-parse.dynamodb.PutItem", keep_only_the_version, unique_id="ecs-state-keep-only-the-version"
-        )
 
     def put_if_newer(self, change: StateChange) -> WriteResult:
         """Store ``change`` unless its key already has this or a later version.
@@ -112,6 +108,15 @@ class StateStore:
 # Where a PutItem response carries the stored item: written (ReturnValues=ALL_OLD)
 # or refused by the condition (ReturnValuesOnConditionCheckFailure=ALL_OLD).
 _RETURNED_ITEM = {200: "Attributes", 400: "Item"}
+
+
+def trim_returned_items(client: Any) -> None:
+    """Make ``client`` parse only the version of the items PutItem returns (see below).
+
+    Called once, where the process's client is created, not once per event."""
+    client.meta.events.register(
+        "before-parse.dynamodb.PutItem", keep_only_the_version, unique_id="ecs-state-keep-only-the-version"
+    )
 
 
 def keep_only_the_version(response_dict: Any, **kwargs: Any) -> None:
