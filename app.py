@@ -1,9 +1,10 @@
 """ecs-state: the latest state of every ECS task and container instance, in DynamoDB.
 
-The handlers and routes are thin: the work is in chalicelib (recorder, api),
-so it can be tested, replayed and benchmarked as Lambda calls it.
+The handlers and routes are thin: the work is in chalicelib (recorder,
+reconciler, api), so it can be tested, replayed and benchmarked as Lambda
+calls it.
 """
-from chalice import Chalice, IAMAuthorizer
+from chalice import Chalice, IAMAuthorizer, Rate
 
 from chalicelib import recorder, settings
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS
@@ -23,6 +24,15 @@ def task_state_change(event):
 @app.on_cw_event({"source": ["aws.ecs"], "detail-type": [CONTAINER_INSTANCES.detail_type]})
 def container_instance_state_change(event):
     return recorder.record(event.to_dict(), event.context)
+
+
+# The stage sets the schedule (ECS_STATE_RECONCILE_MINUTES in .chalice/config.json):
+# Chalice loads a stage's variables before importing app.py.
+@app.schedule(Rate(settings.reconcile_minutes(), unit=Rate.MINUTES))
+def reconcile(event):
+    from chalicelib import reconciler  # imported here: the event functions' cold starts skip it
+
+    return reconciler.reconcile(event.to_dict(), event.context)
 
 
 def api():

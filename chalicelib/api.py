@@ -1,48 +1,59 @@
 """The HTTP API behind app.py's routes: reading the recorded state, and posting test events.
 
-Every read is one GetItem or one Query on a table or its cluster index, never
-a scan, so a request costs the same however many items the table holds.
-Bad parameters are refused with a 400 whose message starts with the
-parameter's name, before any request to DynamoDB.
+A listing queries the read index (keys only) and reads the items back in
+bulk; one item is one GetItem: never a scan, so a request costs the same
+however many items the table holds. Every parameter, id and token is checked
+before any request, and anything a caller sends is answered 200, 400 or 404
+(or 501 where the stage has no read index): never 500.
 """
 import base64
 import binascii
 import json
 import re
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 from urllib.parse import unquote
 
 from botocore.exceptions import BotoCoreError, ClientError
-from chalice import BadRequestError, ChaliceViewError, NotFoundError, Response
+from chalice import BadRequestError, NotFoundError, Response
 
 from chalicelib import settings
 from chalicelib.attributes import AttributeValue, decode
 from chalicelib.errors import InvalidEvent, StoredItemConflict
 from chalicelib.events import parse_event
-from chalicelib.tables import TableSpec
+from chalicelib.store import BATCH_GET_KEYS
+from chalicelib.tables import FINISHED, OPEN, TableSpec
 
 MAX_EVENTS_PER_REQUEST = 100
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
+# A listing by status reads past items of other statuses; this bounds the reads
+# one request makes (its page may then hold fewer items, with a `next` token).
+MAX_KEYS_READ_PER_REQUEST = 1000
 LIST_PARAMETERS = ("cluster", "status", "limit", "next")
 GET_PARAMETERS = ("cluster",)
 
-_PARTITION_REGION_ACCOUNT = r"arn:aws[a-z-]*:ecs:[a-z0-9-]+:\d{12}"
-_CLUSTER_ARN = re.compile(rf"({_PARTITION_REGION_ACCOUNT}):cluster/([A-Za-z0-9_-]{{1,255}})")
-_RESOURCE_ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
-_RESOURCE_PATH = r"[A-Za-z0-9_-]{1,255}(/[A-Za-z0-9_-]{1,255})?"  # [<cluster>/]<id>
-_STATUS = re.compile(r"[A-Za-z_]{1,64}")
+# ECS's formats, ASCII only: partition (aws, aws-cn, aws-us-gov, ...), region,
+# 12-digit account, names of at most 255 letters, digits, - and _. Every key
+# built from them stays far below DynamoDB's 2,048-byte key limit.
+_PARTITION_REGION_ACCOUNT = r"arn:aws[a-z-]{0,16}:ecs:[a-z0-9-]{1,32}:[0-9]{12}"
+_NAME = r"[A-Za-z0-9_-]{1,255}"
+_CLUSTER_ARN = re.compile(rf"({_PARTITION_REGION_ACCOUNT}):cluster/({_NAME})", re.ASCII)
+_RESOURCE_ID = re.compile(_NAME, re.ASCII)
+_RESOURCE_PATH = rf"{_NAME}(/{_NAME})?"  # [<cluster>/]<id>
+_STATUS = re.compile(r"[A-Za-z_]{1,64}", re.ASCII)
+_LIMIT = re.compile(r"[0-9]{1,3}", re.ASCII)  # not str.isdigit: it takes "²" and "١", which int() refuses or reads
+MAX_TOKEN_CHARACTERS = 12_000  # a page key of three attributes, base64: well under this
 
 
 # -- GET /tasks, GET /container-instances ------------------------------------
 
 
-def list_items(table: TableSpec, query_params: Optional[Mapping[str, str]]) -> Dict[str, Any]:
+def list_items(table: TableSpec, query_params: Optional[Mapping[str, str]]) -> Any:
     """One page of a cluster's items, optionally of one status: ``{"items": [...], "next": token or null}``.
 
-    Asks for one item more than the page holds, so ``next`` is null exactly
-    when nothing follows (unless DynamoDB's 1 MB page cut the query short).
+    ``next`` is null when nothing follows. A page holds at most ``limit`` items,
+    fewer when a listing by status had to read past many items of other statuses.
     """
     params = _parameters(query_params, LIST_PARAMETERS)
     if "cluster" not in params:
@@ -50,60 +61,107 @@ def list_items(table: TableSpec, query_params: Optional[Mapping[str, str]]) -> D
     cluster = _cluster_arn(params["cluster"]).group(0)
     status = params.get("status")
     if status is not None and not _STATUS.fullmatch(status):
-        raise _bad("status", f"must be an ECS status such as RUNNING or ACTIVE, got {status!r}")
+        raise _bad("status", f"must be an ECS status such as RUNNING or ACTIVE, got {status[:80]!r}")
     limit = _limit(params.get("limit"))
+    phase = table.phase(status) if status is not None else None
+    start = _start_key(params["next"], table, cluster, phase) if "next" in params else None
+    if not settings.read_index_enabled():
+        return _error(501, "NotImplementedError", (
+            f"listing needs the read index, which this stage turns off ({settings.READ_INDEX_ENV}="
+            f"{settings.DISABLED}); get one item by its id instead"
+        ))
+    # Every item of the finished phase has the one finished status (STOPPED, INACTIVE):
+    # only a listing of an unfinished status reads past items of other statuses.
+    keep_all = status is None or table.finished_statuses == {status}
+    # Keeping all, one key more than the page tells whether anything follows.
+    page_size = limit + 1 if keep_all else MAX_LIMIT
+    items: List[Dict[str, AttributeValue]] = []
+    read = 0
+    try:
+        for page_keys, last_key in _index_pages(table, cluster, phase, start, page_size):
+            wanted = page_keys[: limit - len(items)] if keep_all else page_keys
+            details = _batch_get(table, [key[table.key]["S"] for key in wanted])
+            for position, key in enumerate(wanted):
+                item = details.get(key[table.key]["S"])  # None: deleted since (TTL)
+                if item is not None and (keep_all or item.get(table.status_field, {}).get("S") == status):
+                    items.append(item)
+                    if len(items) == limit:
+                        more = position < len(page_keys) - 1 or last_key is not None
+                        return _page(items, _token(table, key) if more else None)
+            read += len(page_keys)
+            if last_key is None:
+                break
+            if read >= MAX_KEYS_READ_PER_REQUEST:
+                return _page(items, _token(table, last_key))
+    except ClientError as error:
+        return _dynamodb_refusal(error, table)
+    return _page(items, None)
+
+
+def _index_pages(
+    table: TableSpec, cluster: str, phase: Optional[str], start: Optional[Dict[str, AttributeValue]], page_size: int
+) -> Iterator[Tuple[List[Mapping[str, AttributeValue]], Optional[Dict[str, AttributeValue]]]]:
+    """The read index's keys of the cluster's items (of one phase), page by page,
+    with each page's LastEvaluatedKey (None after the last)."""
     index = table.cluster_index
-    names = {"#cluster": index.hash_key}
-    values = {":cluster": {"S": cluster}}
-    condition = "#cluster = :cluster"
-    if status is not None:
-        condition += " AND #status = :status"
-        names["#status"] = index.range_key
-        values[":status"] = {"S": status}
     request: Dict[str, Any] = {
         "TableName": settings.table_name(table),
         "IndexName": index.name,
-        "KeyConditionExpression": condition,
-        "ExpressionAttributeNames": names,
-        "ExpressionAttributeValues": values,
-        "Limit": limit + 1,
+        "KeyConditionExpression": "#cluster = :cluster",
+        "ExpressionAttributeNames": {"#cluster": index.hash_key},
+        "ExpressionAttributeValues": {":cluster": {"S": cluster}},
+        "ScanIndexForward": False,  # "open" before "finished": the running ones first
+        "Limit": page_size,
     }
-    if "next" in params:
-        request["ExclusiveStartKey"] = _start_key(params["next"], table, cluster, status)
-    try:
-        response = settings.dynamodb_client().query(**request)
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") == "ValidationException" and "index" in str(error):
-            # e.g. the docs example's own tables, which have no index
-            raise ChaliceViewError(
-                f"table {request['TableName']} has no index {index.name}: "
-                "`make deploy` adds it (see docs/local-and-api.md)"
-            ) from error
-        raise
-    items = response.get("Items", [])
-    if len(items) > limit:
-        items = items[:limit]
-        next_token: Optional[str] = _token(table, items[-1])
-    elif response.get("LastEvaluatedKey"):
-        next_token = _token(table, response["LastEvaluatedKey"])
-    else:
-        next_token = None
+    if phase is not None:
+        request["KeyConditionExpression"] += " AND #phase = :phase"
+        request["ExpressionAttributeNames"]["#phase"] = index.range_key
+        request["ExpressionAttributeValues"][":phase"] = {"S": phase}
+    if start is not None:
+        request["ExclusiveStartKey"] = start
+    client = settings.dynamodb_client()
+    while True:
+        response = client.query(**request)
+        last_key = response.get("LastEvaluatedKey")
+        yield response.get("Items", []), last_key
+        if last_key is None:
+            return
+        request["ExclusiveStartKey"] = last_key
+
+
+def _batch_get(table: TableSpec, keys: List[str]) -> Dict[str, Dict[str, AttributeValue]]:
+    """The items of ``keys``, by key; eventually consistent, like the index they were listed from."""
+    name = settings.table_name(table)
+    found: Dict[str, Dict[str, AttributeValue]] = {}
+    client = settings.dynamodb_client()
+    for start in range(0, len(keys), BATCH_GET_KEYS):
+        request = {name: {"Keys": [{table.key: {"S": key}} for key in keys[start:start + BATCH_GET_KEYS]]}}
+        while request:
+            response = client.batch_get_item(RequestItems=request)
+            for item in response.get("Responses", {}).get(name, []):
+                found[item[table.key]["S"]] = item
+            request = response.get("UnprocessedKeys") or {}
+    return found
+
+
+def _page(items: List[Dict[str, AttributeValue]], next_token: Optional[str]) -> Dict[str, Any]:
     return {"items": [to_json(item) for item in items], "next": next_token}
 
 
-def _token(table: TableSpec, item: Mapping[str, AttributeValue]) -> str:
-    """The opaque ``next`` token: the page's last key (table and index keys), as base64url JSON."""
-    key = {name: item[name]["S"] for name in _page_key_names(table)}
-    text = json.dumps(key, separators=(",", ":"), sort_keys=True)
+def _token(table: TableSpec, key: Mapping[str, AttributeValue]) -> str:
+    """The opaque ``next`` token: the last index entry read (table and index keys), as base64url JSON."""
+    text = json.dumps({name: key[name]["S"] for name in _page_key_names(table)}, separators=(",", ":"), sort_keys=True)
     return base64.urlsafe_b64encode(text.encode()).decode("ascii").rstrip("=")
 
 
-def _start_key(token: str, table: TableSpec, cluster: str, status: Optional[str]) -> Dict[str, AttributeValue]:
+def _start_key(token: str, table: TableSpec, cluster: str, phase: Optional[str]) -> Dict[str, AttributeValue]:
     """The ExclusiveStartKey a token stands for, if it came from this same listing."""
     problem = "is not a token from this listing: pass back the `next` of the previous page unchanged"
+    if len(token) > MAX_TOKEN_CHARACTERS:
+        raise _bad("next", problem)
     try:
         key = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):
         raise _bad("next", problem) from None
     index = table.cluster_index
     if (
@@ -111,7 +169,9 @@ def _start_key(token: str, table: TableSpec, cluster: str, status: Optional[str]
         or set(key) != set(_page_key_names(table))
         or not all(isinstance(value, str) and value for value in key.values())
         or key[index.hash_key] != cluster
-        or (status is not None and key[index.range_key] != status)
+        or key[index.range_key] not in (OPEN, FINISHED)
+        or (phase is not None and key[index.range_key] != phase)
+        or not _resolvable(table, key[table.key])
     ):
         raise _bad("next", problem)
     return {name: {"S": value} for name, value in key.items()}
@@ -124,21 +184,48 @@ def _page_key_names(table: TableSpec) -> Tuple[str, ...]:
 def _limit(text: Optional[str]) -> int:
     if text is None:
         return DEFAULT_LIMIT
-    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
-        raise _bad("limit", f"must be an integer from 1 to {MAX_LIMIT}, got {text!r}")
+    if not _LIMIT.fullmatch(text) or not 1 <= int(text) <= MAX_LIMIT:
+        raise _bad("limit", f"must be an integer from 1 to {MAX_LIMIT}, got {text[:80]!r}")
     return int(text)
+
+
+def _dynamodb_refusal(error: ClientError, table: TableSpec) -> Response:
+    """What DynamoDB refused of a listing: the index missing or still being built (the table's
+    state, not the caller's: 503), or anything else about the request (the caller's: 400)."""
+    code = error.response.get("Error", {}).get("Code")
+    text = error.response.get("Error", {}).get("Message", "")
+    name = table.cluster_index.name
+    if code == "ValidationException" and ("specified index" in text or "backfilling" in text.lower()):
+        return _error(503, "ServiceUnavailableError", (
+            f"table {settings.table_name(table)} has no usable index {name} yet: `make deploy` adds it "
+            f"(see docs/deploy.md); DynamoDB said: {text}"
+        ))
+    if code == "ValidationException":
+        return _error(400, "BadRequestError", f"DynamoDB refused the request: {text}")
+    raise error
+
+
+def _error(status: int, code: str, text: str) -> Response:
+    return Response(status_code=status, body={"Code": code, "Message": text})
 
 
 # -- GET /tasks/{id}, GET /container-instances/{id} --------------------------
 
 
-def get_item(table: TableSpec, raw_id: str, query_params: Optional[Mapping[str, str]]) -> Dict[str, Any]:
-    """The stored item of one task or container instance (a strongly consistent read), or 404."""
+def get_item(table: TableSpec, raw_id: str, query_params: Optional[Mapping[str, str]]) -> Any:
+    """The stored item of one task or container instance (a strongly consistent read), or 404.
+
+    An item past its cw_expires_at that TTL has not deleted yet (that takes up to
+    a few days) is still true history: it is answered like any other.
+    """
     params = _parameters(query_params, GET_PARAMETERS)
     key = resolve_key(table, raw_id, params.get("cluster"))
-    response = settings.dynamodb_client().get_item(
-        TableName=settings.table_name(table), Key={table.key: {"S": key}}, ConsistentRead=True
-    )
+    try:
+        response = settings.dynamodb_client().get_item(
+            TableName=settings.table_name(table), Key={table.key: {"S": key}}, ConsistentRead=True
+        )
+    except ClientError as error:
+        return _dynamodb_refusal(error, table)
     if "Item" not in response:
         raise NotFoundError(f"{table.key} {key} is not recorded")
     return to_json(response["Item"])
@@ -156,7 +243,7 @@ def resolve_key(table: TableSpec, raw_id: str, cluster: Optional[str]) -> str:
     if ident.startswith("arn:"):
         if cluster is not None:
             raise _bad("cluster", f"only goes with a {noun} ID: the ARN already names its cluster")
-        if not re.fullmatch(rf"{_PARTITION_REGION_ACCOUNT}:{resource}/{_RESOURCE_PATH}", ident):
+        if not _resolvable(table, ident):
             raise _bad("id", f"is not a {noun} ARN (arn:aws:ecs:<region>:<account>:{resource}/<cluster>/<id>)")
         return ident
     if not _RESOURCE_ID.fullmatch(ident):
@@ -170,6 +257,11 @@ def resolve_key(table: TableSpec, raw_id: str, cluster: Optional[str]) -> str:
 # -- shared parameter checks -------------------------------------------------
 
 
+def _resolvable(table: TableSpec, arn: str) -> bool:
+    """Whether ``arn`` has the form of the table's keys: an ECS ARN of its resource type."""
+    return re.fullmatch(rf"{_PARTITION_REGION_ACCOUNT}:{table.arn_resource}/{_RESOURCE_PATH}", arn, re.ASCII) is not None
+
+
 def _parameters(query_params: Optional[Mapping[str, str]], allowed: Tuple[str, ...]) -> Dict[str, str]:
     """The query parameters, refusing unknown and repeated ones (a typo must not widen a listing)."""
     if not query_params:
@@ -177,7 +269,7 @@ def _parameters(query_params: Optional[Mapping[str, str]], allowed: Tuple[str, .
     params = {}
     for name in query_params:
         if name not in allowed:
-            raise _bad(name, f"is not a parameter here; expected {', '.join(allowed)}")
+            raise _bad(name[:80], f"is not a parameter here; expected {', '.join(allowed)}")
         getlist = getattr(query_params, "getlist", None)
         if getlist is not None and len(getlist(name)) > 1:
             raise _bad(name, "is given more than once")
@@ -234,7 +326,7 @@ def event_handlers(app: Any) -> Dict[str, str]:
     return {
         detail_type: source.name
         for source in app.event_sources
-        for detail_type in source.event_pattern.get("detail-type", [])
+        for detail_type in getattr(source, "event_pattern", {}).get("detail-type", [])  # (schedules have none)
     }
 
 

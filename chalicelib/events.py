@@ -1,4 +1,12 @@
-"""EventBridge ECS events to state changes, validated before anything is written."""
+"""ECS state, from an EventBridge event or an ECS API snapshot, as the item it stores.
+
+An event and a snapshot of the same version go through the same checks and
+build the same item but for the metadata (cw_source, cw_id, cw_time): equal
+versions are duplicates, so whichever copy lands first must be the one a
+reader would want either way.
+"""
+import time
+from datetime import datetime, timezone
 from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
 from chalicelib.attributes import (
@@ -11,16 +19,33 @@ from chalicelib.attributes import (
     utf8_length,
 )
 from chalicelib.errors import InvalidEvent, ItemTooLarge
-from chalicelib.tables import BY_DETAIL_TYPE, TableSpec
+from chalicelib.tables import BY_DETAIL_TYPE, EXPIRES_AT, FINISHED, PHASE, TableSpec
 
 SOURCE = "aws.ecs"
 # Envelope fields stored beside the detail. The cw_ prefix cannot collide with
 # ECS's camelCase detail fields; cw_version is the docs example's own name.
 METADATA_FIELDS = {"version": "cw_version", "id": "cw_id", "time": "cw_time"}
+SOURCE_FIELD = "cw_source"  # where the state came from:
+FROM_EVENT, FROM_RECONCILE = "event", "reconcile"
+# A snapshot is stored in the events' format, whose envelope version is "0".
+SNAPSHOT_FORMAT_VERSION = "0"
 RESERVED_PREFIX = "cw_"
 MAX_VERSION = 10**MAX_SIGNIFICANT_DIGITS - 1  # the largest integer DynamoDB stores exactly
 MAX_KEY_BYTES = 2048  # DynamoDB's partition key limit
 MAX_SORT_KEY_BYTES = 1024  # DynamoDB's sort key limit
+# Added to a finished item's expiry. An event may create an item only while it is
+# younger than the retention period (store.py); the item of a task that stopped at
+# T expires at T + retention + this, so no event of that task young enough to
+# create it can arrive once TTL may have deleted it, even though events carry
+# whole-second times and ECS's own timestamps may differ from them by seconds.
+EXPIRY_GRACE_SECONDS = 3600
+
+
+class ItemRules(NamedTuple):
+    """What a stage's settings change in the item (chalicelib.settings.item_rules())."""
+
+    read_index: bool  # write cw_phase, the read index's sort key
+    retention_seconds: int  # how long a finished item is kept
 
 
 class StateChange(NamedTuple):  # a NamedTuple: see chalicelib/tables.py
@@ -31,13 +56,15 @@ class StateChange(NamedTuple):  # a NamedTuple: see chalicelib/tables.py
     version: int
     item: Dict[str, AttributeValue]  # the whole item, encoded for PutItem
     size: int  # approximate stored size in bytes
+    observed_at: float  # epoch seconds: the event's time, or when the snapshot was taken
 
 
-def parse_event(event: Any) -> StateChange:
+def parse_event(event: Any, rules: Optional[ItemRules] = None) -> StateChange:
     """Validate an EventBridge ECS event and build the item it stores.
 
     Raises InvalidEvent, naming the field and the problem, for anything that
     is not a storable ECS task or container instance state change.
+    ``rules`` default to the stage's (read from the environment).
     """
     if not isinstance(event, Mapping):
         raise InvalidEvent("event", f"must be a JSON object, got {_type(event)}")
@@ -53,11 +80,19 @@ def parse_event(event: Any) -> StateChange:
     detail = event["detail"]
     if not isinstance(detail, Mapping):
         raise InvalidEvent("detail", f"must be a JSON object, got {_type(detail)}")
-    key = _key(detail, table.key)
-    _check_index_keys(detail, table)
-    version = _version(detail)
-    item, size = _item(event, detail)
-    return StateChange(table=table, key=key, version=version, item=item, size=size)
+    # EventBridge always sends a time; without one (a hand-made test event) the
+    # event counts as new, so it is never refused as too old to create an item.
+    observed_at = parse_time(event["time"], "time") if "time" in event else now()
+    metadata = {name: event[field] for field, name in METADATA_FIELDS.items() if field in event}
+    metadata[SOURCE_FIELD] = FROM_EVENT
+    return _state_change(table, detail, metadata, observed_at, rules)
+
+
+def parse_snapshot(table: TableSpec, detail: Mapping, taken_at: float, rules: Optional[ItemRules] = None) -> StateChange:
+    """The same as parse_event for a state read from the ECS API (chalicelib/snapshots.py
+    gives it the events' shape): no event id, and cw_time is when it was taken."""
+    metadata = {"cw_version": SNAPSHOT_FORMAT_VERSION, "cw_time": iso_time(taken_at), SOURCE_FIELD: FROM_RECONCILE}
+    return _state_change(table, detail, metadata, taken_at, rules)
 
 
 def table_of(event: Any) -> Optional[TableSpec]:
@@ -66,22 +101,59 @@ def table_of(event: Any) -> Optional[TableSpec]:
     return BY_DETAIL_TYPE.get(detail_type) if isinstance(detail_type, str) else None
 
 
+def _state_change(
+    table: TableSpec, detail: Mapping, metadata: Dict[str, Any], observed_at: float, rules: Optional[ItemRules]
+) -> StateChange:
+    if rules is None:
+        from chalicelib.settings import item_rules  # (settings does not import this module)
+
+        rules = item_rules()
+    key = _key(detail, table.key)
+    _check_key_strings(detail, table)
+    version = _version(detail)
+    metadata.update(_lifecycle(table, detail, observed_at, rules))
+    item, size = _item(metadata, detail)
+    return StateChange(table=table, key=key, version=version, item=item, size=size, observed_at=observed_at)
+
+
+def _lifecycle(table: TableSpec, detail: Mapping, observed_at: float, rules: ItemRules) -> Dict[str, Any]:
+    """cw_phase for the read index, and cw_expires_at once the item is finished."""
+    phase = table.phase(detail.get(table.status_field))
+    fields: Dict[str, Any] = {PHASE: phase} if rules.read_index else {}
+    if phase == FINISHED:
+        fields[EXPIRES_AT] = int(_finished_at(table, detail, observed_at)) + rules.retention_seconds + EXPIRY_GRACE_SECONDS
+    return fields
+
+
+def _finished_at(table: TableSpec, detail: Mapping, observed_at: float) -> float:
+    """A stopped task's own stoppedAt, which its event and its snapshot share. A
+    deregistered instance has no such field, nor has a task whose event lacks it
+    or garbles it (it only dates the expiry): then, when the state was seen."""
+    if table.finished_at_field is not None:
+        try:
+            return parse_time(detail.get(table.finished_at_field), table.finished_at_field)
+        except InvalidEvent:
+            pass
+    return observed_at
+
+
 def _key(detail: Mapping, name: str) -> str:
     if name not in detail:
         raise InvalidEvent(f"detail.{name}", "is missing")
     return _key_string(detail, name, MAX_KEY_BYTES)
 
 
-def _check_index_keys(detail: Mapping, table: TableSpec) -> None:
-    """DynamoDB refuses a write whose index key attribute is not a non-empty string.
+def _check_key_strings(detail: Mapping, table: TableSpec) -> None:
+    """clusterArn keys the read index, and the status field keyed the index of
+    earlier versions (which a table may still have during an upgrade): DynamoDB
+    refuses a write whose index key attribute is not a non-empty string.
 
     An item without the attribute is fine: it is just not in that index.
     """
-    for index in table.indexes:
-        if index.hash_key in detail:
-            _key_string(detail, index.hash_key, MAX_KEY_BYTES)
-        if index.range_key in detail:
-            _key_string(detail, index.range_key, MAX_SORT_KEY_BYTES)
+    if table.cluster_index.hash_key in detail:
+        _key_string(detail, table.cluster_index.hash_key, MAX_KEY_BYTES)
+    if table.status_field in detail:
+        _key_string(detail, table.status_field, MAX_SORT_KEY_BYTES)
 
 
 def _key_string(detail: Mapping, name: str, max_bytes: int) -> str:
@@ -113,12 +185,11 @@ def _version(detail: Mapping) -> int:
     return version
 
 
-def _item(event: Mapping, detail: Mapping) -> Tuple[Dict[str, AttributeValue], int]:
+def _item(metadata: Mapping[str, Any], detail: Mapping) -> Tuple[Dict[str, AttributeValue], int]:
     item: Dict[str, AttributeValue] = {}
     size = 0
-    for envelope_field, name in METADATA_FIELDS.items():
-        if envelope_field in event:
-            size += _put(item, name, event[envelope_field], envelope_field)
+    for name, value in metadata.items():
+        size += _put(item, name, value, _ENVELOPE_FIELD.get(name, name))
     for name, value in detail.items():
         if isinstance(name, str) and name.startswith(RESERVED_PREFIX):
             raise InvalidEvent(f"detail.{name}", f"the {RESERVED_PREFIX} prefix is reserved for ecs-state's metadata")
@@ -126,6 +197,9 @@ def _item(event: Mapping, detail: Mapping) -> Tuple[Dict[str, AttributeValue], i
     if size > MAX_ITEM_BYTES:
         raise ItemTooLarge("detail", f"the item would take about {size} bytes; DynamoDB stores at most {MAX_ITEM_BYTES}")
     return item, size
+
+
+_ENVELOPE_FIELD = {name: field for field, name in METADATA_FIELDS.items()}  # to name a bad envelope value
 
 
 def _put(item: Dict[str, AttributeValue], name: Any, value: Any, field: Optional[str] = None) -> int:
@@ -138,6 +212,31 @@ def _put(item: Dict[str, AttributeValue], name: Any, value: Any, field: Optional
     except Unstorable as error:
         raise InvalidEvent(error.field(field or f"detail.{name}"), error.problem) from None
     return name_bytes + value_bytes
+
+
+def parse_time(value: Any, field: str) -> float:
+    """Epoch seconds of an ISO-8601 time as events carry them ("2026-11-05T07:58:44Z", or with .215)."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            if parsed.tzinfo is not None:
+                return parsed.timestamp()
+    raise InvalidEvent(field, f"must be an ISO-8601 time with its zone, such as 2026-11-05T07:58:44Z; got {_show(value)}")
+
+
+def iso_time(epoch_seconds: float) -> str:
+    """An epoch time as events write theirs: UTC, milliseconds, "Z" ("2026-11-05T07:58:44.215Z")."""
+    milliseconds = round(epoch_seconds * 1000)
+    moment = datetime.fromtimestamp(milliseconds // 1000, timezone.utc)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{milliseconds % 1000:03d}Z"
+
+
+def now() -> float:
+    """The current epoch time: the one clock, so tests can move it."""
+    return time.time()
 
 
 def _type(value: Any) -> str:

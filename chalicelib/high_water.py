@@ -7,44 +7,79 @@ refused an event and returned V), that key holds V or a later version for
 good, and an event at or below V can only be a duplicate (== V) or stale
 (< V): the answer DynamoDB would give, without asking it.
 
-That holds while nothing else lowers a stored version: no deletes of items,
-no unconditional writers (the docs example's get-then-put can lower one).
-Set ECS_STATE_HIGH_WATER_ENTRIES=0 to turn the marks off in such a setup.
+Deletions break "for good", so the marks bound what they assume:
+
+- TTL deleting a finished item is safe. An event at or below V belongs to the
+  item's past, so it was sent no later than the item finished; the item
+  expires a retention period (plus an hour) after that, so by the time TTL
+  may delete it, such an event is older than the retention, and DynamoDB
+  would refuse to create the item from it too (store.py's "expired"). Either
+  answer writes nothing; only the outcome's name differs (duplicate or stale
+  here, expired there).
+- A table deleted and recreated, or restored from a backup into the same
+  name, holds older versions than the marks remember. An event that finds
+  its table missing clears that table's marks (store.py); and a mark is
+  trusted for ``max_age_seconds`` only, so marks taken before a restore stop
+  answering soon after it. The restore procedure in docs/deploy.md says when
+  to turn them off altogether (ECS_STATE_HIGH_WATER_ENTRIES=0).
+- Unconditional writers sharing the table (the docs example's get-then-put
+  can lower a version) break the premise: turn the marks off in such a setup.
 
 Bounded: at most ``max_entries`` keys, the least recently used dropped first;
 forgetting a key only costs the next event for it a request.
 """
 import threading
+import time
 from collections import OrderedDict
-from typing import Optional, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple
 
 Key = Tuple[str, str]  # (table name, item key): the same ARN in two tables is two keys
 
 
+class _Mark(NamedTuple):
+    version: int
+    seen_at: float  # when the version was last confirmed stored (clock seconds)
+
+
 class HighWaterMarks:
-    def __init__(self, max_entries: int) -> None:
+    def __init__(self, max_entries: int, max_age_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
         if max_entries < 1:
             raise ValueError(f"max_entries must be at least 1, got {max_entries}")
         self.max_entries = max_entries
-        self._versions: "OrderedDict[Key, int]" = OrderedDict()
+        self.max_age_seconds = max_age_seconds
+        self._clock = clock
+        self._marks: "OrderedDict[Key, _Mark]" = OrderedDict()
         self._lock = threading.Lock()  # the local run and the tests call handlers from threads
 
     def highest(self, table: str, key: str) -> Optional[int]:
-        """The highest version seen stored for ``key`` in ``table``, or None if unknown."""
+        """The highest version seen stored for ``key`` in ``table`` recently enough, or None."""
         with self._lock:
-            version = self._versions.get((table, key))
-            if version is not None:
-                self._versions.move_to_end((table, key))
-            return version
+            mark = self._marks.get((table, key))
+            if mark is None:
+                return None
+            if self._clock() - mark.seen_at > self.max_age_seconds:
+                del self._marks[(table, key)]
+                return None
+            self._marks.move_to_end((table, key))
+            return mark.version
 
     def saw_stored(self, table: str, key: str, version: int) -> None:
-        """Record that ``table`` held ``version`` (or later) for ``key``; never lowers a mark."""
+        """Record that ``table`` holds ``version`` (or later) for ``key`` now; never lowers a mark."""
         with self._lock:
-            known = self._versions.get((table, key))
-            self._versions[(table, key)] = version if known is None else max(known, version)
-            self._versions.move_to_end((table, key))
-            while len(self._versions) > self.max_entries:
-                self._versions.popitem(last=False)
+            now = self._clock()
+            known = self._marks.get((table, key))
+            if known is None or known.version <= version or now - known.seen_at > self.max_age_seconds:
+                self._marks[(table, key)] = _Mark(version, now)
+            # else the higher mark stays, and so does the time it was confirmed
+            self._marks.move_to_end((table, key))
+            while len(self._marks) > self.max_entries:
+                self._marks.popitem(last=False)
+
+    def forget_table(self, table: str) -> None:
+        """Drop every mark of ``table``: it was found missing, so whatever is stored next starts afresh."""
+        with self._lock:
+            for key in [key for key in self._marks if key[0] == table]:
+                del self._marks[key]
 
     def __len__(self) -> int:
-        return len(self._versions)
+        return len(self._marks)

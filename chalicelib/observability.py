@@ -29,6 +29,31 @@ def count(outcome: str, kind: str) -> None:
     metrics.flush_metrics()
 
 
+def log_reconcile(summary: Dict[str, Any], request_id: Any) -> None:
+    """A reconcile pass: its summary as one log line, and one metric per count (one EMF line)."""
+    failed = bool(summary["errors"])
+    (logger.error if failed else logger.info)("reconcile pass", extra=_with_request_id(summary, request_id))
+    metrics = EphemeralMetrics(namespace=NAMESPACE, service=SERVICE)
+    metrics.add_dimension(name="kind", value="reconcile")
+    counts = {
+        "clusters": summary["clusters"],
+        "tasks_seen": summary["tasks_seen"],
+        "container_instances_seen": summary["container_instances_seen"],
+        "created": summary["written"]["created"],
+        "updated": summary["written"]["updated"],
+        "unchanged": summary["unchanged"],
+        "missing": summary["missing"],
+        "refused": summary["refused"],
+        "incomplete": int(not summary["complete"]),
+        "failed": int(failed),
+        "ecs_calls": sum(summary["ecs_calls"].values()),
+    }
+    for name, value in counts.items():
+        metrics.add_metric(name=f"reconcile_{name}", unit=MetricUnit.Count, value=value)
+    metrics.add_metric(name="reconcile_duration", unit=MetricUnit.Milliseconds, value=summary["duration_ms"])
+    metrics.flush_metrics()
+
+
 def log_result(result: Dict[str, Any], request_id: Any) -> None:
     logger.info("event recorded", extra=_with_request_id(result, request_id))
 

@@ -23,14 +23,17 @@ def record(event: Any, context: Any = None, store: Optional[StateStore] = None) 
     after botocore's retries, so the invocation fails and Lambda retries it.
     """
     request_id = getattr(context, "aws_request_id", None)
+    rules = settings.item_rules()  # a bad stage setting raises here, naming its variable
     try:
-        change = parse_event(event)
+        change = parse_event(event, rules)
     except InvalidEvent as error:
         observability.log_failure("event rejected", {"field": error.field, "problem": error.problem}, request_id)
         table = table_of(event)
         observability.count(INVALID, table.kind if table else "unknown")
         raise
-    target = store if store is not None else StateStore(settings.dynamodb_client(), marks=settings.high_water_marks())
+    target = store if store is not None else StateStore(
+        settings.dynamodb_client(), marks=settings.high_water_marks(), retention_seconds=rules.retention_seconds
+    )
     try:
         result = target.put_if_newer(change)
     except Exception:

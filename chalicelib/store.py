@@ -1,41 +1,57 @@
-"""The latest state of each key, kept with one conditional PutItem per event.
+"""The latest state of each key, kept with one conditional write per change.
 
 DynamoDB evaluates the condition and writes atomically, so concurrent
-invocations cannot let an older version overwrite a newer one (the docs
-example's get-then-put can). When the condition fails, DynamoDB returns the
-stored item with the failure, which tells a duplicate from a stale event
-without a second request.
+invocations (and the reconciler racing them) cannot let an older version
+overwrite a newer one (the docs example's get-then-put can). When the
+condition fails, DynamoDB returns the stored item with the failure, which tells
+a duplicate from a stale event, or an expired one, without a second request.
+
+The reconciler's reads are here too: stored versions in bulk, a cluster's
+unfinished items, and the mark it puts on an item ECS no longer knows.
 """
 import json
-from typing import Any, Callable, Mapping, NamedTuple, Optional
+import time
+from typing import Any, Callable, Dict, Iterator, Mapping, NamedTuple, Optional, Sequence
 
 from botocore.exceptions import ClientError
 
-from chalicelib import settings
+from chalicelib import events, settings
 from chalicelib.errors import ItemTooLarge, StoredItemConflict
 from chalicelib.events import StateChange
 from chalicelib.high_water import HighWaterMarks
-from chalicelib.tables import TableSpec
+from chalicelib.tables import EXPIRES_AT, MISSING_SINCE, OPEN, VERSION, TableSpec
 
 CREATED = "created"  # first version seen for this key
 UPDATED = "updated"  # newer than the stored version, which it replaced
 DUPLICATE = "duplicate"  # the stored version already is this one
 STALE = "stale"  # an older version than the stored one
-OUTCOMES = (CREATED, UPDATED, DUPLICATE, STALE)
+EXPIRED = "expired"  # older than the retention period, for a key not stored (any more): not created
+OUTCOMES = (CREATED, UPDATED, DUPLICATE, STALE, EXPIRED)
 
 # Every attribute name is aliased: "status" and others are reserved words.
-_CONDITION = "attribute_not_exists(#key) OR attribute_not_exists(#version) OR #version < :version"
+_NEWER = "attribute_not_exists(#version) OR #version < :version"
+_CONDITION = f"attribute_not_exists(#key) OR {_NEWER}"
+# An event older than the retention may update its item but never create it:
+# TTL may have deleted that item already, and must not see it come back.
+_CONDITION_EXISTING = f"attribute_exists(#key) AND ({_NEWER})"
+BATCH_GET_KEYS = 100  # BatchGetItem's limit
+_UNPROCESSED_ATTEMPTS = 5
 
 
 class WriteResult(NamedTuple):  # a NamedTuple: see chalicelib/tables.py
     outcome: str
     # written: the version it replaced (None when created);
-    # not written: the stored version that kept it out.
+    # not written: the stored version that kept it out (None when expired).
     stored_version: Optional[int]
 
     @property
     def written(self) -> bool:
         return self.outcome in (CREATED, UPDATED)
+
+
+class StoredVersion(NamedTuple):
+    version: Optional[int]  # None: not a whole number (another writer's)
+    missing_since: Optional[str]  # the reconciler's mark: ECS no longer knows the item
 
 
 class StateStore:
@@ -44,10 +60,14 @@ class StateStore:
         client: Any,
         table_name: Callable[[TableSpec], str] = settings.table_name,
         marks: Optional[HighWaterMarks] = None,
+        retention_seconds: Optional[int] = None,  # None: the stage's, read per write
     ) -> None:
         self._client = client
         self._table_name = table_name
         self._marks = marks  # None: every event costs one request
+        self._retention_seconds = retention_seconds
+
+    # -- the write every event and every snapshot goes through ------------------
 
     def put_if_newer(self, change: StateChange) -> WriteResult:
         """Store ``change`` unless its key already has this or a later version.
@@ -64,33 +84,40 @@ class StateStore:
                 return WriteResult(DUPLICATE if change.version == known else STALE, known)
         result = self._put(table, change)
         if self._marks is not None:
-            # Written: this version is stored now. Not written: DynamoDB returned the stored one.
-            self._marks.saw_stored(table, change.key, change.version if result.written else result.stored_version)
+            # Written: this version is stored now. Not written: DynamoDB returned the
+            # stored one (none when expired: nothing is stored).
+            stored = change.version if result.written else result.stored_version
+            if stored is not None:
+                self._marks.saw_stored(table, change.key, stored)
         return result
 
     def _put(self, table: str, change: StateChange) -> WriteResult:
+        retention = self._retention_seconds if self._retention_seconds is not None else settings.retention_seconds()
+        may_create = events.now() - change.observed_at < retention
         try:
             response = self._client.put_item(
                 TableName=table,
                 Item=change.item,
-                ConditionExpression=_CONDITION,
-                ExpressionAttributeNames={"#key": change.table.key, "#version": "version"},
+                ConditionExpression=_CONDITION if may_create else _CONDITION_EXISTING,
+                ExpressionAttributeNames={"#key": change.table.key, "#version": VERSION},
                 ExpressionAttributeValues={":version": {"N": str(change.version)}},
                 ReturnValues="ALL_OLD",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as error:
-            return self._not_written(change, error)
+            return self._not_written(table, change, error)
         previous = response.get("Attributes")
         if not previous:
             return WriteResult(CREATED, None)
         return WriteResult(UPDATED, _stored_version(previous))
 
-    @staticmethod
-    def _not_written(change: StateChange, error: ClientError) -> WriteResult:
+    def _not_written(self, table: str, change: StateChange, error: ClientError) -> WriteResult:
         code = error.response.get("Error", {}).get("Code")
         if code == "ConditionalCheckFailedException":
-            stored = _stored_version(error.response.get("Item") or {})
+            stored_item = error.response.get("Item")
+            if not stored_item:  # only the "no resurrection" condition fails on a missing item
+                return WriteResult(EXPIRED, None)
+            stored = _stored_version(stored_item)
             if stored is None:
                 # Only a number can stop the condition; anything else was
                 # written by someone else, and guessing could lose this event.
@@ -99,10 +126,112 @@ class StateStore:
                     f"so version {change.version} was not written"
                 ) from error
             return WriteResult(DUPLICATE if stored == change.version else STALE, stored)
+        if code == "ResourceNotFoundException" and self._marks is not None:
+            # Deleted, maybe to be restored or recreated: what the marks remember of it is void.
+            self._marks.forget_table(table)
         message = error.response.get("Error", {}).get("Message", "")
         if code == "ValidationException" and "item size" in message.lower():
             raise ItemTooLarge("detail", f"DynamoDB refused the item: {message}") from error
         raise error
+
+    # -- the reconciler's reads and its mark ----------------------------------
+
+    def stored_versions(self, table: TableSpec, keys: Sequence[str]) -> Dict[str, StoredVersion]:
+        """The stored version (and ghost mark) of each of ``keys`` that is stored, read in bulk.
+
+        Eventually consistent reads, at half the price: a read may miss the newest
+        version, never show one that was not stored, so a key it shows at or above
+        a snapshot's version really is; anything else goes to the conditional write.
+        """
+        name = self._table_name(table)
+        found: Dict[str, StoredVersion] = {}
+        for start in range(0, len(keys), BATCH_GET_KEYS):
+            request = {
+                name: {
+                    "Keys": [{table.key: {"S": key}} for key in keys[start:start + BATCH_GET_KEYS]],
+                    "ProjectionExpression": "#key, #version, #missing",
+                    "ExpressionAttributeNames": {"#key": table.key, "#version": VERSION, "#missing": MISSING_SINCE},
+                }
+            }
+            for attempt in range(_UNPROCESSED_ATTEMPTS):
+                response = self._client.batch_get_item(RequestItems=request)
+                for item in response.get("Responses", {}).get(name, []):
+                    found[item[table.key]["S"]] = StoredVersion(
+                        _stored_version(item), item.get(MISSING_SINCE, {}).get("S")
+                    )
+                request = response.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                time.sleep(0.05 * 2**attempt)  # DynamoDB is shedding load: back off
+            # Keys still unprocessed stay unknown: their snapshots take the conditional write.
+        return found
+
+    def open_keys(self, table: TableSpec, cluster_arn: str) -> Iterator[str]:
+        """The keys of a cluster's unfinished items, from the read index (a query, never a scan)."""
+        index = table.cluster_index
+        request: Dict[str, Any] = {
+            "TableName": self._table_name(table),
+            "IndexName": index.name,
+            "KeyConditionExpression": "#cluster = :cluster AND #phase = :open",
+            "ExpressionAttributeNames": {"#cluster": index.hash_key, "#phase": index.range_key},
+            "ExpressionAttributeValues": {":cluster": {"S": cluster_arn}, ":open": {"S": OPEN}},
+        }
+        yield from (item[table.key]["S"] for item in self._pages("query", request))
+
+    def scan_open_items(self, table: TableSpec, segment: int, total_segments: int) -> Iterator[Mapping[str, Any]]:
+        """One segment of the table's unfinished, unmarked items (key, clusterArn, version): the
+        ghost search of a stage without the read index, a slice of the table per pass."""
+        finished = sorted(table.finished_statuses)
+        request = {
+            "TableName": self._table_name(table),
+            "Segment": segment,
+            "TotalSegments": total_segments,
+            "ProjectionExpression": "#key, #cluster, #version",
+            "FilterExpression": "attribute_not_exists(#missing) AND (attribute_not_exists(#status) OR NOT (#status IN ("
+            + ", ".join(f":finished{n}" for n in range(len(finished))) + ")))",
+            "ExpressionAttributeNames": {
+                "#key": table.key, "#cluster": table.cluster_index.hash_key, "#version": VERSION,
+                "#missing": MISSING_SINCE, "#status": table.status_field,
+            },
+            "ExpressionAttributeValues": {f":finished{n}": {"S": status} for n, status in enumerate(finished)},
+        }
+        yield from self._pages("scan", request)
+
+    def _pages(self, operation: str, request: Dict[str, Any]) -> Iterator[Mapping[str, Any]]:
+        call = getattr(self._client, operation)
+        while True:
+            response = call(**request)
+            yield from response.get("Items", [])
+            if not response.get("LastEvaluatedKey"):
+                return
+            request = {**request, "ExclusiveStartKey": response["LastEvaluatedKey"]}
+
+    def mark_missing(self, table: TableSpec, key: str, version: int, since: float) -> bool:
+        """Mark an item ECS no longer knows (a ghost): never delete it, let it expire.
+
+        Conditioned on the version the reconciler read: an event that raced in
+        first wins, and the next event or snapshot, replacing the whole item,
+        clears the mark. Returns whether the mark was set.
+        """
+        retention = self._retention_seconds if self._retention_seconds is not None else settings.retention_seconds()
+        try:
+            self._client.update_item(
+                TableName=self._table_name(table),
+                Key={table.key: {"S": key}},
+                UpdateExpression="SET #missing = :since, #expires = :expires",
+                ConditionExpression="#version = :version AND attribute_not_exists(#missing)",
+                ExpressionAttributeNames={"#missing": MISSING_SINCE, "#expires": EXPIRES_AT, "#version": VERSION},
+                ExpressionAttributeValues={
+                    ":since": {"S": events.iso_time(since)},
+                    ":expires": {"N": str(int(since) + retention + events.EXPIRY_GRACE_SECONDS)},
+                    ":version": {"N": str(version)},
+                },
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
 
 # Where a PutItem response carries the stored item: written (ReturnValues=ALL_OLD)
@@ -137,12 +266,12 @@ def keep_only_the_version(response_dict: Any, **kwargs: Any) -> None:
     item = response.get(member)
     if isinstance(item, dict) and item:
         # An item always has its key, so keeping one attribute keeps "it existed".
-        response[member] = {"version": item["version"]} if "version" in item else dict([next(iter(item.items()))])
+        response[member] = {VERSION: item[VERSION]} if VERSION in item else dict([next(iter(item.items()))])
         response_dict["body"] = json.dumps(response).encode()
 
 
 def _stored_version(item: Mapping[str, Any]) -> Optional[int]:
-    number = item.get("version", {}).get("N")
+    number = item.get(VERSION, {}).get("N")
     if number is None:
         return None
     try:

@@ -1,20 +1,31 @@
 """The one definition of ecs-state's two tables.
 
-The handlers, the local run, the tests and the deployment all read it from
-here, so the schema cannot drift between them. The names and keys are those of
-the ECS Developer Guide's "Handling events" example, so its tables and readers
-keep working.
+The handlers, the reconciler, the local run, the tests and the deployment all
+read it from here, so the schema cannot drift between them. The names and keys
+are those of the ECS Developer Guide's "Handling events" example, so its tables
+and readers keep working.
 """
-from typing import Any, Dict, NamedTuple, Tuple
+from typing import Any, Dict, FrozenSet, NamedTuple, Optional, Tuple
+
+# ecs-state's own attributes, beside the event's detail fields (the cw_ prefix
+# cannot collide with ECS's camelCase fields; cw_version is the docs example's).
+PHASE = "cw_phase"  # OPEN or FINISHED: the read index's sort key (only while the index is on)
+OPEN, FINISHED = "open", "finished"
+EXPIRES_AT = "cw_expires_at"  # epoch seconds: DynamoDB's TTL deletes the item after it
+MISSING_SINCE = "cw_missing_since"  # ISO time the reconciler found ECS no longer knows the item
+VERSION = "version"  # detail.version: the order of a key's states
 
 
 # NamedTuples, not dataclasses: a frozen dataclass costs milliseconds to build at
 # import (it compiles its methods), and import time is every cold start's.
 class IndexSpec(NamedTuple):
-    """A global secondary index: the read API lists a cluster's items through it, never by scan.
+    """The read index: a cluster's items, unfinished ones apart, never found by a scan.
 
-    Its key attributes must be non-empty strings on every write that has them
-    (events.py checks this); an item without them is simply not in the index.
+    Keyed (clusterArn, cw_phase) and projecting keys only, so an item's entry is
+    written when the item is created and moved once, when it finishes: not on
+    every state change. A listing reads the items' details back by key.
+    (Keyed by status with every attribute projected, as before, each state change
+    rewrote the whole item in the index twice: see docs/benchmark.md.)
     """
 
     name: str
@@ -25,6 +36,20 @@ class IndexSpec(NamedTuple):
     def key_attributes(self) -> Tuple[str, str]:
         return (self.hash_key, self.range_key)
 
+    def definition(self) -> Dict[str, Any]:
+        """The GlobalSecondaryIndexes entry of CreateTable / UpdateTable / CloudFormation."""
+        return {
+            "IndexName": self.name,
+            "KeySchema": [
+                {"AttributeName": self.hash_key, "KeyType": "HASH"},
+                {"AttributeName": self.range_key, "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "KEYS_ONLY"},
+        }
+
+
+CLUSTER_INDEX = IndexSpec(name="clusterArn-cw_phase-index", hash_key="clusterArn", range_key=PHASE)
+
 
 class TableSpec(NamedTuple):
     kind: str  # short name used in results, logs and metrics
@@ -33,32 +58,35 @@ class TableSpec(NamedTuple):
     name_env: str  # environment variable holding the table name
     default_name: str  # the docs example's table name
     arn_resource: str  # the resource type in the key's ARN: arn:aws:ecs:...:<arn_resource>/<cluster>/<id>
-    cluster_index: IndexSpec  # the cluster's items by status
+    status_field: str  # the detail field holding the state: lastStatus / status
+    finished_statuses: FrozenSet[str]  # states after which ECS never changes the item again
+    finished_at_field: Optional[str]  # the detail field holding when it finished, if ECS sends one
+    legacy_index: str  # the index ecs-state had before the read index (keyed by status); migrations drop it
 
     @property
-    def indexes(self) -> Tuple[IndexSpec, ...]:
-        return (self.cluster_index,)
+    def cluster_index(self) -> IndexSpec:
+        return CLUSTER_INDEX
 
-    def create_table_request(self, table_name: str) -> Dict[str, Any]:
-        """CreateTable arguments for this table: on-demand billing, every index projecting ALL."""
-        key_attributes = dict.fromkeys([self.key, *(name for index in self.indexes for name in index.key_attributes)])
-        return {
+    def phase(self, status: Any) -> str:
+        return FINISHED if status in self.finished_statuses else OPEN
+
+    def create_table_request(self, table_name: str, read_index: bool = True) -> Dict[str, Any]:
+        """CreateTable arguments: on-demand billing, and the read index unless the stage turns it off.
+
+        TTL on cw_expires_at is a separate call (UpdateTimeToLive) wherever tables are made.
+        """
+        request: Dict[str, Any] = {
             "TableName": table_name,
             "KeySchema": [{"AttributeName": self.key, "KeyType": "HASH"}],
-            "AttributeDefinitions": [{"AttributeName": name, "AttributeType": "S"} for name in key_attributes],
-            "GlobalSecondaryIndexes": [
-                {
-                    "IndexName": index.name,
-                    "KeySchema": [
-                        {"AttributeName": index.hash_key, "KeyType": "HASH"},
-                        {"AttributeName": index.range_key, "KeyType": "RANGE"},
-                    ],
-                    "Projection": {"ProjectionType": "ALL"},
-                }
-                for index in self.indexes
-            ],
+            "AttributeDefinitions": [{"AttributeName": self.key, "AttributeType": "S"}],
             "BillingMode": "PAY_PER_REQUEST",
         }
+        if read_index:
+            request["AttributeDefinitions"] += [
+                {"AttributeName": name, "AttributeType": "S"} for name in self.cluster_index.key_attributes
+            ]
+            request["GlobalSecondaryIndexes"] = [self.cluster_index.definition()]
+        return request
 
 
 TASKS = TableSpec(
@@ -68,7 +96,10 @@ TASKS = TableSpec(
     name_env="TASK_TABLE_NAME",
     default_name="ECSTaskState",
     arn_resource="task",
-    cluster_index=IndexSpec(name="clusterArn-lastStatus-index", hash_key="clusterArn", range_key="lastStatus"),
+    status_field="lastStatus",
+    finished_statuses=frozenset({"STOPPED"}),
+    finished_at_field="stoppedAt",
+    legacy_index="clusterArn-lastStatus-index",
 )
 CONTAINER_INSTANCES = TableSpec(
     kind="container_instance",
@@ -77,7 +108,11 @@ CONTAINER_INSTANCES = TableSpec(
     name_env="CONTAINER_INSTANCE_TABLE_NAME",
     default_name="ECSCtrInstanceState",
     arn_resource="container-instance",
-    cluster_index=IndexSpec(name="clusterArn-status-index", hash_key="clusterArn", range_key="status"),
+    status_field="status",
+    # Deregistered. (A REGISTRATION_FAILED instance is deregistered next, and ends INACTIVE.)
+    finished_statuses=frozenset({"INACTIVE"}),
+    finished_at_field=None,
+    legacy_index="clusterArn-status-index",
 )
 
 ALL: Tuple[TableSpec, ...] = (TASKS, CONTAINER_INSTANCES)

@@ -6,7 +6,14 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 
 from chalicelib import settings, tables
-from tools.local_dynamodb import DynamoDBLocal, EmbeddedMoto, Unavailable, create_tables, local_environment
+from tools.local_dynamodb import (
+    LOCAL_RETENTION_DAYS,
+    DynamoDBLocal,
+    EmbeddedMoto,
+    Unavailable,
+    create_tables,
+    local_environment,
+)
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 _unavailable = []  # why DynamoDB Local could not start, for the summary
@@ -18,6 +25,10 @@ hypothesis_settings.load_profile("ci" if IN_CI else "dev")
 # Tests never emit EMF to stdout or INFO logs unless they ask for them.
 os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+# The test events carry fixed dates (events/ and tests/helpers.py): a century's
+# retention keeps them young enough to create their items whenever the suite
+# runs. The expiry tests set the retention they test, and move the clock.
+os.environ.setdefault(settings.RETENTION_DAYS_ENV, str(LOCAL_RETENTION_DAYS))
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from chalicelib import settings
 from chalicelib.api import MAX_EVENTS_PER_REQUEST, MAX_LIMIT
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS
 from tests.apps import client_for, load_app
-from tests.helpers import ACCOUNT, container_instance_event, count_requests, stored_item, task_event
+from tests.helpers import ACCOUNT, container_instance_event, count_requests, expected_item, stored_item, task_event
 from tools.replay import DEFAULT_EVENTS, expected_state, load_events
 
 WEB_PROD = f"arn:aws:ecs:us-east-1:{ACCOUNT}:cluster/web-prod"
@@ -119,15 +119,23 @@ def test_an_unknown_cluster_lists_nothing(recorded):
 
 
 def test_listing_a_table_without_the_index_says_which_index_is_missing(http, dynamodb_local, monkeypatch):
-    # Like the docs example's own ECSTaskState: its key only.
-    request = TASKS.create_table_request("no-index-tasks")
-    del request["GlobalSecondaryIndexes"]
-    request["AttributeDefinitions"] = [{"AttributeName": TASKS.key, "AttributeType": "S"}]
-    dynamodb_local.create_table(**request)
+    # Like the docs example's own ECSTaskState before `make deploy` adds the index: its key only.
+    dynamodb_local.create_table(**TASKS.create_table_request("no-index-tasks", read_index=False))
     monkeypatch.setenv(TASKS.name_env, "no-index-tasks")
-    response = get(http, "/tasks", cluster=f"arn:aws:ecs:us-east-1:{ACCOUNT}:cluster/web-prod")
-    assert response.status_code == 500
-    assert f"has no index {TASKS.cluster_index.name}" in message(response)
+    response = get(http, "/tasks", cluster=WEB_PROD)
+    assert response.status_code == 503
+    assert f"has no usable index {TASKS.cluster_index.name}" in message(response)
+
+
+def test_a_stage_without_the_read_index_answers_listings_501_and_still_gets_items(recorded, monkeypatch):
+    monkeypatch.setenv(settings.READ_INDEX_ENV, settings.DISABLED)
+    requests = count_requests(settings.dynamodb_client())
+    response = get(recorded, "/tasks", cluster=WEB_PROD)
+    assert response.status_code == 501
+    assert message(response).startswith(f"listing needs the read index, which this stage turns off ({settings.READ_INDEX_ENV}")
+    assert requests == {}
+    arn = next(iter(expected_keys("task", WEB_PROD)))
+    assert recorded.get(f"/tasks/{quote(arn, safe='')}").status_code == 200
 
 
 @pytest.mark.parametrize("limit, status", [(1, None), (3, None), (7, None), (8, None), (2, "RUNNING")])
@@ -246,7 +254,7 @@ def test_the_stored_fields_come_back_with_numbers_as_json_numbers(http):
     event = container_instance_event(5)
     post_events(http, event)
     response = http.get(f"/container-instances/{quote(event['detail']['containerInstanceArn'], safe='')}")
-    expected = {**event["detail"], "cw_version": "0", "cw_id": event["id"], "cw_time": event["time"]}
+    expected = expected_item(event)
     assert response.json_body == expected
     text = response.body.decode()
     assert '"version":5' in text and '"integerValue":2048' in text and '"doubleValue":1.1' in text
@@ -281,7 +289,7 @@ def test_bad_ids_and_parameters_get_400_naming_them(http, ident, params, named):
     assert requests == {}
 
 
-# -- reads cost one query or get, never a scan --------------------------------
+# -- reads are queries of the index and reads by key, never a scan ------------
 
 
 def test_reads_are_queries_and_gets_never_scans(recorded):
@@ -291,7 +299,7 @@ def test_reads_are_queries_and_gets_never_scans(recorded):
     get(recorded, "/container-instances", cluster=BATCH_EC2)
     arn = next(iter(expected_keys("task", WEB_PROD)))
     recorded.get(f"/tasks/{quote(arn, safe='')}")
-    assert set(requests) == {"Query", "GetItem"}
+    assert set(requests) == {"Query", "BatchGetItem", "GetItem"}
     assert requests["GetItem"] == 1
 
 

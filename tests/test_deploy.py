@@ -179,14 +179,11 @@ def test_existing_table_with_another_key_is_refused(session):
 def test_indexes_of_the_definition_are_added_to_an_existing_table_without_them(session):
     # e.g. the docs example's ECSTaskState: its key only, none of the read API's indexes.
     dynamodb = session.client("dynamodb")
-    request = tables.TASKS.create_table_request("tasks")
-    del request["GlobalSecondaryIndexes"]
-    request["AttributeDefinitions"] = [{"AttributeName": tables.TASKS.key, "AttributeType": "S"}]
-    dynamodb.create_table(**request)
+    dynamodb.create_table(**tables.TASKS.create_table_request("tasks", read_index=False))
 
     changes = deploy.ensure_table(dynamodb, tables.TASKS, "tasks", pause=lambda seconds: None)
 
-    wanted = [index.name for index in tables.TASKS.indexes]
+    wanted = [tables.TASKS.cluster_index.name]
     assert [change for change in changes if "index" in change] == [f"created index {name} on tasks" for name in wanted]
     described = dynamodb.describe_table(TableName="tasks")["Table"]["GlobalSecondaryIndexes"]
     assert sorted(index["IndexName"] for index in described) == sorted(wanted)

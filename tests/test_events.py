@@ -1,11 +1,13 @@
 """Parsing, validation and item building: no DynamoDB involved."""
+import time
+from datetime import datetime, timezone
 from decimal import Decimal
 
 import pytest
 
 from chalicelib.attributes import MAX_ITEM_BYTES, MAX_NESTED_CONTAINERS
 from chalicelib.errors import InvalidEvent, ItemTooLarge
-from chalicelib.events import MAX_VERSION, parse_event
+from chalicelib.events import MAX_VERSION, ItemRules, parse_event, parse_snapshot
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS
 from tests.helpers import container_instance_event, task_event
 
@@ -41,13 +43,90 @@ def test_the_item_is_the_detail_verbatim_plus_cw_metadata():
     assert item["containers"] == {
         "L": [{"M": {"name": {"S": "web"}, "lastStatus": {"S": "RUNNING"}, "networkInterfaces": {"L": []}}}]
     }
-    assert set(item) == set(event["detail"]) | {"cw_version", "cw_id", "cw_time"}
+    assert item["cw_source"] == {"S": "event"}
+    assert item["cw_phase"] == {"S": "open"}
+    assert set(item) == set(event["detail"]) | {"cw_version", "cw_id", "cw_time", "cw_source", "cw_phase"}
 
 
 def test_missing_envelope_metadata_is_left_out_not_a_crash():
     event = task_event(1)
     del event["id"], event["time"], event["version"]
-    assert not {"cw_id", "cw_time", "cw_version"} & set(parse_event(event).item)
+    change = parse_event(event)
+    assert not {"cw_id", "cw_time", "cw_version"} & set(change.item)
+    assert abs(change.observed_at - time.time()) < 60  # no time: as new as can be, never "too old"
+
+
+@pytest.mark.parametrize("value", ["yesterday", "2026-11-05T07:58:44", 1763712000, None])
+def test_an_envelope_time_that_is_not_an_iso_time_with_a_zone_is_refused(value):
+    with pytest.raises(InvalidEvent) as refused:
+        parse_event({**task_event(1), "time": value})
+    assert refused.value.field == "time"
+
+
+RULES = ItemRules(read_index=True, retention_seconds=14 * 86_400)
+
+
+@pytest.mark.parametrize(
+    "make_event, status, phase",
+    [(task_event, {"lastStatus": "RUNNING"}, "open"), (task_event, {"lastStatus": "DEPROVISIONING"}, "open"),
+     (task_event, {"lastStatus": "STOPPED"}, "finished"), (container_instance_event, {"status": "DRAINING"}, "open"),
+     (container_instance_event, {"status": "INACTIVE"}, "finished")],
+)
+def test_the_phase_follows_the_status_and_only_finished_items_expire(make_event, status, phase):
+    item = parse_event(make_event(3, **status), RULES).item
+    assert item["cw_phase"] == {"S": phase}
+    assert ("cw_expires_at" in item) == (phase == "finished")
+
+
+def test_a_stopped_task_expires_the_retention_plus_an_hour_after_its_own_stoppedAt():
+    event = task_event(8, lastStatus="STOPPED", stoppedAt="2026-11-22T10:00:00.750Z")
+    event["time"] = "2026-11-22T10:05:00Z"  # delivered later: the task's own time counts
+    item = parse_event(event, RULES).item
+    stopped_at = datetime(2026, 11, 22, 10, tzinfo=timezone.utc).timestamp()
+    assert item["cw_expires_at"] == {"N": str(int(stopped_at) + 14 * 86_400 + 3600)}
+
+
+@pytest.mark.parametrize("stopped_at", [..., "garbled", 12])
+def test_without_a_usable_stoppedAt_a_stopped_task_expires_from_the_events_time(stopped_at):
+    event = task_event(8, lastStatus="STOPPED", stoppedAt=stopped_at)
+    if stopped_at is ...:
+        del event["detail"]["stoppedAt"]
+    item = parse_event(event, RULES).item
+    event_time = datetime(2026, 11, 22, 10, tzinfo=timezone.utc).timestamp()  # tests/helpers.py's
+    assert item["cw_expires_at"] == {"N": str(int(event_time) + 14 * 86_400 + 3600)}
+
+
+def test_a_deregistered_instance_expires_from_when_its_state_was_seen():
+    event = container_instance_event(4, status="INACTIVE")
+    item = parse_event(event, ItemRules(read_index=True, retention_seconds=2 * 86_400)).item
+    event_time = datetime(2026, 11, 22, 10, tzinfo=timezone.utc).timestamp()
+    assert item["cw_expires_at"] == {"N": str(int(event_time) + 2 * 86_400 + 3600)}
+
+
+def test_without_the_read_index_no_phase_is_written():
+    item = parse_event(task_event(3, lastStatus="STOPPED"), RULES._replace(read_index=False)).item
+    assert "cw_phase" not in item and "cw_expires_at" in item
+
+
+def test_a_snapshot_is_stored_like_its_event_but_for_where_it_came_from():
+    event = task_event(5, lastStatus="STOPPED", stoppedAt="2026-11-22T10:00:00.000Z")
+    taken_at = datetime(2026, 11, 22, 10, 20, 1, 250000, tzinfo=timezone.utc).timestamp()
+    from_event = parse_event(event, RULES)
+    from_api = parse_snapshot(TASKS, event["detail"], taken_at, RULES)
+    assert (from_api.table, from_api.key, from_api.version) == (from_event.table, from_event.key, 5)
+    assert from_api.observed_at == taken_at
+    metadata = {"cw_version", "cw_id", "cw_time", "cw_source"}
+    assert {k: v for k, v in from_api.item.items() if k not in metadata} == {
+        k: v for k, v in from_event.item.items() if k not in metadata
+    }
+    assert from_api.item["cw_source"] == {"S": "reconcile"}
+    assert from_api.item["cw_time"] == {"S": "2026-11-22T10:20:01.250Z"}
+    assert from_api.item["cw_version"] == {"S": "0"} and "cw_id" not in from_api.item
+
+
+def test_a_snapshot_is_validated_like_an_event():
+    with pytest.raises(InvalidEvent, match="detail.version"):
+        parse_snapshot(TASKS, {**task_event(1)["detail"], "version": "1"}, time.time(), RULES)
 
 
 @pytest.mark.parametrize(

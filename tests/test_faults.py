@@ -13,12 +13,12 @@ from app import app
 from chalicelib import observability, settings
 from chalicelib.tables import TASKS
 from tests.fault_proxy import HANG, LOST_RESPONSE, SERVER_ERROR, THROTTLE, FaultProxy
-from tests.helpers import stored_item, task_event
+from tests.helpers import expected_item, stored_item, task_event
 from tools.local_dynamodb import free_port
 
 EVENT = task_event(4)
 ARN = EVENT["detail"]["taskArn"]
-EXPECTED_ITEM = {**EVENT["detail"], "cw_version": "0", "cw_id": EVENT["id"], "cw_time": EVENT["time"]}
+EXPECTED_ITEM = expected_item(EVENT)
 NOT_STORED_LOG = "event not stored"  # what the recorder logs (at ERROR) when DynamoDB failed it
 
 

@@ -165,6 +165,10 @@ def check(client: Any, event: Any) -> None:
     stored = stored_item(client, table, key)
     if result["outcome"] in ("created", "updated"):
         metadata = {f"cw_{name}": event[name] for name in ("version", "id", "time") if name in event}
+        finished = event["detail"].get(table.status_field) in table.finished_statuses
+        metadata.update(cw_source="event", cw_phase="finished" if finished else "open")
+        expires_at = stored.pop("cw_expires_at", None)
+        assert (expires_at is not None) == finished, "only a finished item expires"
         assert stored == as_stored({**metadata, **event["detail"]})
     else:  # duplicate or stale: another example stored this key at this version or later
         assert stored == before and stored["version"] >= event["detail"]["version"]

@@ -30,7 +30,7 @@ CHECKOV = Path(os.environ.get("CHECKOV", ROOT / ".venv-checkov" / "bin" / "check
 CHECKOV_TIMEOUT_SECONDS = 300  # offline it takes ~10 s; a hang (e.g. waiting on the network) fails the test
 QUEUE_ARN = {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
 # Chalice names a handler's resources after it, CamelCased: task_state_change -> TaskStateChange.
-HANDLERS = {source.name: source for source in app.event_sources}
+HANDLERS = {source.name: source for source in app.event_sources if hasattr(source, "event_pattern")}
 API_FUNCTION = "APIHandler"  # Chalice's one function behind every route
 
 

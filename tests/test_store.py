@@ -6,7 +6,7 @@ import pytest
 from chalicelib import recorder, settings
 from chalicelib.errors import InvalidEvent, StoredItemConflict
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS
-from tests.helpers import container_instance_event, count_requests, stored_item, task_event
+from tests.helpers import container_instance_event, count_requests, expected_item, stored_item, task_event
 
 
 def test_outcomes_follow_the_stored_version(dynamodb):
@@ -28,7 +28,7 @@ def test_item_holds_every_detail_field_verbatim_plus_cw_metadata(dynamodb):
     event = task_event(2, status="RUNNING", overrides={"containerOverrides": [{"name": "web", "cpu": 0.25}]})
     recorder.record(event)
     item = stored_item(dynamodb, TASKS, event["detail"]["taskArn"])
-    expected = {**event["detail"], "cw_version": "0", "cw_id": event["id"], "cw_time": event["time"]}
+    expected = expected_item(event)
     expected["overrides"] = {"containerOverrides": [{"name": "web", "cpu": Decimal("0.25")}]}
     assert item == expected
 

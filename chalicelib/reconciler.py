@@ -1,0 +1,246 @@
+"""Heal the tables from the ECS API: what events never told, and what they lost.
+
+A pass, per cluster:
+
+1. Lists the cluster's tasks (desiredStatus RUNNING and STOPPED, every page)
+   and container instances (every status ECS lists), describes them 100 at a
+   time, and reads their stored versions in bulk (BatchGetItem, keys and
+   versions only). A snapshot goes through the events' own conditional write
+   (store.put_if_newer) only where nothing or an older version is stored: a
+   snapshot never lowers a version, a newer event always replaces it, and a
+   pass over an account where nothing changed writes nothing.
+2. Finds ghosts: the cluster's stored items that are not finished (the read
+   index's open phase: a query, never a scan) and that ECS no longer lists.
+   Each is described once more; one ECS calls MISSING is marked, never
+   deleted: cw_missing_since and an expiry, conditioned on the version read
+   (an event that raced in first wins; a later one replaces the whole item,
+   mark included). A stage without the read index finds them by scanning one
+   of SWEEP_SEGMENTS slices of the tables per pass instead (a day's passes
+   cover the tables at the default schedule).
+
+Time: a pass stops before the next ECS call once less than
+STOP_MARGIN_SECONDS of the function's time is left, and says it is not
+complete. Each pass starts at another cluster (the pass number, from the
+schedule's time, modulo the number of clusters), so within as many passes as
+there are clusters each cluster is first in line once, and the first cluster
+of a pass is always done unless it alone outlasts the budget.
+"""
+import time
+from collections import Counter
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib import events, observability, settings
+from chalicelib.ecs import DESCRIBE_LIMIT, EcsReader, OutOfTime, Pace
+from chalicelib.errors import InvalidEvent, StoredItemConflict
+from chalicelib.events import ItemRules, StateChange, parse_snapshot
+from chalicelib.snapshots import container_instance_detail, task_detail
+from chalicelib.store import StateStore, StoredVersion
+from chalicelib.tables import CONTAINER_INSTANCES, TASKS, TableSpec
+
+STOP_MARGIN_SECONDS = 60  # longer than one ECS call may take with its retries (settings.py)
+SWEEP_SEGMENTS = 96  # without the read index: a slice of the tables per pass, all of them in 96 passes
+MAX_ERRORS_REPORTED = 20
+THROTTLED = {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
+
+
+class ReconcileFailed(RuntimeError):
+    """Some clusters could not be reconciled: the pass summary says which and why."""
+
+    def __init__(self, summary: Mapping[str, Any]) -> None:
+        super().__init__(f"reconcile pass failed: {'; '.join(summary['errors'])}")
+        self.summary = summary
+
+
+def reconcile(event: Mapping[str, Any], context: Any = None, budget_seconds: Optional[float] = None) -> Dict[str, Any]:
+    """One pass over the account (the scheduled handler and `make reconcile` call this).
+
+    The time budget is the function's remaining time less STOP_MARGIN_SECONDS,
+    or ``budget_seconds`` without a Lambda context (none: unbounded). Returns
+    the summary, logged as one line with a metric per count; raises
+    ReconcileFailed after logging it if some cluster failed.
+    """
+    started = time.monotonic()
+    if context is not None and hasattr(context, "get_remaining_time_in_millis"):
+        budget_seconds = context.get_remaining_time_in_millis() / 1000 - STOP_MARGIN_SECONDS
+    deadline = started + budget_seconds if budget_seconds is not None else float("inf")
+    taken_at = events.now()
+    scheduled_at = events.parse_time(event["time"], "time") if isinstance(event.get("time"), str) else taken_at
+    passes = int(scheduled_at // (settings.reconcile_minutes() * 60))
+    read_index = settings.read_index_enabled()
+    store = StateStore(settings.dynamodb_client())  # no high-water marks: a pass writes each key at most once
+    ecs = EcsReader(settings.ecs_client(), Pace(settings.ecs_calls_per_second()), lambda: time.monotonic() < deadline)
+    pass_ = Pass(ecs, store, settings.item_rules(), taken_at, read_index)
+    pass_.run(passes, settings.reconcile_clusters())
+    summary = pass_.summary(round((time.monotonic() - started) * 1000))
+    observability.log_reconcile(summary, getattr(context, "aws_request_id", None))
+    if pass_.errors:
+        raise ReconcileFailed(summary)
+    return summary
+
+
+class Pass:
+    """One reconciliation pass: its counts, and the work per cluster."""
+
+    def __init__(self, ecs: EcsReader, store: StateStore, rules: ItemRules, taken_at: float, read_index: bool) -> None:
+        self.ecs = ecs
+        self.store = store
+        self.rules = rules
+        self.taken_at = taken_at  # every snapshot of the pass carries it (cw_time)
+        self.read_index = read_index
+        self.counts: Counter = Counter()
+        self.errors: List[str] = []  # what failed the pass (ECS, DynamoDB)
+        self.refusals: List[str] = []  # single snapshots not stored, for good reason; the pass goes on
+        self.complete = True
+        self.clusters_in_account = 0
+        self.first_cluster: Optional[str] = None
+
+    # -- the pass ------------------------------------------------------------------
+
+    def run(self, pass_number: int, wanted: Sequence[str] = ()) -> None:
+        try:
+            clusters = self._clusters(wanted)
+            if not clusters:
+                return
+            start = pass_number % len(clusters)
+            self.first_cluster = clusters[start]
+            listed: Dict[str, Dict[TableSpec, Set[str]]] = {}
+            for cluster in clusters[start:] + clusters[:start]:
+                try:
+                    listed[cluster] = self._cluster(cluster)
+                except (ClientError, BotoCoreError) as error:
+                    self._failed(cluster, error)
+                    if _code(error) in THROTTLED:
+                        break  # ECS's bucket is the account's: the other clusters would fail alike
+                else:
+                    self.counts["clusters"] += 1
+            if not self.read_index and self.complete:
+                self._sweep(pass_number % SWEEP_SEGMENTS, listed)
+        except OutOfTime:
+            self.complete = False
+        except (ClientError, BotoCoreError) as error:  # listing the clusters, or the sweep
+            self._failed("account", error)
+
+    def summary(self, duration_ms: int) -> Dict[str, Any]:
+        return {
+            "clusters": self.counts["clusters"],
+            "clusters_in_account": self.clusters_in_account,
+            "first_cluster": self.first_cluster,
+            "tasks_seen": self.counts["tasks_seen"],
+            "container_instances_seen": self.counts["container_instances_seen"],
+            "written": {"created": self.counts["created"], "updated": self.counts["updated"]},
+            "unchanged": self.counts["unchanged"],
+            "missing": self.counts["missing"],
+            "refused": self.counts["refused"],
+            "complete": self.complete,
+            "duration_ms": duration_ms,
+            "ecs_calls": dict(self.ecs.calls),
+            "errors": self.errors[:MAX_ERRORS_REPORTED],
+            "refusals": self.refusals[:MAX_ERRORS_REPORTED],
+        }
+
+    def _clusters(self, wanted: Sequence[str]) -> List[str]:
+        """The account's clusters (ARNs, sorted), or those of them the stage names."""
+        clusters = sorted(self.ecs.cluster_arns())
+        self.clusters_in_account = len(clusters)
+        if not wanted:
+            return clusters
+        by_name = {arn.rsplit("/", 1)[-1]: arn for arn in clusters}
+        chosen = []
+        for name in wanted:
+            arn = name if name in clusters else by_name.get(name)
+            if arn is None:
+                self._failed(name, f"no such cluster in this account and region ({settings.RECONCILE_CLUSTERS_ENV})")
+            elif arn not in chosen:
+                chosen.append(arn)
+        return sorted(chosen)
+
+    def _cluster(self, cluster: str) -> Dict[TableSpec, Set[str]]:
+        """Snapshot the cluster's tasks and instances, then find its ghosts; return what ECS listed."""
+        task_arns = list(dict.fromkeys(self.ecs.task_arns(cluster, "RUNNING") + self.ecs.task_arns(cluster, "STOPPED")))
+        self._snapshots(TASKS, cluster, task_arns)
+        instance_arns = self.ecs.container_instance_arns(cluster)
+        self._snapshots(CONTAINER_INSTANCES, cluster, instance_arns)
+        listed = {TASKS: set(task_arns), CONTAINER_INSTANCES: set(instance_arns)}
+        if self.read_index:
+            for table in (TASKS, CONTAINER_INSTANCES):
+                stored_open = [key for key in self.store.open_keys(table, cluster) if key not in listed[table]]
+                self._confirm_ghosts(table, cluster, self.store.stored_versions(table, stored_open))
+        return listed
+
+    # -- snapshots -----------------------------------------------------------------
+
+    def _snapshots(self, table: TableSpec, cluster: str, arns: Sequence[str]) -> List[str]:
+        """Describe ``arns`` and store what changed; return those ECS no longer knows."""
+        gone: List[str] = []
+        for start in range(0, len(arns), DESCRIBE_LIMIT):
+            described, missing = self._describe(table, cluster, arns[start:start + DESCRIBE_LIMIT])
+            gone += missing
+            self.counts[f"{table.kind}s_seen"] += len(described)
+            self._write(table, [change for change in (self._snapshot(table, cluster, obj) for obj in described) if change])
+        return gone
+
+    def _describe(self, table: TableSpec, cluster: str, arns: Sequence[str]) -> Tuple[List[Dict[str, Any]], List[str]]:
+        if table is TASKS:
+            return self.ecs.describe_tasks(cluster, arns)
+        return self.ecs.describe_container_instances(cluster, arns)
+
+    def _snapshot(self, table: TableSpec, cluster: str, api_object: Mapping[str, Any]) -> Optional[StateChange]:
+        detail = task_detail(api_object) if table is TASKS else container_instance_detail(api_object, cluster)
+        try:
+            return parse_snapshot(table, detail, self.taken_at, self.rules)
+        except InvalidEvent as error:  # e.g. over DynamoDB's 400 KB: an event could not store it either
+            self._refused(f"{detail.get(table.key, cluster)}: {error}")
+            return None
+
+    def _write(self, table: TableSpec, changes: Sequence[StateChange]) -> None:
+        """Write the snapshots whose key holds nothing or an older version (read in bulk first)."""
+        stored = self.store.stored_versions(table, [change.key for change in changes]) if changes else {}
+        for change in changes:
+            known = stored.get(change.key)
+            if known is not None and known.version is not None and known.version >= change.version:
+                self.counts["unchanged"] += 1
+                continue
+            try:
+                result = self.store.put_if_newer(change)
+            except StoredItemConflict as error:  # another writer's item: left alone, as an event leaves it
+                self._refused(str(error))
+                continue
+            self.counts[result.outcome if result.written else "unchanged"] += 1  # (not written: an event was first)
+
+    # -- ghosts --------------------------------------------------------------------
+
+    def _confirm_ghosts(self, table: TableSpec, cluster: str, candidates: Mapping[str, StoredVersion]) -> None:
+        """Describe stored, unfinished, unmarked items ECS did not list; mark those it calls MISSING."""
+        unmarked = [key for key, stored in candidates.items() if stored.missing_since is None and stored.version is not None]
+        for key in self._snapshots(table, cluster, unmarked):  # described after all: snapshot written
+            if self.store.mark_missing(table, key, candidates[key].version, self.taken_at):
+                self.counts["missing"] += 1
+
+    def _sweep(self, segment: int, listed: Mapping[str, Mapping[TableSpec, Set[str]]]) -> None:
+        """Without the read index: one slice of each table, its unfinished items checked against
+        the listings of this pass (items of clusters not reconciled in it wait for a later pass)."""
+        for table in (TASKS, CONTAINER_INSTANCES):
+            candidates: Dict[str, Dict[str, StoredVersion]] = {}
+            for item in self.store.scan_open_items(table, segment, SWEEP_SEGMENTS):
+                cluster = item.get(table.cluster_index.hash_key, {}).get("S")
+                key = item[table.key]["S"]
+                if cluster in listed and key not in listed[cluster][table] and "N" in item.get("version", {}):
+                    candidates.setdefault(cluster, {})[key] = StoredVersion(int(item["version"]["N"]), None)
+            for cluster, stored in candidates.items():
+                self._confirm_ghosts(table, cluster, stored)
+
+    # -- errors --------------------------------------------------------------------
+
+    def _failed(self, where: str, error: Any) -> None:
+        self.complete = False
+        self.errors.append(f"{where}: {error}")
+
+    def _refused(self, text: str) -> None:
+        self.counts["refused"] += 1
+        self.refusals.append(text)
+
+
+def _code(error: Exception) -> Optional[str]:
+    return error.response.get("Error", {}).get("Code") if isinstance(error, ClientError) else None

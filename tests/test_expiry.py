@@ -1,0 +1,84 @@
+"""Finished items expire; an event older than the retention never brings one back."""
+from datetime import datetime, timezone
+
+import pytest
+
+from chalicelib import events, recorder, settings
+from chalicelib.tables import ALL, CONTAINER_INSTANCES, TASKS
+from tests.helpers import container_instance_event, count_requests, stored_item, task_event
+
+DAY = 86_400
+EVENT_TIME = datetime(2026, 11, 22, 10, tzinfo=timezone.utc).timestamp()  # tests/helpers.py's envelope time
+ARN = task_event(1)["detail"]["taskArn"]
+
+
+@pytest.fixture
+def retention_14_days(monkeypatch):
+    monkeypatch.setenv(settings.RETENTION_DAYS_ENV, "14")
+    monkeypatch.setenv(settings.HIGH_WATER_ENTRIES_ENV, "0")  # every event asks DynamoDB
+
+
+def days_after_the_events(monkeypatch, days):
+    monkeypatch.setattr(events, "now", lambda: EVENT_TIME + days * DAY)
+
+
+@pytest.mark.parametrize("table", ALL, ids=lambda table: table.kind)
+def test_tables_expire_items_on_cw_expires_at(dynamodb, table):
+    description = dynamodb.describe_time_to_live(TableName=settings.table_name(table))["TimeToLiveDescription"]
+    assert (description["TimeToLiveStatus"], description["AttributeName"]) == ("ENABLED", "cw_expires_at")
+
+
+def test_a_stopped_task_carries_its_expiry_and_a_running_one_none(dynamodb, retention_14_days):
+    recorder.record(task_event(3))
+    assert "cw_expires_at" not in stored_item(dynamodb, TASKS, ARN)
+    recorder.record(task_event(4, lastStatus="STOPPED", stoppedAt="2026-11-22T09:59:30.125Z"))
+    stopped_at = EVENT_TIME - 30
+    assert stored_item(dynamodb, TASKS, ARN)["cw_expires_at"] == int(stopped_at) + 14 * DAY + 3600
+
+
+def test_a_deregistered_instance_carries_its_expiry(dynamodb, retention_14_days):
+    event = container_instance_event(9, status="INACTIVE")
+    recorder.record(event)
+    item = stored_item(dynamodb, CONTAINER_INSTANCES, event["detail"]["containerInstanceArn"])
+    assert item["cw_expires_at"] == int(EVENT_TIME) + 14 * DAY + 3600
+
+
+def test_an_old_event_for_an_unknown_key_is_expired_and_writes_nothing(dynamodb, retention_14_days, monkeypatch):
+    days_after_the_events(monkeypatch, 14)
+    requests = count_requests(dynamodb)
+    summary = recorder.record(task_event(2, lastStatus="RUNNING"))
+    assert summary == {"outcome": "expired", "kind": "task", "key": ARN, "version": 2, "stored_version": None}
+    assert requests == {"PutItem": 1}  # still exactly one request
+    assert stored_item(dynamodb, TASKS, ARN) is None
+
+
+def test_an_old_event_for_a_known_key_still_updates_it(dynamodb, retention_14_days, monkeypatch):
+    recorder.record(task_event(2))
+    days_after_the_events(monkeypatch, 30)
+    assert recorder.record(task_event(5, lastStatus="STOPPED"))["outcome"] == "updated"
+    assert recorder.record(task_event(4))["outcome"] == "stale"
+    assert recorder.record(task_event(5))["outcome"] == "duplicate"
+    assert stored_item(dynamodb, TASKS, ARN)["lastStatus"] == "STOPPED"
+
+
+def test_an_event_just_younger_than_the_retention_still_creates(dynamodb, retention_14_days, monkeypatch):
+    days_after_the_events(monkeypatch, 14 - 1 / DAY)
+    assert recorder.record(task_event(2))["outcome"] == "created"
+
+
+def test_the_expired_outcome_is_counted_and_logged_like_the_others(dynamodb, retention_14_days, monkeypatch):
+    from chalicelib import observability
+
+    counted, logged = [], []
+    monkeypatch.setattr(observability, "count", lambda outcome, kind: counted.append((outcome, kind)))
+    monkeypatch.setattr(observability, "log_result", lambda summary, request_id: logged.append(summary["outcome"]))
+    days_after_the_events(monkeypatch, 20)
+    recorder.record(task_event(2))
+    assert counted == [("expired", "task")] and logged == ["expired"]
+
+
+@pytest.mark.parametrize("days", ["1", "0", "-3", "two"])
+def test_a_retention_under_two_days_is_refused_by_name(monkeypatch, days):
+    monkeypatch.setenv(settings.RETENTION_DAYS_ENV, days)
+    with pytest.raises(ValueError, match=settings.RETENTION_DAYS_ENV):
+        recorder.record(task_event(1))
