@@ -111,13 +111,14 @@ def _state_change(
     key = _key(detail, table.key)
     _check_key_strings(detail, table)
     version = _version(detail)
-    metadata.update(_lifecycle(table, detail, observed_at, rules))
+    metadata.update(lifecycle_fields(table, detail, observed_at, rules))
     item, size = _item(metadata, detail)
     return StateChange(table=table, key=key, version=version, item=item, size=size, observed_at=observed_at)
 
 
-def _lifecycle(table: TableSpec, detail: Mapping, observed_at: float, rules: ItemRules) -> Dict[str, Any]:
-    """cw_phase for the read index, and cw_expires_at once the item is finished."""
+def lifecycle_fields(table: TableSpec, detail: Mapping, observed_at: float, rules: ItemRules) -> Dict[str, Any]:
+    """cw_phase for the read index, and cw_expires_at once the item is finished
+    (also what a migration adds to items stored before these existed)."""
     phase = table.phase(detail.get(table.status_field))
     fields: Dict[str, Any] = {PHASE: phase} if rules.read_index else {}
     if phase == FINISHED:

@@ -69,6 +69,10 @@ ECS_CALLS_PER_SECOND_ENV = "ECS_STATE_ECS_CALLS_PER_SECOND"
 DEFAULT_ECS_CALLS_PER_SECOND = 10.0
 MAX_ECS_CALLS_PER_SECOND = 20.0
 
+# Where an event that can never be stored goes, at once, with its error (recorder.py):
+# the dead-letter queue's name or URL. Unset (local runs): such an event raises, as any.
+DEAD_LETTER_QUEUE_ENV = "ECS_STATE_DEAD_LETTER_QUEUE"
+
 # POST /events exists only where the stage sets this variable to "enabled"
 # (the local stage): Chalice loads a stage's variables before importing app.py.
 EVENTS_ROUTE_VARIABLE = "ECS_STATE_EVENTS_ROUTE"
