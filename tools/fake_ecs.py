@@ -64,9 +64,10 @@ _INSTANCE_HISTORY = {
 }
 LAUNCH_TYPES = ("EC2", "FARGATE", "EXTERNAL", "MANAGED_INSTANCES")
 
-# Members DescribeTasks / DescribeContainerInstances return but events do not carry.
+# Members DescribeTasks / DescribeContainerInstances return but events do not carry. A
+# container's healthStatus too: events/, the ECS guide's example and captured events lack it.
 TASK_API_ONLY = frozenset({"tags", "inferenceAccelerators", "fargateEphemeralStorage", "trustedExecutionSummary", "healthStatus"})
-CONTAINER_API_ONLY = frozenset({"neuronDeviceIds", "gpuSharingStrategy"})
+CONTAINER_API_ONLY = frozenset({"neuronDeviceIds", "gpuSharingStrategy", "healthStatus"})
 CONTAINER_INSTANCE_API_ONLY = frozenset({"capacityProviderName", "tags", "healthStatus", "gpuDevices"})
 # Every timestamp member the fake writes (epoch seconds in the API, ISO-8601 in events).
 TIMESTAMP_MEMBERS = frozenset({
