@@ -217,7 +217,8 @@ class FakeECS:
     def start(self) -> "FakeECS":
         self._server = _Server(self)
         self.endpoint = f"http://{LOOPBACK}:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-ecs", daemon=True)
+        # A short poll: stop() waits for the serving loop to notice, half a second by default.
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-ecs", daemon=True)
         self._thread.start()
         return self
 
