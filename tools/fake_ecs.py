@@ -310,8 +310,10 @@ class FakeECS:
     def transition_task(self, arn: str, last_status: str, desired_status: Optional[str] = None, **members: Any) -> Dict[str, Any]:
         """One state change, now: version + 1, timestamps and containers as ECS sets them.
 
-        ``members`` (Task members by their API names) are set last, e.g. stopCode or
-        healthStatus. A task never goes back in its lifecycle. Returns the new task.
+        ``members`` (Task members by their API names, e.g. healthStatus, or stopCode and
+        stoppedReason) are set first and ECS's own changes fill in what they leave unset,
+        so a stopCode given decides how the containers exit. A task never goes back in
+        its lifecycle. Returns the new task.
         """
         if last_status not in TASK_LIFECYCLE:
             raise ValueError(f"last_status {last_status!r} is not one of {TASK_LIFECYCLE}")
@@ -325,9 +327,8 @@ class FakeECS:
             if current["desiredStatus"] == "STOPPED" and desired != "STOPPED":
                 raise ValueError(f"{arn} is being stopped: its desired status stays STOPPED")
             at = self._change_time(entity)
-            body = copy.deepcopy(current)
+            body = {**copy.deepcopy(current), **copy.deepcopy(members)}
             _advance_task(body, last_status, desired, at, entity.updated_at)
-            body.update(copy.deepcopy(members))
             body["version"] = current["version"] + 1
             self._replace(entity, body, at, self._clusters[entity.cluster].tasks, body["desiredStatus"])
             return copy.deepcopy(body)
@@ -797,7 +798,9 @@ def _advance_task(body: Dict[str, Any], last_status: str, desired: str, at: floa
                 agent.update(lastStatus="RUNNING", lastStartedAt=at)
     if desired == "STOPPED" and "stoppingAt" not in body:
         body["stoppingAt"] = at
-        body["stopCode"], body["stoppedReason"] = _stop_cause(body)
+        stop_code, stopped_reason = _stop_cause(body)
+        body.setdefault("stopCode", stop_code)
+        body.setdefault("stoppedReason", stopped_reason)
         if body["stopCode"] == "EssentialContainerExited":
             containers[0].update(lastStatus="STOPPED", exitCode=1)
     if last_status == "STOPPING":
@@ -818,7 +821,9 @@ def _advance_task(body: Dict[str, Any], last_status: str, desired: str, at: floa
 
 
 def _stop_cause(body: Dict[str, Any]) -> Tuple[str, str]:
-    """Why ECS stops a task, by how it was started and how far it got."""
+    """Why ECS stops a task: the stopCode given, else by how it was started and how far it got."""
+    if body.get("stopCode") == "UserInitiated":
+        return "UserInitiated", "Task stopped by user"
     if "startedAt" not in body:
         return "TaskFailedToStart", "Task failed to start"
     started_by = body.get("startedBy", "")
