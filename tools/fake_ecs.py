@@ -13,8 +13,14 @@ each change bumps the entity's ``version`` by one, as ECS does.
 event ECS would send for an entity's current state. ``throttle`` and ``fail``
 inject errors; ``calls`` counts requests by operation.
 
-Only 127.0.0.1 is served. The module docstring of tests/test_fake_ecs.py
-lists what it checks against botocore's service model.
+Only 127.0.0.1 is served. tests/test_fake_ecs.py checks it against botocore's
+service model, the API's documented behaviour and the events in events/.
+
+Not modelled: services, task definitions and placement (an EC2 task does not
+change its instance's counts or resources), launch types other than EC2 and
+FARGATE, GPUs, Neuron devices, trusted execution, ListTasks' daemonName and
+ListContainerInstances' filter (both refused), old short-format ARNs, and
+ECS forgetting stopped tasks by itself (forget_task does it on demand).
 """
 import base64
 import binascii
