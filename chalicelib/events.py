@@ -229,10 +229,12 @@ def parse_time(value: Any, field: str) -> float:
 
 
 def iso_time(epoch_seconds: float) -> str:
-    """An epoch time as events write theirs: UTC, milliseconds, "Z" ("2026-11-05T07:58:44.215Z")."""
+    """An epoch time as ECS events write theirs: UTC, to the millisecond, "Z", trailing
+    zeros of the fraction dropped as real events drop them ("…:44.215Z", "…:46.71Z", "…:47Z")."""
     milliseconds = round(epoch_seconds * 1000)
     moment = datetime.fromtimestamp(milliseconds // 1000, timezone.utc)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{milliseconds % 1000:03d}Z"
+    fraction = f"{milliseconds % 1000:03d}".rstrip("0")
+    return f"{moment:%Y-%m-%dT%H:%M:%S}{'.' + fraction if fraction else ''}Z"
 
 
 def now() -> float:

@@ -54,8 +54,8 @@ def log_reconcile(summary: Dict[str, Any], request_id: Any) -> None:
     metrics.flush_metrics()
 
 
-def log_result(result: Dict[str, Any], request_id: Any) -> None:
-    logger.info("event recorded", extra=_with_request_id(result, request_id))
+def log_result(result: Dict[str, Any], request_id: Any, message: str = "event recorded") -> None:
+    logger.info(message, extra=_with_request_id(result, request_id))
 
 
 def log_failure(message: str, fields: Dict[str, Any], request_id: Any) -> None:

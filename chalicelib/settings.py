@@ -82,6 +82,7 @@ EVENTS_CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded",
 
 _client: Optional[Any] = None
 _ecs_client: Optional[Any] = None
+_sqs_client: Optional[Any] = None
 _marks: Optional[HighWaterMarks] = None
 _client_lock = threading.Lock()
 
@@ -93,6 +94,11 @@ def events_route_enabled() -> bool:
 def table_name(table: TableSpec, environ: Environ = None) -> str:
     """The table's name for this stage."""
     return _environ(environ).get(table.name_env) or table.default_name
+
+
+def dead_letter_queue(environ: Environ = None) -> Optional[str]:
+    """The dead-letter queue's name or URL, or None where the stage has none (local runs)."""
+    return _environ(environ).get(DEAD_LETTER_QUEUE_ENV) or None
 
 
 def read_index_enabled(environ: Environ = None) -> bool:
@@ -164,6 +170,22 @@ def ecs_client() -> Any:
     return _ecs_client
 
 
+def sqs_client() -> Any:
+    """The SQS client, for the rare event sent to the dead-letter queue (chalicelib/dead_letters.py)."""
+    global _sqs_client
+    if _sqs_client is None:
+        with _client_lock:
+            if _sqs_client is None:
+                import boto3
+                from botocore.config import Config
+
+                _sqs_client = boto3.session.Session().client("sqs", config=Config(
+                    connect_timeout=CONNECT_TIMEOUT_SECONDS, read_timeout=READ_TIMEOUT_SECONDS,
+                    retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
+                ))
+    return _sqs_client
+
+
 def _new_dynamodb_client() -> Any:
     import boto3
     from botocore.config import Config
@@ -226,10 +248,11 @@ def high_water_marks() -> Optional[HighWaterMarks]:
 def reset_client() -> None:
     """Forget the clients and the high-water marks, so the next event reads the environment
     again and knows nothing of earlier tables (tests, local runs)."""
-    global _client, _ecs_client, _marks
+    global _client, _ecs_client, _sqs_client, _marks
     with _client_lock:
         _client = None
         _ecs_client = None
+        _sqs_client = None
         _marks = None
 
 

@@ -6,7 +6,8 @@ API (DescribeTasks, DescribeContainerInstances) and events, and what is done:
 
 - Timestamps: the API sends epoch seconds (the ECS client keeps them as
   numbers, chalicelib/settings.py), events ISO-8601 strings with milliseconds:
-  written as events write them, in every nested object too.
+  written as events write them (chalicelib.events.iso_time), in every nested
+  object too.
 - Fields only the API returns (below) are left out. ``tags`` is never asked
   for; the others are newer API fields events do not carry.
 - A container instance gets its ``clusterArn``, which events carry and the
@@ -22,7 +23,7 @@ from chalicelib.events import iso_time
 API_ONLY_TASK_FIELDS = frozenset(
     {"tags", "inferenceAccelerators", "fargateEphemeralStorage", "trustedExecutionSummary", "healthStatus"}
 )
-API_ONLY_CONTAINER_FIELDS = frozenset({"neuronDeviceIds", "gpuSharingStrategy"})
+API_ONLY_CONTAINER_FIELDS = frozenset({"neuronDeviceIds", "gpuSharingStrategy", "healthStatus"})
 API_ONLY_CONTAINER_INSTANCE_FIELDS = frozenset({"capacityProviderName", "tags", "healthStatus", "gpuDevices"})
 
 # Members of the ECS API's shapes that are timestamps (botocore's ecs model),

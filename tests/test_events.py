@@ -120,7 +120,7 @@ def test_a_snapshot_is_stored_like_its_event_but_for_where_it_came_from():
         k: v for k, v in from_event.item.items() if k not in metadata
     }
     assert from_api.item["cw_source"] == {"S": "reconcile"}
-    assert from_api.item["cw_time"] == {"S": "2026-11-22T10:20:01.250Z"}
+    assert from_api.item["cw_time"] == {"S": "2026-11-22T10:20:01.25Z"}
     assert from_api.item["cw_version"] == {"S": "0"} and "cw_id" not in from_api.item
 
 

@@ -102,10 +102,12 @@ def epoch_ms(seconds: float) -> float:
 
 
 def iso_ms(seconds: float) -> str:
-    """ISO-8601 UTC with exactly three millisecond digits, as events carry timestamps."""
+    """ISO-8601 UTC to the millisecond, as events carry timestamps: the fraction's trailing
+    zeros dropped, as in the ECS guide's example events ("...:06.8Z") and captured ones."""
     millis = round(seconds * 1000)
     moment = datetime.fromtimestamp(millis // 1000, timezone.utc)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{millis % 1000:03d}Z"
+    fraction = f"{millis % 1000:03d}".rstrip("0")
+    return f"{moment:%Y-%m-%dT%H:%M:%S}{'.' + fraction if fraction else ''}Z"
 
 
 def iso_seconds(seconds: float) -> str:

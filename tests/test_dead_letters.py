@@ -1,0 +1,120 @@
+"""An event that can never be stored reaches the dead-letter queue once, with its error;
+a transient failure still raises, so Lambda retries it."""
+import json
+
+import pytest
+from botocore.exceptions import ClientError
+from chalice.local import LambdaContext
+
+from app import app
+from chalicelib import dead_letters, observability, settings
+from chalicelib.errors import InvalidEvent, StoredItemConflict
+from chalicelib.tables import TASKS
+from tests.helpers import count_requests, stored_item, task_event
+
+QUEUE = "ecs-state-test-dead-letters"
+
+
+def unversioned(number):
+    """An event whose version is a string: refused by validation."""
+    event = task_event(number, task_id=f"{number:032x}")
+    event["detail"]["version"] = str(number)
+    return event
+
+
+def invoke(event, context=None):
+    context = context or LambdaContext("ecs-state-test-task_state_change", 256)
+    return app.handler_map["task_state_change"](event, context)
+
+
+@pytest.fixture
+def queue(moto_endpoint, monkeypatch):
+    """A dead-letter queue on moto, named in the stage's setting; returns a reader of its messages."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", moto_endpoint)
+    settings.reset_client()
+    sqs = settings.sqs_client()
+    url = sqs.create_queue(QueueName=QUEUE)["QueueUrl"]
+    monkeypatch.setenv(settings.DEAD_LETTER_QUEUE_ENV, QUEUE)
+
+    def messages():
+        found = []
+        while True:
+            batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60).get("Messages", [])
+            if not batch:
+                return found
+            found += [json.loads(message["Body"]) for message in batch]
+
+    messages.url = url
+    return messages
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    counts = []
+    monkeypatch.setattr(observability, "count", lambda outcome, kind: counts.append((outcome, kind)))
+    return counts
+
+
+def test_an_invalid_event_goes_to_the_queue_once_with_its_error_and_the_invocation_succeeds(
+    dynamodb_local, queue, counted
+):
+    event = task_event(3, cpu=float("nan"))
+    requests = count_requests(dynamodb_local)
+    context = LambdaContext("ecs-state-test-task_state_change", 256)
+    summary = invoke(event, context)
+    assert summary["outcome"] == "dead_lettered" and summary["error"] == "InvalidEvent"
+    (message,) = queue()
+    assert message["requestPayload"] == json.loads(json.dumps(event))  # NaN travels as JSON's NaN
+    assert message["responsePayload"] == {"errorType": "InvalidEvent", "errorMessage": "detail.cpu: NaN and Infinity cannot be stored"}
+    assert message["requestContext"]["condition"] == dead_letters.CONDITION
+    assert message["requestContext"]["requestId"] == context.aws_request_id
+    assert counted == [("invalid", "task")]  # one count, not one per Lambda attempt
+    assert requests == {} and stored_item(dynamodb_local, TASKS, event["detail"]["taskArn"]) is None
+
+
+def test_a_stored_item_ecs_state_cannot_compare_with_is_dead_lettered(dynamodb_local, queue):
+    # DynamoDB Local only: moto answers a string-versus-number comparison with a 500.
+    arn = task_event(1)["detail"]["taskArn"]
+    dynamodb_local.put_item(TableName=settings.table_name(TASKS), Item={"taskArn": {"S": arn}, "version": {"S": "seven"}})
+    assert invoke(task_event(3))["outcome"] == "dead_lettered"
+    (message,) = queue()
+    assert message["responsePayload"]["errorType"] == StoredItemConflict.__name__
+    assert stored_item(dynamodb_local, TASKS, arn)["version"] == "seven"
+
+
+def test_a_transient_failure_still_raises_for_lambdas_retries_and_sends_nothing(dynamodb_local, queue, monkeypatch):
+    monkeypatch.setenv(TASKS.name_env, "no-such-table")
+    with pytest.raises(ClientError, match="ResourceNotFoundException"):
+        invoke(task_event(1))
+    assert queue() == []
+
+
+def test_the_queue_may_be_named_by_url_and_then_is_not_looked_up(dynamodb_local, queue, monkeypatch):
+    monkeypatch.setenv(settings.DEAD_LETTER_QUEUE_ENV, queue.url)
+    requests = []
+    settings.sqs_client().meta.events.register("before-call.sqs", lambda model, **kw: requests.append(model.name))
+    invoke(unversioned(1))
+    invoke(unversioned(2))
+    assert requests == ["SendMessage", "SendMessage"]
+    assert len(queue()) == 2
+
+
+def test_a_queue_name_is_resolved_once(dynamodb_local, queue):
+    requests = []
+    settings.sqs_client().meta.events.register("before-call.sqs", lambda model, **kw: requests.append(model.name))
+    invoke(unversioned(1))
+    invoke(unversioned(2))
+    assert requests == ["GetQueueUrl", "SendMessage", "SendMessage"]
+
+
+def test_when_the_queue_cannot_take_it_the_original_error_raises(dynamodb_local, queue, monkeypatch):
+    monkeypatch.setenv(settings.DEAD_LETTER_QUEUE_ENV, "no-such-queue")
+    with pytest.raises(InvalidEvent, match="detail.version") as raised:
+        invoke(unversioned(1))
+    assert isinstance(raised.value.__cause__, ClientError)
+
+
+def test_without_a_queue_a_permanent_error_raises_as_before(dynamodb_local, monkeypatch):
+    monkeypatch.delenv(settings.DEAD_LETTER_QUEUE_ENV, raising=False)
+    with pytest.raises(InvalidEvent, match="detail.version"):
+        invoke(unversioned(1))
