@@ -43,6 +43,7 @@ STOP_MARGIN_SECONDS = 60  # longer than one ECS call may take with its retries (
 SWEEP_SEGMENTS = 96  # without the read index: a slice of the tables per pass, all of them in 96 passes
 MAX_ERRORS_REPORTED = 20
 THROTTLED = {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
+_clock = time.monotonic  # the pass's time budget runs on it (tests move it)
 
 
 class ReconcileFailed(RuntimeError):
@@ -61,7 +62,7 @@ def reconcile(event: Mapping[str, Any], context: Any = None, budget_seconds: Opt
     the summary, logged as one line with a metric per count; raises
     ReconcileFailed after logging it if some cluster failed.
     """
-    started = time.monotonic()
+    started = _clock()
     if context is not None and hasattr(context, "get_remaining_time_in_millis"):
         budget_seconds = context.get_remaining_time_in_millis() / 1000 - STOP_MARGIN_SECONDS
     deadline = started + budget_seconds if budget_seconds is not None else float("inf")
@@ -70,10 +71,10 @@ def reconcile(event: Mapping[str, Any], context: Any = None, budget_seconds: Opt
     passes = int(scheduled_at // (settings.reconcile_minutes() * 60))
     read_index = settings.read_index_enabled()
     store = StateStore(settings.dynamodb_client())  # no high-water marks: a pass writes each key at most once
-    ecs = EcsReader(settings.ecs_client(), Pace(settings.ecs_calls_per_second()), lambda: time.monotonic() < deadline)
+    ecs = EcsReader(settings.ecs_client(), Pace(settings.ecs_calls_per_second()), lambda: _clock() < deadline)
     pass_ = Pass(ecs, store, settings.item_rules(), taken_at, read_index)
     pass_.run(passes, settings.reconcile_clusters())
-    summary = pass_.summary(round((time.monotonic() - started) * 1000))
+    summary = pass_.summary(round((_clock() - started) * 1000))
     observability.log_reconcile(summary, getattr(context, "aws_request_id", None))
     if pass_.errors:
         raise ReconcileFailed(summary)

@@ -1,0 +1,498 @@
+"""The reconciler against the fake ECS API (tools/fake_ecs.py) and Amazon's DynamoDB Local."""
+import threading
+import uuid
+from typing import Any, Dict, List
+
+import botocore.retries.standard
+import pytest
+from chalice.local import LambdaContext
+
+from app import app
+from chalicelib import events, reconciler, recorder, settings
+from chalicelib.ecs import EcsReader, OutOfTime, Pace
+from chalicelib.events import parse_event
+from chalicelib.snapshots import TIMESTAMP_FIELDS
+from chalicelib.tables import CONTAINER_INSTANCES, TASKS
+from tests.helpers import count_requests, stored_item
+from tools.fake_ecs import FakeECS
+from tools.local_dynamodb import create_tables
+
+METADATA = {"cw_version", "cw_id", "cw_time", "cw_source"}
+EVENT_ONLY = {"updatedAt", "accountType"}  # what a snapshot cannot know (chalicelib/snapshots.py)
+
+
+@pytest.fixture
+def fake(dynamodb_local, monkeypatch):
+    """An empty fake ECS account the app's ECS client talks to, and fresh tables on DynamoDB Local."""
+    with FakeECS() as ecs:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_ECS", ecs.endpoint)
+        monkeypatch.setenv(settings.ECS_CALLS_PER_SECOND_ENV, "20")
+        settings.reset_client()
+        yield ecs
+    settings.reset_client()
+
+
+def scheduled_event(time="2026-11-22T10:15:00Z") -> Dict[str, Any]:
+    return {
+        "version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event", "source": "aws.events",
+        "account": "111122223333", "time": time, "region": "us-east-1", "resources": [], "detail": {},
+    }
+
+
+def run_pass(time="2026-11-22T10:15:00Z", budget_seconds=None) -> Dict[str, Any]:
+    return reconciler.reconcile(scheduled_event(time), budget_seconds=budget_seconds)
+
+
+def comparable(item: Dict[str, Any]) -> Dict[str, Any]:
+    return {name: value for name, value in item.items() if name not in METADATA | EVENT_ONLY}
+
+
+def event_item(event: Dict[str, Any]) -> Dict[str, Any]:
+    """What recording ``event`` would store, without the metadata (compared with a snapshot's)."""
+    return comparable({name: value for name, value in parse_event(event).item.items()})
+
+
+def stored_raw(table, key):
+    return settings.dynamodb_client().get_item(
+        TableName=settings.table_name(table), Key={table.key: {"S": key}}, ConsistentRead=True
+    ).get("Item")
+
+
+def an_account(fake, clusters=("web", "batch")):
+    """Each cluster: running and stopped tasks of both launch types, instances of several statuses."""
+    tasks, instances = [], []
+    for name in clusters:
+        fake.add_cluster(name)
+        instances += [fake.add_container_instance(name), fake.add_container_instance(name, status="DRAINING")]
+        tasks += [fake.add_task(name), fake.add_task(name, launch_type="EC2"),
+                  fake.add_task(name, last_status="PENDING"), fake.add_task(name, last_status="STOPPED")]
+    return tasks, instances
+
+
+# -- backfill: the API's state, in the events' shape, at the API's version ------------------
+
+
+def test_backfill_stores_every_task_and_instance_at_its_version_as_its_event_would(fake):
+    tasks, instances = an_account(fake)
+    summary = run_pass()
+    assert summary["complete"] and summary["errors"] == []
+    assert (summary["clusters"], summary["tasks_seen"], summary["container_instances_seen"]) == (2, 8, 4)
+    assert summary["written"] == {"created": 12, "updated": 0} and summary["unchanged"] == 0
+    for arn in tasks:
+        stored = stored_raw(TASKS, arn)
+        assert stored["version"] == {"N": str(fake.task(arn)["version"])}
+        assert stored["cw_source"] == {"S": "reconcile"} and "cw_id" not in stored
+        assert comparable(stored) == event_item(fake.event_for_task(arn))
+    for arn in instances:
+        stored = stored_raw(CONTAINER_INSTANCES, arn)
+        assert stored["clusterArn"]["S"].endswith(":cluster/" + arn.split("/")[1])
+        assert comparable(stored) == event_item(fake.event_for_container_instance(arn))
+
+
+def test_a_stopped_snapshot_expires_from_the_tasks_own_stoppedAt(fake, monkeypatch):
+    monkeypatch.setenv(settings.RETENTION_DAYS_ENV, "14")
+    fake.add_cluster("web")
+    arn = fake.add_task("web", last_status="STOPPED")
+    run_pass()
+    assert int(stored_item(settings.dynamodb_client(), TASKS, arn)["cw_expires_at"]) == (
+        int(fake.task(arn)["stoppedAt"]) + 14 * 86_400 + 3600
+    )
+
+
+def test_snapshot_timestamps_are_every_timestamp_of_botocores_model():
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("ecs")
+    found = set()
+
+    def walk(shape, seen):
+        if shape.name in seen:
+            return
+        seen = seen | {shape.name}
+        members = shape.members.items() if shape.type_name == "structure" else []
+        for name, member in members:
+            if member.type_name == "timestamp":
+                found.add(name)
+            walk(member, seen)
+        if shape.type_name == "list":
+            walk(shape.member, seen)
+
+    walk(model.shape_for("Task"), set())
+    walk(model.shape_for("ContainerInstance"), set())
+    assert found == set(TIMESTAMP_FIELDS)
+
+
+def test_describe_asks_for_at_most_100_and_lists_every_page(fake):
+    fake.add_cluster("big")
+    arns = [fake.add_task("big") for _ in range(230)] + [fake.add_task("big", last_status="STOPPED") for _ in range(20)]
+    summary = run_pass()
+    assert summary["tasks_seen"] == 250 and summary["written"]["created"] == 250
+    assert fake.max_ids_per_describe <= 100
+    assert summary["ecs_calls"]["describe_tasks"] == 3 and summary["ecs_calls"]["list_tasks"] == 4  # 3 + 1 pages
+    assert all(stored_raw(TASKS, arn) for arn in arns)
+
+
+# -- order: a snapshot never lowers a version; a newer event always wins -------------------
+
+
+def test_a_newer_event_replaces_a_snapshot_and_an_older_one_does_not(fake):
+    fake.add_cluster("web")
+    arn = fake.add_task("web")
+    older = fake.event_for_task(arn)
+    run_pass()
+    fake.transition_task(arn, "DEACTIVATING")
+    newer = fake.event_for_task(arn)
+    assert recorder.record(older)["outcome"] == "duplicate"  # same version as the snapshot
+    assert recorder.record(newer)["outcome"] == "updated"
+    assert stored_raw(TASKS, arn)["cw_source"] == {"S": "event"}
+
+
+def test_a_snapshot_at_the_stored_version_writes_nothing(fake):
+    fake.add_cluster("web")
+    arn = fake.add_task("web")
+    recorder.record(fake.event_for_task(arn))
+    requests = count_requests(settings.dynamodb_client())
+    summary = run_pass()
+    assert summary["written"] == {"created": 0, "updated": 0} and summary["unchanged"] == 1
+    assert "PutItem" not in requests and stored_raw(TASKS, arn)["cw_source"] == {"S": "event"}
+
+
+def test_a_snapshot_never_lowers_a_version_even_racing_events(fake, monkeypatch):
+    """Events of versions above the API's land while passes run; the highest version always stays."""
+    fake.add_cluster("web")
+    arns = [fake.add_task("web") for _ in range(20)]
+    snapshot_versions = {arn: fake.task(arn)["version"] for arn in arns}
+    newer_events = []
+    for arn in arns:
+        fake.transition_task(arn, "DEACTIVATING")
+        newer_events.append(fake.event_for_task(arn))
+    # ECS describes the older state, as if the pass had read it just before the change:
+    monkeypatch.setattr(reconciler, "task_detail", _older_version(snapshot_versions))
+    barrier = threading.Barrier(len(newer_events) + 1)
+
+    def deliver(event):
+        barrier.wait()
+        recorder.record(event)
+
+    threads = [threading.Thread(target=deliver, args=(event,)) for event in newer_events]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    run_pass()
+    for thread in threads:
+        thread.join()
+    for arn in arns:
+        assert int(stored_raw(TASKS, arn)["version"]["N"]) == snapshot_versions[arn] + 1
+
+
+def _older_version(versions):
+    from chalicelib.snapshots import task_detail
+
+    def older(task):
+        detail = task_detail(task)
+        return {**detail, "version": versions[detail["taskArn"]], "lastStatus": "RUNNING", "desiredStatus": "RUNNING"}
+
+    return older
+
+
+# -- an unchanged account: nothing written --------------------------------------------------
+
+
+def test_a_second_pass_over_an_unchanged_account_writes_nothing(fake):
+    an_account(fake)
+    run_pass()
+    requests = count_requests(settings.dynamodb_client())
+    summary = run_pass()
+    assert summary["written"] == {"created": 0, "updated": 0} and summary["unchanged"] == 12
+    assert set(requests) <= {"BatchGetItem", "Query"}
+    assert requests["BatchGetItem"] == 4  # one per cluster and kind: 100 keys fit one
+
+
+def test_a_changed_task_is_the_only_one_written(fake):
+    tasks, _ = an_account(fake)
+    run_pass()
+    fake.transition_task(tasks[0], "DEACTIVATING")
+    summary = run_pass()
+    assert summary["written"] == {"created": 0, "updated": 1} and summary["unchanged"] == 11
+
+
+# -- ghosts ---------------------------------------------------------------------------------
+
+
+def test_a_task_whose_stopped_event_was_lost_is_marked_not_deleted_and_expires(fake, monkeypatch):
+    monkeypatch.setenv(settings.RETENTION_DAYS_ENV, "14")
+    fake.add_cluster("web")
+    arn = fake.add_task("web")
+    running_event = fake.event_for_task(arn)
+    recorder.record(running_event)  # then its STOPPED event is lost, and ECS forgets the task
+    fake.transition_task(arn, "STOPPED")
+    fake.forget_task(arn)
+    monkeypatch.setattr(events, "now", lambda: 1_800_000_000.0)
+    summary = run_pass()
+    assert summary["missing"] == 1
+    item = stored_item(settings.dynamodb_client(), TASKS, arn)
+    assert item["version"] == running_event["detail"]["version"] and item["lastStatus"] == "RUNNING"
+    assert item["cw_missing_since"] == events.iso_time(1_800_000_000)
+    assert item["cw_expires_at"] == 1_800_000_000 + 14 * 86_400 + 3600
+    requests = count_requests(settings.dynamodb_client())
+    assert run_pass()["missing"] == 0  # marked once; the next pass does not describe it again
+    assert "UpdateItem" not in requests and "describe_tasks" not in run_pass()["ecs_calls"]
+
+
+def test_a_later_event_clears_the_mark(fake):
+    fake.add_cluster("web")
+    arn = fake.add_task("web")
+    recorder.record(fake.event_for_task(arn))
+    fake.transition_task(arn, "STOPPED")
+    stopped = fake.event_for_task(arn)
+    fake.forget_task(arn)
+    run_pass()
+    assert "cw_missing_since" in stored_raw(TASKS, arn)
+    assert recorder.record(stopped)["outcome"] == "updated"  # the lost event, redriven at last
+    item = stored_raw(TASKS, arn)
+    assert "cw_missing_since" not in item and item["lastStatus"] == {"S": "STOPPED"}
+
+
+def test_an_event_that_races_in_first_wins_over_the_mark(fake, monkeypatch):
+    fake.add_cluster("web")
+    arn = fake.add_task("web")
+    recorder.record(fake.event_for_task(arn))
+    fake.transition_task(arn, "STOPPED")
+    stopped = fake.event_for_task(arn)
+    fake.forget_task(arn)
+    mark_missing = reconciler.StateStore.mark_missing
+
+    def event_lands_first(store, *args, **kwargs):
+        recorder.record(stopped)
+        return mark_missing(store, *args, **kwargs)
+
+    monkeypatch.setattr(reconciler.StateStore, "mark_missing", event_lands_first)
+    assert run_pass()["missing"] == 0
+    item = stored_raw(TASKS, arn)
+    assert "cw_missing_since" not in item and item["lastStatus"] == {"S": "STOPPED"}
+
+
+def test_a_deregistered_instance_ecs_still_describes_is_healed_not_marked(fake):
+    fake.add_cluster("batch")
+    arn = fake.add_container_instance("batch")
+    run_pass()
+    fake.deregister_container_instance(arn)  # its event lost; no longer listed, still describable
+    summary = run_pass()
+    assert summary["missing"] == 0 and summary["written"]["updated"] == 1
+    item = stored_raw(CONTAINER_INSTANCES, arn)
+    assert item["status"] == {"S": "INACTIVE"} and "cw_expires_at" in item and item["cw_phase"] == {"S": "finished"}
+
+
+def test_an_instance_ecs_forgot_is_marked(fake):
+    fake.add_cluster("batch")
+    arn = fake.add_container_instance("batch")
+    run_pass()
+    fake.deregister_container_instance(arn)
+    fake.forget_container_instance(arn)
+    assert run_pass()["missing"] == 1
+    assert "cw_missing_since" in stored_raw(CONTAINER_INSTANCES, arn)
+
+
+def test_finished_and_listed_items_are_never_ghosts(fake):
+    tasks, _ = an_account(fake)
+    run_pass()
+    for arn in tasks:
+        if fake.task(arn)["lastStatus"] == "STOPPED":
+            fake.forget_task(arn)  # finished: not in the open phase, nothing to confirm
+    summary = run_pass()
+    assert summary["missing"] == 0 and summary["ecs_calls"]["describe_tasks"] == 2  # the listed ones only
+
+
+def test_without_the_read_index_ghosts_are_found_by_the_sweep(fake, monkeypatch):
+    monkeypatch.setenv(settings.READ_INDEX_ENV, settings.DISABLED)
+    for table in (TASKS, CONTAINER_INSTANCES):
+        monkeypatch.setenv(table.name_env, settings.table_name(table) + "-bare")
+    create_tables(settings.dynamodb_client(), {table: settings.table_name(table) for table in (TASKS, CONTAINER_INSTANCES)})
+    monkeypatch.setattr(reconciler, "SWEEP_SEGMENTS", 2)
+    fake.add_cluster("web")
+    arns = [fake.add_task("web") for _ in range(6)]
+    run_pass()
+    for arn in arns:
+        fake.transition_task(arn, "STOPPED")
+        fake.forget_task(arn)
+    requests = count_requests(settings.dynamodb_client())
+    found = [run_pass(time=f"2026-11-22T10:{minute}:00Z")["missing"] for minute in ("15", "30")]  # two segments
+    assert sum(found) == 6
+    assert "Query" not in requests and requests["Scan"] >= 2
+    assert all("cw_missing_since" in stored_raw(TASKS, arn) for arn in arns)
+
+
+# -- time budget and rotation ------------------------------------------------------------------
+
+
+def test_a_pass_short_of_time_stops_cleanly_and_later_passes_cover_every_cluster(fake, monkeypatch):
+    for number in range(5):
+        fake.add_cluster(f"c{number}")
+        fake.add_task(f"c{number}")
+    clock = {"now": 0.0}
+    monkeypatch.setattr(reconciler, "_clock", lambda: clock["now"])
+    list_tasks = EcsReader.task_arns
+
+    def slow_listing(reader, cluster, desired):
+        clock["now"] += 10  # each listing takes 10 s: a 25 s budget covers one cluster
+        return list_tasks(reader, cluster, desired)
+
+    monkeypatch.setattr(EcsReader, "task_arns", slow_listing)
+    covered, firsts = set(), []
+    for time in ("10:00", "10:15", "10:30", "10:45", "11:00"):  # five consecutive passes
+        clock["now"] = 0.0
+        summary = run_pass(time=f"2026-11-22T{time}:00Z", budget_seconds=25)
+        assert not summary["complete"] and summary["errors"] == [] and summary["clusters"] == 1
+        firsts.append(summary["first_cluster"])
+        covered |= {item["clusterArn"]["S"] for item in _all_items(TASKS)}
+    assert len(set(firsts)) == 5 and len(covered) == 5
+
+
+def _all_items(table) -> List[Dict[str, Any]]:
+    return settings.dynamodb_client().scan(TableName=settings.table_name(table))["Items"]
+
+
+def test_the_lambda_budget_is_the_remaining_time_less_the_margin(fake, monkeypatch):
+    fake.add_cluster("web")
+    fake.add_task("web")
+    context = LambdaContext("ecs-state-test-reconcile", 256, max_runtime_ms=(reconciler.STOP_MARGIN_SECONDS - 1) * 1000)
+    summary = app.handler_map["reconcile"](scheduled_event(), context)
+    assert summary["complete"] is False and summary["clusters"] == 0  # no time left for even ListClusters
+    assert fake.calls == {}
+
+
+# -- throttling ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_backoff_sleep(monkeypatch):
+    """botocore's backoff delays, as computed, without sleeping them; returns the list of them."""
+    delays = []
+    delay_amount = botocore.retries.standard.ExponentialBackoff.delay_amount
+
+    def record(self, context):
+        delays.append(delay_amount(self, context))
+        return 0
+
+    monkeypatch.setattr(botocore.retries.standard.ExponentialBackoff, "delay_amount", record)
+    return delays
+
+
+def test_throttling_is_retried_with_backoff_and_the_pass_completes(fake, no_backoff_sleep):
+    an_account(fake)
+    fake.throttle(2, operation="DescribeTasks")
+    summary = run_pass()
+    assert summary["complete"] and summary["written"]["created"] == 12
+    assert fake.calls["DescribeTasks"] == summary["ecs_calls"]["describe_tasks"] + 2
+    assert len(no_backoff_sleep) == 2 and all(delay > 0 for delay in no_backoff_sleep)
+    assert settings.ecs_client().meta.config.retries["mode"] == "adaptive"  # and slows its rate after a throttle
+
+
+def test_a_pass_throttled_beyond_its_retries_fails_and_leaves_nothing_half_written(fake, no_backoff_sleep):
+    tasks, instances = an_account(fake, clusters=("a", "b", "c"))
+    fake.throttle(10**6, operation="DescribeContainerInstances")
+    with pytest.raises(reconciler.ReconcileFailed) as failed:
+        run_pass()
+    summary = failed.value.summary
+    assert not summary["complete"] and "ThrottlingException" in summary["errors"][0]
+    assert len(summary["errors"]) == 1  # it stopped at the first throttled cluster
+    first = summary["first_cluster"].rsplit("/", 1)[-1]
+    # The first cluster's tasks were whole-item writes before its instances failed; nothing else changed.
+    for arn in tasks:
+        item = stored_raw(TASKS, arn)
+        if arn.split("/")[1] == first:
+            assert comparable(item) == event_item(fake.event_for_task(arn))
+        else:
+            assert item is None
+    assert all(stored_raw(CONTAINER_INSTANCES, arn) is None for arn in instances)
+
+
+# -- settings, summary, log and metrics --------------------------------------------------------
+
+
+def test_the_stage_can_restrict_the_clusters_by_name_or_arn(fake, monkeypatch):
+    for name in ("web", "batch", "other"):
+        fake.add_cluster(name)
+        fake.add_task(name)
+    monkeypatch.setenv(settings.RECONCILE_CLUSTERS_ENV, f"web, {fake.add_cluster('batch')}")
+    summary = run_pass()
+    assert summary["clusters"] == 2 and summary["clusters_in_account"] == 3
+    assert {item["clusterArn"]["S"].rsplit("/", 1)[-1] for item in _all_items(TASKS)} == {"web", "batch"}
+
+
+def test_a_named_cluster_that_does_not_exist_fails_the_pass_by_name(fake, monkeypatch):
+    fake.add_cluster("web")
+    monkeypatch.setenv(settings.RECONCILE_CLUSTERS_ENV, "web,typo")
+    with pytest.raises(reconciler.ReconcileFailed, match="typo: no such cluster"):
+        run_pass()
+
+
+def test_the_handler_returns_and_logs_the_summary_with_a_metric_per_count(fake, monkeypatch, capsys):
+    import io
+    import json
+
+    from chalicelib import observability
+
+    an_account(fake)
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    log_output = io.StringIO()
+    handler = observability.logger.registered_handler
+    original_stream = handler.setStream(log_output)
+    observability.logger.setLevel("INFO")
+    try:
+        summary = app.handler_map["reconcile"](scheduled_event(), LambdaContext("ecs-state-test-reconcile", 256, max_runtime_ms=300_000))
+    finally:
+        observability.logger.setLevel("WARNING")
+        handler.setStream(original_stream)
+    for name in ("clusters", "tasks_seen", "container_instances_seen", "written", "unchanged", "missing", "complete", "duration_ms"):
+        assert name in summary
+    json.dumps(summary)
+    lines = [json.loads(line) for line in (log_output.getvalue() + capsys.readouterr().out).splitlines() if line.startswith("{")]
+    (logged,) = [line for line in lines if line.get("message") == "reconcile pass"]
+    assert logged["tasks_seen"] == 8 and logged["written"] == {"created": 12, "updated": 0}
+    (metrics,) = [line for line in lines if "_aws" in line]
+    names = {metric["Name"] for metric in metrics["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert {"reconcile_clusters", "reconcile_tasks_seen", "reconcile_created", "reconcile_missing",
+            "reconcile_duration"} <= names
+    assert metrics["reconcile_created"] == [12.0]
+
+
+# -- the ECS reader ------------------------------------------------------------------------------
+
+
+class _Client:
+    """A client answering DescribeTasks with ``response``."""
+
+    def __init__(self, response):
+        self.response = response
+
+    def describe_tasks(self, **params):
+        return self.response
+
+
+def test_an_arn_in_neither_tasks_nor_failures_is_gone_but_another_failure_reason_is_not():
+    reader = EcsReader(_Client({"tasks": [{"taskArn": "a"}], "failures": [{"arn": "b", "reason": "MISSING"},
+                                                                            {"arn": "c", "reason": "ACCESS_DENIED"}]}),
+                       Pace(1000))
+    described, gone = reader.describe_tasks("cluster", ["a", "b", "c", "d"])
+    assert [task["taskArn"] for task in described] == ["a"] and gone == ["b", "d"]
+
+
+def test_more_than_100_arns_are_refused_before_any_call():
+    with pytest.raises(ValueError, match="100"):
+        EcsReader(_Client({}), Pace(1000)).describe_tasks("cluster", [str(n) for n in range(101)])
+
+
+def test_the_pace_spaces_calls_evenly():
+    now = {"t": 0.0}
+    slept = []
+    pace = Pace(10, clock=lambda: now["t"], sleep=lambda seconds: (slept.append(seconds), now.__setitem__("t", now["t"] + seconds)))
+    for _ in range(5):
+        pace.wait()
+    assert slept == pytest.approx([0.1] * 4)
+
+
+def test_no_call_once_the_time_is_up():
+    reader = EcsReader(_Client({}), Pace(1000), time_left=lambda: False)
+    with pytest.raises(OutOfTime):
+        reader.describe_tasks("cluster", ["a"])
