@@ -430,3 +430,52 @@ def test_an_item_dynamodb_refuses_stops_with_400_and_lists_what_was_recorded(htt
     assert response.status_code == 400
     assert message(response) == "events[1].detail: DynamoDB refused the item: Item size has exceeded the maximum allowed size"
     assert [result["version"] for result in response.json_body["recorded"]] == [1]
+
+
+@pytest.mark.parametrize(
+    "refusal, status, words",
+    [
+        ("The table does not have the specified index: clusterArn-cw_phase-index", 503, "has no usable index"),
+        ("Cannot read from backfilling global secondary index: clusterArn-cw_phase-index", 503, "has no usable index"),
+        ("The provided starting key is invalid: The provided key element does not match the schema", 400,
+         "DynamoDB refused the request: The provided starting key is invalid"),
+    ],
+)
+def test_what_dynamodb_refuses_is_named_by_its_cause(http, monkeypatch, refusal, status, words):
+    from botocore.exceptions import ClientError
+
+    def refuse(**request):
+        raise ClientError({"Error": {"Code": "ValidationException", "Message": refusal}}, "Query")
+
+    monkeypatch.setattr(settings.dynamodb_client(), "query", refuse)
+    response = get(http, "/tasks", cluster=WEB_PROD)
+    assert response.status_code == status
+    assert words in message(response)
+    if status == 400:
+        assert "index" not in message(response).split(":")[0]
+
+
+def test_a_listing_by_status_bounds_its_reads_and_continues_where_it_stopped(http, monkeypatch):
+    from chalicelib import api
+
+    monkeypatch.setattr(api, "MAX_KEYS_READ_PER_REQUEST", 3)
+    monkeypatch.setattr(api, "MAX_LIMIT", 2)  # index pages of 2 keys
+    for number in range(9):
+        post_events(http, task_event(1, task_id=f"{number:032x}", lastStatus="RUNNING" if number in (4, 8) else "PENDING"))
+    items, pages = all_pages(http, "/tasks", cluster=TEST_CLUSTER, status="RUNNING", limit=2)
+    assert sorted(item["taskArn"][-1] for item in items) == ["4", "8"]
+    assert pages >= 3  # some pages stopped after their reads, with fewer items than the limit
+
+
+def test_ghosts_and_expired_items_are_listed_and_got_as_stored(http):
+    event = task_event(3)
+    post_events(http, event)
+    client = settings.dynamodb_client()
+    client.update_item(
+        TableName=settings.table_name(TASKS), Key={"taskArn": {"S": event["detail"]["taskArn"]}},
+        UpdateExpression="SET cw_missing_since = :since, cw_expires_at = :past",
+        ExpressionAttributeValues={":since": {"S": "2026-11-22T11:00:00Z"}, ":past": {"N": "1"}},
+    )
+    (listed,) = get(http, "/tasks", cluster=TEST_CLUSTER, status="RUNNING").json_body["items"]
+    got = http.get(f"/tasks/{quote(event['detail']['taskArn'], safe='')}").json_body
+    assert listed == got and got["cw_missing_since"] == "2026-11-22T11:00:00Z" and got["cw_expires_at"] == 1
