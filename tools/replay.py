@@ -21,7 +21,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-from tools.local_dynamodb import ROOT, EmbeddedMoto, create_tables, local_environment
+from tools.local_dynamodb import LOCAL_RETENTION_DAYS, ROOT, EmbeddedMoto, create_tables, local_environment
 
 DEFAULT_EVENTS = ROOT / "events"
 
@@ -145,6 +145,9 @@ def main(argv: List[str] = None) -> int:
     # Quiet by default: the run prints its own summary; EMF and INFO lines would bury it.
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    # The sample events carry fixed dates: a retention longer than their age lets
+    # them create their items whenever they are replayed (as the local stage does).
+    os.environ.setdefault("ECS_STATE_RETENTION_DAYS", str(LOCAL_RETENTION_DAYS))
 
     events = load_events(args.events)
     expected = expected_state(events)
