@@ -69,3 +69,91 @@ def test_retries_are_standard_and_timeouts_fit_well_within_the_lambda_timeout(mo
     attempts = config.retries["total_max_attempts"]
     worst_case = attempts * (config.connect_timeout + config.read_timeout)
     assert worst_case <= LAMBDA_TIMEOUT / 2
+
+
+# -- the reconciler's ECS client and settings ----------------------------------------------------
+
+
+@pytest.mark.parametrize("variable", ["AWS_ENDPOINT_URL_ECS", "AWS_ENDPOINT_URL"])
+def test_the_ecs_endpoint_comes_from_boto3s_standard_variables(monkeypatch, variable):
+    monkeypatch.delenv("AWS_ENDPOINT_URL_ECS", raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-3")
+    monkeypatch.setenv(variable, "http://127.0.0.1:9")
+    client = settings.ecs_client()
+    assert (client.meta.endpoint_url, client.meta.region_name) == ("http://127.0.0.1:9", "eu-west-3")
+    assert settings.ecs_client() is client  # one per process, created on first use
+
+
+def test_the_ecs_clients_retries_back_off_and_fit_in_the_passes_stop_margin(monkeypatch):
+    from chalicelib.reconciler import STOP_MARGIN_SECONDS
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    config = settings.ecs_client().meta.config
+    assert config.retries["mode"] == "adaptive"  # slows down after a throttle
+    attempts = config.retries["total_max_attempts"]
+    backoff = sum(2 ** (retry - 1) for retry in range(1, attempts))  # botocore's: at most 1, 2, 4 ... s
+    worst_case = attempts * (config.connect_timeout + config.read_timeout) + backoff
+    assert worst_case < STOP_MARGIN_SECONDS
+
+
+def test_the_ecs_client_keeps_timestamps_as_the_numbers_ecs_sent(monkeypatch):
+    from tools.fake_ecs import FakeECS
+
+    with FakeECS() as fake:
+        fake.add_cluster("web")
+        arn = fake.add_task("web")
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        monkeypatch.setenv("AWS_ENDPOINT_URL_ECS", fake.endpoint)
+        (task,) = settings.ecs_client().describe_tasks(cluster="web", tasks=[arn])["tasks"]
+    assert isinstance(task["createdAt"], float) and task["createdAt"] == fake.task(arn)["createdAt"]
+
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [(settings.RECONCILE_MINUTES_ENV, "4"), (settings.RECONCILE_MINUTES_ENV, "1441"), (settings.RECONCILE_MINUTES_ENV, "x"),
+     (settings.ECS_CALLS_PER_SECOND_ENV, "0"), (settings.ECS_CALLS_PER_SECOND_ENV, "21"),
+     (settings.ECS_CALLS_PER_SECOND_ENV, "nan"), (settings.ECS_CALLS_PER_SECOND_ENV, "fast"),
+     (settings.RETENTION_DAYS_ENV, "1"), (settings.READ_INDEX_ENV, "yes")],
+)
+def test_a_bad_reconcile_setting_is_refused_by_name(monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
+    read = {
+        settings.RECONCILE_MINUTES_ENV: settings.reconcile_minutes,
+        settings.ECS_CALLS_PER_SECOND_ENV: settings.ecs_calls_per_second,
+        settings.RETENTION_DAYS_ENV: settings.retention_seconds,
+        settings.READ_INDEX_ENV: settings.read_index_enabled,
+    }[variable]
+    with pytest.raises(ValueError, match=variable):
+        read()
+
+
+def test_the_clusters_setting_takes_names_and_arns_separated_by_commas(monkeypatch):
+    monkeypatch.setenv(settings.RECONCILE_CLUSTERS_ENV, " web , arn:aws:ecs:us-east-1:111122223333:cluster/batch,,")
+    assert settings.reconcile_clusters() == ("web", "arn:aws:ecs:us-east-1:111122223333:cluster/batch")
+    monkeypatch.delenv(settings.RECONCILE_CLUSTERS_ENV)
+    assert settings.reconcile_clusters() == ()
+
+
+def test_the_defaults(monkeypatch):
+    for variable in (settings.RECONCILE_MINUTES_ENV, settings.ECS_CALLS_PER_SECOND_ENV, settings.RETENTION_DAYS_ENV,
+                     settings.READ_INDEX_ENV):
+        monkeypatch.delenv(variable, raising=False)
+    assert (settings.reconcile_minutes(), settings.ecs_calls_per_second(), settings.retention_seconds(),
+            settings.read_index_enabled()) == (15, 10.0, 14 * 86_400, True)
+
+
+def test_a_client_is_published_only_once_its_hooks_are_registered(monkeypatch):
+    # Another thread could take the client between its creation and its hook's registration.
+    from chalicelib import store
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    seen = []
+    register = store.trim_returned_items
+
+    def slow_register(client):
+        seen.append(settings._client)  # what another thread would find published meanwhile
+        register(client)
+
+    monkeypatch.setattr(store, "trim_returned_items", slow_register)
+    settings.dynamodb_client()
+    assert seen == [None]
