@@ -9,7 +9,7 @@ raises ValueError naming its variable.
 """
 import os
 import threading
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from chalicelib.events import ItemRules
 from chalicelib.high_water import HighWaterMarks
@@ -80,9 +80,7 @@ EVENTS_ROUTE_ENABLED = ENABLED
 # curl --data sends form-encoded; the body is parsed as JSON whatever it is labelled.
 EVENTS_CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded", "text/plain"]
 
-_client: Optional[Any] = None
-_ecs_client: Optional[Any] = None
-_sqs_client: Optional[Any] = None
+_clients: Dict[str, Any] = {}  # service -> the process's client
 _marks: Optional[HighWaterMarks] = None
 _client_lock = threading.Lock()
 
@@ -149,41 +147,30 @@ def ecs_calls_per_second(environ: Environ = None) -> float:
 
 def dynamodb_client() -> Any:
     """The DynamoDB client, created on first use and then reused (warm starts pay nothing)."""
-    global _client
-    if _client is None:
-        # boto3's default session is not thread-safe; the local run and the tests
-        # call handlers from several threads. The client is published only once
-        # complete, its hooks registered: another thread may use it at once.
-        with _client_lock:
-            if _client is None:
-                _client = _new_dynamodb_client()
-    return _client
+    return _client("dynamodb", _new_dynamodb_client)
 
 
 def ecs_client() -> Any:
     """The ECS client (the reconciler's), created on first use and then reused."""
-    global _ecs_client
-    if _ecs_client is None:
-        with _client_lock:
-            if _ecs_client is None:
-                _ecs_client = _new_ecs_client()
-    return _ecs_client
+    return _client("ecs", _new_ecs_client)
 
 
 def sqs_client() -> Any:
     """The SQS client, for the rare event sent to the dead-letter queue (chalicelib/dead_letters.py)."""
-    global _sqs_client
-    if _sqs_client is None:
-        with _client_lock:
-            if _sqs_client is None:
-                import boto3
-                from botocore.config import Config
+    return _client("sqs", _new_sqs_client)
 
-                _sqs_client = boto3.session.Session().client("sqs", config=Config(
-                    connect_timeout=CONNECT_TIMEOUT_SECONDS, read_timeout=READ_TIMEOUT_SECONDS,
-                    retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
-                ))
-    return _sqs_client
+
+def _client(service: str, create: Callable[[], Any]) -> Any:
+    client = _clients.get(service)
+    if client is None:
+        # boto3's default session is not thread-safe; the local run and the tests
+        # call handlers from several threads. A client is published only once
+        # complete, its hooks registered: another thread may use it at once.
+        with _client_lock:
+            client = _clients.get(service)
+            if client is None:
+                client = _clients[service] = create()
+    return client
 
 
 def _new_dynamodb_client() -> Any:
@@ -210,6 +197,16 @@ def _new_dynamodb_client() -> Any:
 
     trim_returned_items(client)
     return client
+
+
+def _new_sqs_client() -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session().client("sqs", config=Config(
+        connect_timeout=CONNECT_TIMEOUT_SECONDS, read_timeout=READ_TIMEOUT_SECONDS,
+        retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
+    ))
 
 
 def _new_ecs_client() -> Any:
@@ -248,11 +245,9 @@ def high_water_marks() -> Optional[HighWaterMarks]:
 def reset_client() -> None:
     """Forget the clients and the high-water marks, so the next event reads the environment
     again and knows nothing of earlier tables (tests, local runs)."""
-    global _client, _ecs_client, _sqs_client, _marks
+    global _marks
     with _client_lock:
-        _client = None
-        _ecs_client = None
-        _sqs_client = None
+        _clients.clear()
         _marks = None
 
 

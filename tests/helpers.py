@@ -1,7 +1,10 @@
 """Event builders and DynamoDB helpers shared by the tests."""
+import contextlib
 import copy
+import io
+import json
 from decimal import Decimal
-from typing import Any, Dict
+from typing import Any, Dict, Iterator, List
 
 from boto3.dynamodb.types import TypeDeserializer
 
@@ -101,3 +104,24 @@ def count_requests(client: Any) -> Dict[str, int]:
 
     client.meta.events.register("before-send.dynamodb", on_send)
     return counts
+
+
+@contextlib.contextmanager
+def logs_and_metrics(capsys: Any, monkeypatch: Any) -> Iterator[List[Dict[str, Any]]]:
+    """The JSON lines (Powertools logs at INFO, EMF metrics) written inside the block,
+    parsed into the list yielded, once the block ends."""
+    from chalicelib import observability
+
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    log_output = io.StringIO()
+    handler = observability.logger.registered_handler
+    original_stream = handler.setStream(log_output)
+    observability.logger.setLevel("INFO")
+    lines: List[Dict[str, Any]] = []
+    try:
+        yield lines
+    finally:
+        observability.logger.setLevel("WARNING")
+        handler.setStream(original_stream)
+    output = log_output.getvalue() + capsys.readouterr().out
+    lines.extend(json.loads(line) for line in output.splitlines() if line.startswith("{"))

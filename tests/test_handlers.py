@@ -1,5 +1,4 @@
 """The two on_cw_event handlers, as Chalice's test client invokes them."""
-import io
 import json
 
 import pytest
@@ -9,7 +8,7 @@ from app import app
 from chalicelib import settings
 from chalicelib.errors import InvalidEvent
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS
-from tests.helpers import container_instance_event, count_requests, stored_item, task_event
+from tests.helpers import container_instance_event, count_requests, logs_and_metrics, stored_item, task_event
 
 
 @pytest.fixture
@@ -82,20 +81,8 @@ def test_stage_variables_choose_the_tables(dynamodb_local, monkeypatch):
 
 
 def test_one_log_line_and_one_metric_per_event(client, dynamodb_local, capsys, monkeypatch):
-    from chalicelib import observability
-
-    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
-    log_output = io.StringIO()
-    handler = observability.logger.registered_handler
-    original_stream = handler.setStream(log_output)
-    observability.logger.setLevel("INFO")
-    try:
+    with logs_and_metrics(capsys, monkeypatch) as lines:
         client.lambda_.invoke("task_state_change", task_event(8))
-    finally:
-        observability.logger.setLevel("WARNING")
-        handler.setStream(original_stream)
-    output = log_output.getvalue() + capsys.readouterr().out
-    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     logs = [line for line in lines if line.get("message") == "event recorded"]
     metrics = [line for line in lines if "_aws" in line]
     assert len(logs) == 1 and logs[0]["outcome"] == "created" and logs[0]["version"] == 8
@@ -114,4 +101,4 @@ def test_no_aws_call_and_no_client_at_import():
     settings.reset_client()
     sys.modules.pop("app", None)
     importlib.import_module("app")
-    assert settings._client is None
+    assert settings._clients == {}

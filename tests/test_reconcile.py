@@ -13,7 +13,7 @@ from chalicelib.ecs import EcsReader, OutOfTime, Pace
 from chalicelib.events import parse_event
 from chalicelib.snapshots import TIMESTAMP_FIELDS
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS
-from tests.helpers import count_requests, stored_item
+from tests.helpers import count_requests, logs_and_metrics, stored_item
 from tools.fake_ecs import FakeECS
 from tools.local_dynamodb import create_tables
 
@@ -428,26 +428,15 @@ def test_a_named_cluster_that_does_not_exist_fails_the_pass_by_name(fake, monkey
 
 
 def test_the_handler_returns_and_logs_the_summary_with_a_metric_per_count(fake, monkeypatch, capsys):
-    import io
     import json
 
-    from chalicelib import observability
-
     an_account(fake)
-    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
-    log_output = io.StringIO()
-    handler = observability.logger.registered_handler
-    original_stream = handler.setStream(log_output)
-    observability.logger.setLevel("INFO")
-    try:
-        summary = app.handler_map["reconcile"](scheduled_event(), LambdaContext("ecs-state-test-reconcile", 256, max_runtime_ms=300_000))
-    finally:
-        observability.logger.setLevel("WARNING")
-        handler.setStream(original_stream)
+    with logs_and_metrics(capsys, monkeypatch) as lines:
+        context = LambdaContext("ecs-state-test-reconcile", 256, max_runtime_ms=300_000)
+        summary = app.handler_map["reconcile"](scheduled_event(), context)
     for name in ("clusters", "tasks_seen", "container_instances_seen", "written", "unchanged", "missing", "complete", "duration_ms"):
         assert name in summary
     json.dumps(summary)
-    lines = [json.loads(line) for line in (log_output.getvalue() + capsys.readouterr().out).splitlines() if line.startswith("{")]
     (logged,) = [line for line in lines if line.get("message") == "reconcile pass"]
     assert logged["tasks_seen"] == 8 and logged["written"] == {"created": 12, "updated": 0}
     (metrics,) = [line for line in lines if "_aws" in line]

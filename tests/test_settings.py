@@ -151,7 +151,7 @@ def test_a_client_is_published_only_once_its_hooks_are_registered(monkeypatch):
     register = store.trim_returned_items
 
     def slow_register(client):
-        seen.append(settings._client)  # what another thread would find published meanwhile
+        seen.append(settings._clients.get("dynamodb"))  # what another thread would find published meanwhile
         register(client)
 
     monkeypatch.setattr(store, "trim_returned_items", slow_register)
