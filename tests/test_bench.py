@@ -1,0 +1,119 @@
+"""The benchmark's own logic: the capacity model (fast).
+
+One test checks the item-size rules against DynamoDB Local at the 1 KB
+boundary, where a byte decides the bill.
+"""
+import uuid
+
+import pytest
+
+from bench import capacity
+from bench.capacity import Capture, IndexKeys, Units, item_size, number_size, read_units, write_units
+
+
+@pytest.mark.parametrize("text, size", [
+    ("0", 1), ("1", 2), ("99", 2), ("100", 2), ("101", 3), ("12345", 4), ("1763913600", 5), ("1790000000", 3),
+    ("1.1", 3), ("0.3", 2), ("0.001", 2), ("12345.678", 6), ("3.14159", 5), ("1E+10", 2), ("1.5E-7", 2),
+    ("-1", 3), ("-1.1", 4), ("-0.001", 3), ("9" * 38, 20), ("-" + "9" * 38, 21), ("0010", 2), ("1.10", 3),
+])
+def test_a_numbers_size_is_its_base_100_digit_pairs_plus_1_and_1_more_when_negative(text, size):
+    # Each figure probed on DynamoDB Local; the guide's rule ("about 1 byte per 2 significant
+    # digits, plus 1") agrees for integers only.
+    assert number_size(text) == size
+
+
+def test_item_size_follows_the_documented_rules():
+    item = {
+        "k": {"S": "héllo"},  # 1 + 6 (é is 2 bytes)
+        "b": {"BOOL": True},  # 1 + 1
+        "n": {"NULL": True},  # 1 + 1
+        "m": {"M": {"ab": {"S": "x"}, "c": {"N": "12"}}},  # 1 + 3 + (2 + 1 + 1) + (1 + 2 + 1)
+        "l": {"L": [{"S": "xy"}, {"L": []}]},  # 1 + 3 + (2 + 1) + (3 + 1)
+        "s": {"SS": ["a", "bc"]},  # 1 + 3
+        "bin": {"B": "AAEC"},  # 3 + 3 raw bytes (base64 text in a request body)
+    }
+    assert item_size(item) == 7 + 2 + 2 + 12 + 11 + 4 + 6
+    assert item_size(None) == 0
+
+
+def test_write_and_read_units():
+    assert [write_units(n) for n in (0, 1, 1024, 1025, 2048, 2049)] == [1, 1, 1, 2, 2, 3]
+    assert read_units(0, consistent=False) == 0.5  # a key not found still costs the minimum
+    assert read_units(4096, consistent=False) == 0.5 and read_units(4097, consistent=False) == 1.0
+    assert read_units(4097, consistent=True) == 2.0
+
+
+def test_weighted_units_and_dollars_use_the_price_ratio():
+    units = Units(write_table=2, write_index=1, read=0.5)
+    assert capacity.READ_WEIGHT == pytest.approx(0.2)
+    assert units.weighted == pytest.approx(3.1)
+    assert units.dollars * 1e6 == pytest.approx(3 * 0.625 + 0.5 * 0.125)
+
+
+INDEX = IndexKeys("clusterArn-cw_phase-index", "clusterArn", "cw_phase")
+INFO = capacity.TableInfo("taskArn", (INDEX,))
+
+
+def _item(phase=None, cluster="c", **extra):
+    item = {"taskArn": {"S": "t"}, "clusterArn": {"S": cluster}, **extra}
+    if phase is not None:
+        item["cw_phase"] = {"S": phase}
+    return item
+
+
+@pytest.mark.parametrize("old, new, units", [
+    (None, _item("open"), 1),  # created: one entry put
+    (_item("open"), _item("open", lastStatus={"S": "RUNNING"}), 0),  # keys-only: nothing the index holds changed
+    (_item("open"), _item("finished"), 2),  # the key changed: delete and put
+    (_item("open"), _item(None), 1),  # lost its index key: delete
+    (None, _item(None), 0),  # never in the index
+    (_item("open"), _item("open", cluster="d"), 2),
+])
+def test_index_writes(old, new, units):
+    assert Capture._index_writes(INFO, old, new) == units
+
+
+def test_a_set_update_is_applied_for_the_model():
+    request = {"UpdateExpression": "SET #m = :m, #e = :e", "ExpressionAttributeNames": {"#m": "a", "#e": "b"},
+               "ExpressionAttributeValues": {":m": {"S": "x"}, ":e": {"N": "1"}}}
+    assert capacity._apply_set({"k": {"S": "v"}}, request) == {"k": {"S": "v"}, "a": {"S": "x"}, "b": {"N": "1"}}
+    assert capacity._apply_set({}, {"UpdateExpression": "ADD n :one"}) is None
+
+
+# -- against DynamoDB Local ----------------------------------------------------------------------------
+
+
+def test_the_model_agrees_with_dynamodb_local_at_the_1_kb_boundary(dynamodb_local_endpoint, monkeypatch):
+    import boto3
+
+    from tools.local_dynamodb import local_environment
+
+    for name, value in local_environment(dynamodb_local_endpoint).items():
+        monkeypatch.setenv(name, value)
+    client = boto3.session.Session().client("dynamodb")
+    table = f"bench-size-{uuid.uuid4().hex[:8]}"
+    client.create_table(TableName=table, KeySchema=[{"AttributeName": "taskArn", "KeyType": "HASH"}],
+                        AttributeDefinitions=[{"AttributeName": "taskArn", "AttributeType": "S"}],
+                        BillingMode="PAY_PER_REQUEST")
+    capture = Capture()
+    capture.attach(client)
+    capture.know_table(table, "taskArn")
+    base = {"taskArn": {"S": "t"}, "version": {"N": "1"}, "m": {"M": {"a": {"N": "-12345.678"}, "b": {"L": [
+        {"BOOL": True}, {"NULL": True}, {"S": "héllo"}, {"N": "1.1"}]}}}}
+    try:
+        for size in (1024, 1025, 2048, 2049):
+            client.delete_item(TableName=table, Key={"taskArn": {"S": "t"}})
+            capture._stored[table].clear()
+            pad = size - item_size({**base, "pad": {"S": ""}})
+            client.put_item(TableName=table, Item={**base, "pad": {"S": "x" * pad}})
+            request = capture.requests[-1]
+            assert request.written_bytes == size
+            assert request.reported == request.model == Units(write_units(size))
+        with pytest.raises(client.exceptions.ConditionalCheckFailedException):
+            client.put_item(TableName=table, Item=base, ConditionExpression="version > :v",
+                            ExpressionAttributeValues={":v": {"N": "1"}}, ReturnValuesOnConditionCheckFailure="ALL_OLD")
+        refused = capture.requests[-1]
+        assert refused.reported is None  # DynamoDB Local reports nothing for a refused write
+        assert refused.model == Units(3) and refused.stored_bytes == 2049  # the stored item's size
+    finally:
+        client.delete_table(TableName=table)
