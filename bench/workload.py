@@ -86,11 +86,12 @@ def build(tasks: int, duplicate_rate: float, seed: int, first_task: int = 0) -> 
     return Workload(deliveries, sequential_outcomes(deliveries), latest)
 
 
-def sequential_outcomes(deliveries: List[Dict[str, Any]]) -> List[str]:
+def sequential_outcomes(deliveries: List[Dict[str, Any]], key_name: str = TASKS.key) -> List[str]:
+    """Each delivery's outcome when delivered one after another (``key_name``: the table's key)."""
     stored: Dict[str, int] = {}
     outcomes = []
     for event in deliveries:
-        key, version = event["detail"][TASKS.key], event["detail"]["version"]
+        key, version = event["detail"][key_name], event["detail"]["version"]
         previous = stored.get(key)
         if previous is None:
             outcomes.append(CREATED)

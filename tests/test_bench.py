@@ -1,14 +1,19 @@
-"""The benchmark's own logic: the capacity model (fast).
+"""The benchmark's own logic: the capacity model and the streams (fast).
 
 One test checks the item-size rules against DynamoDB Local at the 1 KB
 boundary, where a byte decides the bill.
 """
+import json
+import random
 import uuid
+from datetime import date, timedelta
 
 import pytest
 
-from bench import capacity
+from bench import capacity, streams
 from bench.capacity import Capture, IndexKeys, Units, item_size, number_size, read_units, write_units
+from bench.workload import recent_events
+from tools.replay import DEFAULT_EVENTS, load_events
 
 
 @pytest.mark.parametrize("text, size", [
@@ -78,6 +83,51 @@ def test_a_set_update_is_applied_for_the_model():
                "ExpressionAttributeValues": {":m": {"S": "x"}, ":e": {"N": "1"}}}
     assert capacity._apply_set({"k": {"S": "v"}}, request) == {"k": {"S": "v"}, "a": {"S": "x"}, "b": {"N": "1"}}
     assert capacity._apply_set({}, {"UpdateExpression": "ADD n :one"}) is None
+
+
+# -- streams -------------------------------------------------------------------------------------
+
+
+def test_sample_events_move_by_whole_days_to_yesterday_keeping_their_size():
+    today = date(2030, 1, 15)
+    moved, original = recent_events(today), load_events(DEFAULT_EVENTS)
+    assert [len(json.dumps(e)) for e in moved] == [len(json.dumps(e)) for e in original]
+    assert max(e["time"][:10] for e in moved) == str(today - timedelta(days=1))
+    assert {e["time"][10:] for e in moved} == {e["time"][10:] for e in original}
+
+
+def test_the_lifecycle_has_eight_versions_one_per_state():
+    lifecycle = streams.eight_state_lifecycle()
+    assert [e["detail"]["lastStatus"] for e in lifecycle] == list(streams.TASK_STATES)
+    assert [e["detail"]["version"] for e in lifecycle] == list(range(1, 9))
+    deprovisioning = lifecycle[6]["detail"]
+    assert "stoppedAt" not in deprovisioning and "executionStoppedAt" in deprovisioning
+    assert lifecycle[5]["detail"]["updatedAt"] < deprovisioning["updatedAt"] < lifecycle[7]["detail"]["updatedAt"]
+
+
+def test_the_realistic_order_swaps_and_repeats_exact_counts_and_keeps_each_task_in_order():
+    tasks = streams.task_lifecycles(40)
+    order, counts = streams.mostly_in_order(tasks, 0.02, 0.01, random.Random(3))
+    assert counts == {"swapped_pairs": 6, "repeated_versions": 3, "consecutive_pairs": 280, "versions": 320}
+    assert len(order) == 323
+    inversions = 0
+    for task in tasks:
+        arn = task[0]["detail"]["taskArn"]
+        versions = [e["detail"]["version"] for e in order if e["detail"]["taskArn"] == arn]
+        assert sorted(set(versions)) == list(range(1, 9))
+        inversions += sum(a > b for a, b in zip(versions, versions[1:]))
+    assert inversions == 6
+
+
+def test_streams_expected_outcomes_and_latest_versions():
+    realistic, shuffled, instances = streams.build(10, 0.05, 0.05, 0.3, 3, 12, seed=5)
+    assert realistic.outcome_counts()["created"] == 10 and len(realistic.latest) == 10
+    assert set(realistic.latest.values()) == {8}
+    assert len(shuffled.deliveries) == 80 + 24
+    assert instances.table.kind == "container_instance" and set(instances.latest.values()) == {12}
+    statuses = [e["detail"]["status"] for e in instances.deliveries
+                if e["detail"]["containerInstanceArn"] == next(iter(instances.latest))]
+    assert statuses[-1] == "INACTIVE" and statuses.count("ACTIVE") >= 9
 
 
 # -- against DynamoDB Local ----------------------------------------------------------------------------
