@@ -1,4 +1,4 @@
-"""The benchmark's own logic: the capacity model and the streams (fast).
+"""The benchmark's own logic: the capacity model, the streams, the gap's parts (fast).
 
 One test checks the item-size rules against DynamoDB Local at the 1 KB
 boundary, where a byte decides the bill.
@@ -12,6 +12,7 @@ import pytest
 
 from bench import capacity, streams
 from bench.capacity import Capture, IndexKeys, Units, item_size, number_size, read_units, write_units
+from bench.cost import Delivery, gap
 from bench.workload import recent_events
 from tools.replay import DEFAULT_EVENTS, load_events
 
@@ -128,6 +129,26 @@ def test_streams_expected_outcomes_and_latest_versions():
     statuses = [e["detail"]["status"] for e in instances.deliveries
                 if e["detail"]["containerInstanceArn"] == next(iter(instances.latest))]
     assert statuses[-1] == "INACTIVE" and statuses.count("ACTIVE") >= 9
+
+
+# -- the gap between ours and the docs example ------------------------------------------------------
+
+
+def test_the_gaps_parts_add_up_to_ours_less_the_docs_example():
+    ours = [Delivery("created", Units(2, 1), Units(), 1, 0, 2000, None),
+            Delivery("updated", Units(3, 0), Units(), 1, 0, 2100, 2000),
+            Delivery("stale", Units(3, 0), Units(), 1, 1, 1900, 2100)]
+    docs = [Delivery("created", Units(2, 0, 0.5), Units(), 2, 0, 1950, None),
+            Delivery("updated", Units(2, 0, 0.5), Units(), 2, 0, 2030, 1950),
+            Delivery("stale", Units(0, 0, 0.5), Units(), 1, 0, None, None)]
+    result = gap(ours, docs)
+    ours_total = sum(d.billed.weighted for d in ours) / 3
+    docs_total = sum(d.billed.weighted for d in docs) / 3
+    assert result["total"] == pytest.approx(ours_total - docs_total)
+    assert result["parts"]["index"] == pytest.approx(1 / 3)
+    assert result["parts"]["item_size"] == pytest.approx(1 / 3)
+    assert result["parts"]["refused"] == pytest.approx(1.0)
+    assert result["writes_over_a_boundary"] == 1 and result["bytes_over_the_boundary"]["max"] == 2100 - 2048
 
 
 # -- against DynamoDB Local ----------------------------------------------------------------------------
