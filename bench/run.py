@@ -5,6 +5,8 @@ Sections, all on Amazon's DynamoDB Local on loopback:
   same workload (bench/workload.py); lost updates; startup;
 - capacity: DynamoDB capacity per event, ecs-state beside the docs example, on
   the same streams (bench/cost.py, bench/streams.py, bench/capacity.py);
+- reconcile: what the reconciler's passes cost on a simulated account
+  (bench/reconcile.py, tools/fake_ecs.py).
 Prints the tables and writes JSON (default bench-results.json, not committed).
 """
 import argparse
@@ -22,7 +24,7 @@ from collections import Counter, defaultdict
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Mapping, TextIO
 
-from bench import cost, startup, streams, workload as workloads
+from bench import cost, reconcile, startup, streams, workload as workloads
 from bench.capacity import Capture
 from bench.docs_example import DocsExample
 from bench.writers import (
@@ -42,7 +44,7 @@ from tools.local_dynamodb import ROOT, DynamoDBLocal, create_tables, local_envir
 
 # The Lambda's own environment (.chalice/config.json): INFO logs and EMF metrics on.
 DEPLOYED_ENVIRONMENT = json.loads((ROOT / ".chalice" / "config.json").read_text())["environment_variables"]
-SECTIONS = ("throughput", "lost-updates", "startup", "capacity")
+SECTIONS = ("throughput", "lost-updates", "startup", "capacity", "reconcile")
 TARGETS = {
     "ours_per_floor_min": 0.9,
     "requests_per_event_max": 1.0,
@@ -264,6 +266,17 @@ def main(argv: List[str] = None) -> int:
                           help="shuffled stream: share of versions delivered twice (0.3)")
     capacity.add_argument("--instances", type=int, default=10, help="container instances in their stream (10)")
     capacity.add_argument("--instance-versions", type=int, default=30, help="versions per container instance (30)")
+    rec = parser.add_argument_group("reconcile section")
+    rec.add_argument("--reconcile-tasks", type=int, default=10_000, help="tasks in the fake ECS account (10000)")
+    rec.add_argument("--reconcile-clusters", type=int, default=20, help="clusters (20)")
+    rec.add_argument("--reconcile-instances", type=int, default=5, help="container instances per cluster (5)")
+    rec.add_argument("--reconcile-changes", type=int, default=100,
+                     help="before pass 3: tasks stopped, their events delivered (100)")
+    rec.add_argument("--reconcile-lost", type=int, default=10, help="before pass 3: tasks stopped, events lost (10)")
+    rec.add_argument("--reconcile-ghosts", type=int, default=5,
+                     help="before pass 3: tasks stopped, events lost, then forgotten by ECS (5)")
+    rec.add_argument("--reconcile-pace", type=float, default=None,
+                     help="ECS calls per second (default: the stage's default, 10)")
     args = parser.parse_args(argv)
     sections = [name.strip() for name in args.sections.split(",") if name.strip()]
     unknown = set(sections) - set(SECTIONS)
@@ -304,7 +317,7 @@ def main(argv: List[str] = None) -> int:
         if "startup" in sections:
             print("startup:", file=log)
             results["startup"] = startup.measure(server.endpoint, args.startup_runs, not args.skip_package, log)
-        # DynamoDB Local's report and the model, request by request.
+        # The capacity and reconcile sections share one capture: DynamoDB Local's report and the model.
         capture = Capture()
         admin = boto3.session.Session().client("dynamodb")  # creates, checks and deletes tables, uncounted
         if "capacity" in sections:
@@ -312,6 +325,12 @@ def main(argv: List[str] = None) -> int:
             built = streams.build(args.lifecycles, args.swap_rate, args.repeat_rate, args.shuffled_repeat_rate,
                                   args.instances, args.instance_versions, args.seed)
             results["capacity"] = cost.measure(built, capture, admin, resource, log)
+        if "reconcile" in sections:
+            pace = args.reconcile_pace if args.reconcile_pace is not None else settings.DEFAULT_ECS_CALLS_PER_SECOND
+            print(f"reconcile (fake ECS at {pace:g} calls/s):", file=log)
+            results["reconcile"] = reconcile.measure(
+                capture, admin, args.reconcile_tasks, args.reconcile_clusters, args.reconcile_instances,
+                args.reconcile_changes, args.reconcile_lost, args.reconcile_ghosts, pace, args.seed, log)
 
         results["checks"] = checks(results)
         results["cost_targets"] = {name: result["pass"] for name, result in results.get("capacity", {}).get("targets", {}).items()}
@@ -345,6 +364,8 @@ def checks(results: Mapping[str, Any]) -> Dict[str, bool]:
         )
     if "capacity" in results:
         found.update(cost.checks(results["capacity"]))
+    if "reconcile" in results:
+        found.update(reconcile.checks(results["reconcile"]))
     return found
 
 
@@ -355,6 +376,8 @@ def print_table(results: Mapping[str, Any], out: TextIO) -> None:
         print_throughput(results, out)
     if "capacity" in results:
         cost.print_section(results["capacity"], out)
+    if "reconcile" in results:
+        reconcile.print_section(results["reconcile"], out)
     print("", file=out)
     for name, ok in results["checks"].items():
         print(f"{'PASS' if ok else 'FAIL'}  {name}", file=out)
