@@ -3,12 +3,20 @@
 Each task replays one of the real task lifecycles in events/ (3 to 7 versions)
 under its own task id, so the items have the size and shape of real ones.
 Task events only: they carry no floats (see bench/docs_example.py).
+
+The files in events/ carry fixed dates, and an event older than the stage's
+retention (14 days by default) may no longer create its item (answered
+"expired"). So every date in them is moved by the same whole number of days,
+to yesterday: the times of day, the intervals and the text's length (so every
+item's size) stay as captured.
 """
 import json
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Dict, List
+from datetime import date, datetime, timedelta, timezone
+from typing import Any, Dict, List, Optional
 
 from chalicelib.store import CREATED, DUPLICATE, STALE, UPDATED
 from chalicelib.tables import TASKS
@@ -25,10 +33,28 @@ class Workload:
         return Counter(self.expected_outcomes)
 
 
+# An ISO-8601 time as events and their details carry them: "2026-11-03T14:02:11.482Z".
+_ISO_TIME = re.compile(r'"(\d{4}-\d{2}-\d{2})(T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z)"')
+
+
+def recent_events(today: Optional[date] = None) -> List[Dict[str, Any]]:
+    """The events in events/, every date moved by the same whole number of days so the
+    latest falls on yesterday (UTC): young enough to create their items, never in the future."""
+    text = json.dumps(load_events(DEFAULT_EVENTS))
+    dates = [date.fromisoformat(day) for day, _ in _ISO_TIME.findall(text)]
+    today = today or datetime.now(timezone.utc).date()
+    shift = (today - timedelta(days=1)) - max(dates)
+
+    def moved(match: "re.Match[str]") -> str:
+        return f'"{(date.fromisoformat(match.group(1)) + shift).isoformat()}{match.group(2)}"'
+
+    return json.loads(_ISO_TIME.sub(moved, text))
+
+
 def lifecycles() -> List[List[Dict[str, Any]]]:
     """The task lifecycles in events/: one list of versions per task there."""
     by_task: Dict[str, List[Dict[str, Any]]] = {}
-    for event in load_events(DEFAULT_EVENTS):
+    for event in recent_events():
         if event.get("detail-type") == TASKS.detail_type:
             by_task.setdefault(event["detail"][TASKS.key], []).append(event)
     return [versions for versions in by_task.values() if len(versions) > 1]
@@ -60,11 +86,12 @@ def build(tasks: int, duplicate_rate: float, seed: int, first_task: int = 0) -> 
     return Workload(deliveries, sequential_outcomes(deliveries), latest)
 
 
-def sequential_outcomes(deliveries: List[Dict[str, Any]]) -> List[str]:
+def sequential_outcomes(deliveries: List[Dict[str, Any]], key_name: str = TASKS.key) -> List[str]:
+    """Each delivery's outcome when delivered one after another (``key_name``: the table's key)."""
     stored: Dict[str, int] = {}
     outcomes = []
     for event in deliveries:
-        key, version = event["detail"][TASKS.key], event["detail"]["version"]
+        key, version = event["detail"][key_name], event["detail"]["version"]
         previous = stored.get(key)
         if previous is None:
             outcomes.append(CREATED)

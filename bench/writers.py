@@ -5,7 +5,8 @@ per-event work (building requests, contexts, Table objects) and returns
 ``deliver(index) -> outcome label`` for the timed loop.
 """
 import os
-from typing import Any, Callable, Dict, Mapping
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, Mapping
 
 from bench.docs_example import IGNORED, SAVED_NEW, UPDATED, DocsExample
 from bench.workload import CREATED, DUPLICATE, STALE, Workload
@@ -42,6 +43,20 @@ def use_tables(table_names: Mapping[TableSpec, str], marks: bool = True) -> None
         os.environ.pop(settings.HIGH_WATER_ENTRIES_ENV, None)
     else:
         os.environ[settings.HIGH_WATER_ENTRIES_ENV] = "0"
+
+
+@contextmanager
+def restored_environment(*names: str) -> Iterator[None]:
+    """Put these environment variables back as they were once the block ends (set or unset)."""
+    saved = {name: os.environ.get(name) for name in names}
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def prepare_floor(client: Any, workload: Workload, table_names: Mapping[TableSpec, str]) -> Deliver:

@@ -1,0 +1,400 @@
+"""`make bench`'s capacity section: DynamoDB capacity per event, ecs-state beside the docs example.
+
+Every stream (bench/streams.py) is delivered, one event after another, to
+each configuration on fresh tables of DynamoDB Local; bench/capacity.py
+captures each request's capacity (reported and modelled). A delivery's units
+are those of the requests it made, filed under the outcome it has when
+delivered in order (created, updated, duplicate, stale).
+"""
+import os
+import uuid
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, TextIO
+
+from bench.capacity import PRICES, READ_WEIGHT, WRITE_UNIT_BYTES, Capture, IndexKeys, Units, agreement, explained, item_size, total
+from bench.docs_example import DocsExample
+from bench.streams import Stream
+from bench.writers import BASELINE, EXPECTED_LABELS, OURS, restored_environment
+from chalicelib import settings
+from chalicelib.store import CREATED, DUPLICATE, STALE, UPDATED
+from chalicelib.tables import CONTAINER_INSTANCES, TASKS, TableSpec
+from tools.local_dynamodb import create_tables
+
+OUTCOMES = (CREATED, UPDATED, DUPLICATE, STALE)
+WRITTEN = (CREATED, UPDATED)
+REALISTIC = "realistic"
+# ours / docs example, weighted units per event, on the realistic stream with the marks off.
+TARGETS = {"index on": 1.25, "index off": 1.0}
+
+
+class Config(NamedTuple):
+    label: str
+    writer: str
+    read_index: bool
+    marks: bool
+
+
+OURS_INDEX_NO_MARKS = Config("ecs-state, index on, marks off", OURS, True, False)
+OURS_INDEX_MARKS = Config("ecs-state, index on, marks on", OURS, True, True)
+OURS_BARE_NO_MARKS = Config("ecs-state, index off, marks off", OURS, False, False)
+OURS_BARE_MARKS = Config("ecs-state, index off, marks on", OURS, False, True)
+DOCS = Config("docs example", BASELINE, False, False)  # the docs' tables have no index
+CONFIGS = (OURS_INDEX_NO_MARKS, OURS_INDEX_MARKS, OURS_BARE_NO_MARKS, OURS_BARE_MARKS, DOCS)
+TARGET_CONFIGS = {"index on": OURS_INDEX_NO_MARKS, "index off": OURS_BARE_NO_MARKS}
+
+
+class Delivery(NamedTuple):
+    outcome: str  # expected, in order
+    billed: Units
+    reported: Units  # what DynamoDB Local reported (nothing for a refused write)
+    requests: int
+    unreported: int  # requests DynamoDB Local reported nothing for
+    written_bytes: Optional[int]  # the item its PutItem wrote or tried to write
+    stored_bytes: Optional[int]  # the item stored before
+
+
+def measure(streams: List[Stream], capture: Capture, admin: Any, resource: Any, log: TextIO) -> Dict[str, Any]:
+    """Every configuration on every stream; the summaries, the targets and where the gaps come from."""
+    names = [spec.name_env for spec in (TASKS, CONTAINER_INSTANCES)] + [settings.READ_INDEX_ENV, settings.HIGH_WATER_ENTRIES_ENV]
+    with restored_environment(*names):
+        return _measure(streams, capture, admin, resource, log)
+
+
+def _measure(streams: List[Stream], capture: Capture, admin: Any, resource: Any, log: TextIO) -> Dict[str, Any]:
+    from chalice.local import LambdaContext
+
+    from app import app
+
+    ours_client = settings.dynamodb_client()
+    capture.attach(ours_client)
+    capture.attach(resource.meta.client)
+    handlers = {TASKS: app.handler_map["task_state_change"], CONTAINER_INSTANCES: app.handler_map["container_instance_state_change"]}
+    context = LambdaContext("ecs-state-bench", memory_size=256)
+    mark = capture.mark()
+    results: Dict[str, Any] = {"streams": {}, "prices": PRICES, "read_weight": READ_WEIGHT}
+    for stream in streams:
+        runs: Dict[str, Dict[str, Any]] = {}
+        for config in CONFIGS:
+            table = f"cap-{stream.table.kind.replace('_', '-')}-{uuid.uuid4().hex[:8]}"
+            create_tables(admin, {stream.table: table}, read_index=config.read_index)
+            index = stream.table.cluster_index
+            capture.know_table(table, stream.table.key,
+                               [IndexKeys(index.name, index.hash_key, index.range_key)] if config.read_index else [])
+            if config.writer == OURS:
+                _use(stream.table, table, config)
+                handler = handlers[stream.table]
+                deliver: Callable[[Dict[str, Any]], str] = lambda event: handler(event, context)["outcome"]
+            else:
+                example = DocsExample(resource, {stream.table: table}, floats_as_decimal=stream.table is CONTAINER_INSTANCES)
+                deliver = example.handle
+            deliveries, wrong = _deliver(stream, deliver, capture, EXPECTED_LABELS[config.writer])
+            stored = _stored_versions(admin, table, stream.table.key)
+            wrong_final = sum(stored.get(key) != version for key, version in stream.latest.items())
+            admin.delete_table(TableName=table)
+            run = summarise(deliveries)
+            run.update(wrong_answers=wrong, wrong_final_items=wrong_final, config=config._asdict())
+            run["_deliveries"] = deliveries
+            runs[config.label] = run
+            print(f"  {stream.name:<20} {config.label:<32} {run['weighted_per_event']:.3f} write units (weighted) per event",
+                  file=log, flush=True)
+        docs = runs[DOCS.label]["weighted_per_event"]
+        for run in runs.values():
+            run["ours_per_docs"] = run["weighted_per_event"] / docs
+        results["streams"][stream.name] = {"parameters": stream.parameters, "outcomes": stream.outcome_counts(),
+                                           "deliveries": len(stream.deliveries), "runs": runs}
+    realistic = next(stream for stream in streams if stream.name == REALISTIC)
+    for key in ("index on", "index off"):
+        results.setdefault("targets", {})[key] = target(results["streams"][REALISTIC]["runs"], key, realistic)
+    results["marks"] = marks_benefit(results["streams"])
+    results["agreement"] = agreement(capture.since(mark))
+    results["returned_item_mismatches"] = capture.returned_item_mismatches
+    for stream in results["streams"].values():
+        for run in stream["runs"].values():
+            del run["_deliveries"]
+    return results
+
+
+def _use(table: TableSpec, name: str, config: Config) -> None:
+    os.environ[table.name_env] = name
+    os.environ[settings.READ_INDEX_ENV] = settings.ENABLED if config.read_index else settings.DISABLED
+    if config.marks:
+        os.environ.pop(settings.HIGH_WATER_ENTRIES_ENV, None)
+    else:
+        os.environ[settings.HIGH_WATER_ENTRIES_ENV] = "0"
+
+
+def _deliver(stream: Stream, deliver: Callable[[Dict[str, Any]], str], capture: Capture,
+             labels: Mapping[str, str]) -> "tuple[List[Delivery], int]":
+    deliveries = []
+    wrong = 0
+    for event, outcome in zip(stream.deliveries, stream.expected_outcomes):
+        mark = capture.mark()
+        answer = deliver(event)
+        wrong += answer != labels[outcome]
+        requests = capture.since(mark)
+        puts = [request for request in requests if request.operation == "PutItem"]
+        deliveries.append(Delivery(
+            outcome,
+            total(request.billed for request in requests),
+            total(request.reported for request in requests if request.reported is not None),
+            len(requests),
+            sum(request.reported is None for request in requests),
+            puts[-1].written_bytes if puts else None,
+            puts[-1].stored_bytes if puts else None,
+        ))
+    return deliveries, wrong
+
+
+def _stored_versions(admin: Any, table: str, key: str) -> Dict[str, int]:
+    versions = {}
+    for page in admin.get_paginator("scan").paginate(TableName=table, ConsistentRead=True,
+                                                      ProjectionExpression="#k, version", ExpressionAttributeNames={"#k": key}):
+        for item in page["Items"]:
+            versions[item[key]["S"]] = int(item["version"]["N"])
+    return versions
+
+
+def summarise(deliveries: List[Delivery]) -> Dict[str, Any]:
+    by_outcome = {}
+    for outcome in OUTCOMES:
+        chosen = [d for d in deliveries if d.outcome == outcome]
+        if chosen:
+            by_outcome[outcome] = {
+                "events": len(chosen),
+                "requests": sum(d.requests for d in chosen),
+                "billed": _units(total(d.billed for d in chosen)),
+                "reported": _units(total(d.reported for d in chosen)),
+                "unreported_requests": sum(d.unreported for d in chosen),
+                "billed_per_event": _units(total(d.billed for d in chosen).scaled(1 / len(chosen))),
+            }
+    billed = total(d.billed for d in deliveries)
+    per_event = billed.scaled(1 / len(deliveries))
+    return {
+        "events": len(deliveries),
+        "requests_per_event": sum(d.requests for d in deliveries) / len(deliveries),
+        "by_outcome": by_outcome,
+        "billed": _units(billed),
+        "reported": _units(total(d.reported for d in deliveries)),
+        "per_event": _units(per_event),
+        "weighted_per_event": per_event.weighted,
+        "dollars_per_million_events": per_event.dollars * 1e6,
+    }
+
+
+def _units(units: Units) -> Dict[str, float]:
+    return units._asdict()
+
+
+def target(runs: Mapping[str, Dict[str, Any]], key: str, stream: Stream) -> Dict[str, Any]:
+    """The target on the realistic stream, marks off, and where ours - docs comes from."""
+    config = TARGET_CONFIGS[key]
+    ours, docs = runs[config.label], runs[DOCS.label]
+    limit = TARGETS[key]
+    return {
+        "config": config.label,
+        "ratio": ours["ours_per_docs"],
+        "limit": limit,
+        "pass": ours["ours_per_docs"] <= limit + 1e-12,
+        "ours_per_event": ours["weighted_per_event"],
+        "docs_per_event": docs["weighted_per_event"],
+        "excess_per_event": ours["weighted_per_event"] - limit * docs["weighted_per_event"],
+        "gap": gap(ours["_deliveries"], docs["_deliveries"]),
+        "metadata_bytes": metadata_bytes(stream, config.read_index),
+    }
+
+
+def metadata_bytes(stream: Stream, read_index: bool) -> Dict[str, float]:
+    """Mean bytes (name and value, DynamoDB's rules) of each attribute ecs-state adds beyond the
+    docs example's item (which has the detail and cw_version), over the stream's written events."""
+    from chalicelib.events import ItemRules, parse_event
+
+    rules = ItemRules(read_index=read_index, retention_seconds=settings.retention_seconds())
+    written = [event for event, outcome in zip(stream.deliveries, stream.expected_outcomes) if outcome in WRITTEN]
+    sums: Dict[str, float] = {}
+    for event in written:
+        item = parse_event(event, rules).item
+        for name, value in item.items():
+            if name.startswith("cw_") and name != "cw_version":
+                sums[name] = sums.get(name, 0.0) + item_size({name: value})
+    return {name: value / len(written) for name, value in sums.items()}
+
+
+def gap(ours: List[Delivery], docs: List[Delivery]) -> Dict[str, Any]:
+    """ours - docs, weighted write units per event, split into what causes it (the parts add up).
+
+    Delivery by delivery on the same stream: ``index``: ours' index entries;
+    ``item_size``: on written events, ours' table units less the docs example's
+    (its items carry the metadata); ``refused``: ours' duplicate and stale
+    events, charged the stored item's size; ``docs_reads_*``: the docs example's
+    GetItem before each event (negative: ours does not pay it); ``other``:
+    whatever else differs (ours' reads, the docs example's index units): 0.
+    """
+    n = len(ours)
+    written = [(o, d) for o, d in zip(ours, docs) if o.outcome in WRITTEN]
+    refused = [(o, d) for o, d in zip(ours, docs) if o.outcome not in WRITTEN]
+    parts = {
+        "index": sum(o.billed.write_index for o in ours) / n,
+        "item_size": sum(o.billed.write_table - d.billed.write_table for o, d in written) / n,
+        "refused": sum(o.billed.write_table for o, _ in refused) / n,
+        "docs_reads_written": -READ_WEIGHT * sum(d.billed.read for _, d in written) / n,
+        "docs_reads_refused": -READ_WEIGHT * sum(d.billed.read for _, d in refused) / n,
+        "other": (READ_WEIGHT * sum(o.billed.read for o in ours) - sum(d.billed.write_index for d in docs)) / n,
+    }
+    larger = [(o, d) for o, d in written if o.billed.write_table > d.billed.write_table]
+    # How far past the boundary those writes' charged size (the larger of old and new item) goes.
+    over = sorted(max(o.written_bytes or 0, o.stored_bytes or 0) % WRITE_UNIT_BYTES or WRITE_UNIT_BYTES for o, _ in larger)
+    paid_refusals = [o for o, _ in refused if o.requests]
+    return {
+        "parts": parts,
+        "total": sum(parts.values()),
+        "written_events": len(written),
+        "refused_events": len(refused),
+        "refused_requests": len(paid_refusals),
+        "refused_mean_units": (sum(o.billed.write_table for o in paid_refusals) / len(paid_refusals)) if paid_refusals else 0.0,
+        "refused_mean_stored_bytes": (sum(o.stored_bytes or 0 for o in paid_refusals) / len(paid_refusals)) if paid_refusals else 0.0,
+        "metadata_bytes_mean": sum((o.written_bytes or 0) - (d.written_bytes or 0) for o, d in written) / max(1, len(written)),
+        "writes_over_a_boundary": len(larger),
+        "bytes_over_the_boundary": {"min": over[0], "median": over[len(over) // 2], "max": over[-1]} if over else None,
+        "index_units": sum(o.billed.write_index for o in ours),
+    }
+
+
+def marks_benefit(streams: Mapping[str, Dict[str, Any]]) -> Dict[str, Any]:
+    """Per stream and read-index setting: units and requests per event with the marks, and without."""
+    benefit = {}
+    for name, stream in streams.items():
+        for key, (without, with_) in {"index on": (OURS_INDEX_NO_MARKS, OURS_INDEX_MARKS),
+                                      "index off": (OURS_BARE_NO_MARKS, OURS_BARE_MARKS)}.items():
+            off, on = stream["runs"][without.label], stream["runs"][with_.label]
+            benefit[f"{name}, {key}"] = {
+                "weighted_per_event_marks_off": off["weighted_per_event"],
+                "weighted_per_event_marks_on": on["weighted_per_event"],
+                "saved": 1 - on["weighted_per_event"] / off["weighted_per_event"],
+                "requests_per_event_marks_off": off["requests_per_event"],
+                "requests_per_event_marks_on": on["requests_per_event"],
+            }
+    return benefit
+
+
+def checks(results: Mapping[str, Any]) -> Dict[str, bool]:
+    runs = [run for stream in results["streams"].values() for run in stream["runs"].values()]
+    modelled_and_reported = [count for count in results["agreement"].values() if count.get("both")]
+    return {
+        "capacity runs: answers and final state right": all(
+            run["wrong_answers"] == 0 and run["wrong_final_items"] == 0 for run in runs
+        ),
+        "capacity model = DynamoDB Local's report where both exist": bool(modelled_and_reported)
+        and explained(results["agreement"]) and results["returned_item_mismatches"] == 0,
+    }
+
+
+# -- printing ---------------------------------------------------------------------------------
+
+
+def print_section(results: Mapping[str, Any], out: TextIO) -> None:
+    prices = results["prices"]
+    print("", file=out)
+    print(f"capacity per event (DynamoDB capacity only; on-demand {prices['region']}: "
+          f"${prices['write_request_unit_per_million_usd']} per million write units, "
+          f"${prices['read_request_unit_per_million_usd']} per million read units, {prices['as_of']}; "
+          f"weighted = write units + {READ_WEIGHT:g} x read units)", file=out)
+    for name, stream in results["streams"].items():
+        print("", file=out)
+        print(f"{name}: {stream['deliveries']} deliveries ("
+              + ", ".join(f"{o} {stream['outcomes'][o]}" for o in OUTCOMES if o in stream["outcomes"]) + "); "
+              + _describe(name, stream["parameters"]), file=out)
+        header = ["writer", "req/event", "write table", "write index", "read", "weighted", "ours/docs", "$/M events"]
+        rows = []
+        for label, run in stream["runs"].items():
+            per = run["per_event"]
+            rows.append([label, f"{run['requests_per_event']:.2f}", f"{per['write_table']:.3f}", f"{per['write_index']:.3f}",
+                         f"{per['read']:.3f}", f"{run['weighted_per_event']:.3f}", f"{run['ours_per_docs']:.3f}",
+                         f"{run['dollars_per_million_events']:.3f}"])
+        _table(header, rows, out)
+        present = [o for o in OUTCOMES if o in stream["outcomes"]]
+        header = ["  by outcome: table+index/read"] + present
+        rows = []
+        for label, run in stream["runs"].items():
+            cells = []
+            for outcome in present:
+                per = run["by_outcome"][outcome]["billed_per_event"]
+                cells.append(f"{per['write_table']:.2f}+{per['write_index']:.2f}/{per['read']:.2f}")
+            rows.append(["  " + label] + cells)
+        _table(header, rows, out)
+    print("", file=out)
+    print("high-water marks (ecs-state; one warm container sees every event here, their best case):", file=out)
+    for name, benefit in results["marks"].items():
+        print(f"  {name:<32} {benefit['weighted_per_event_marks_off']:.3f} -> {benefit['weighted_per_event_marks_on']:.3f} "
+              f"weighted units/event ({benefit['saved']:.0%} less), requests/event "
+              f"{benefit['requests_per_event_marks_off']:.2f} -> {benefit['requests_per_event_marks_on']:.2f}", file=out)
+    print("", file=out)
+    print("capacity model against DynamoDB Local's report (request by request):", file=out)
+    for operation, count in results["agreement"].items():
+        note = ""
+        if count.get("refused"):
+            note = (f"; {count['refused']} refused by the condition: DynamoDB Local reports nothing, "
+                    "the model charges the stored item's size (at least 1)")
+        print(agreement_line(operation, count) + note, file=out)
+    print("", file=out)
+    for key, result in results["targets"].items():
+        print_target(key, result, out)
+
+
+def agreement_line(operation: str, count: Mapping[str, int]) -> str:
+    line = (f"  {operation:<13} {count['requests']:>6} requests, {count.get('both', 0):>6} reported and modelled, "
+            f"{count.get('agree', 0):>6} agree")
+    deviation = count.get("agree_with_local_deviation", 0) - count.get("agree", 0)
+    if deviation:
+        line += (f", {deviation} more once keys not found count 0 as DynamoDB Local counts them "
+                 "(production charges them: amazon-dynamodb-local-samples#7; the bill uses the model)")
+    return line
+
+
+def _describe(name: str, parameters: Mapping[str, Any]) -> str:
+    if "consecutive_pairs" in parameters:
+        unit = "instances" if "instances" in parameters else "lifecycles"
+        count = parameters.get("instances", parameters.get("lifecycles"))
+        return (f"{count} {unit} x {parameters['versions_each']} versions, swap rate {parameters['swap_rate']:g} "
+                f"({parameters['swapped_pairs']} of {parameters['consecutive_pairs']} consecutive pairs), "
+                f"repeat rate {parameters['repeat_rate']:g} ({parameters['repeated_versions']} of {parameters['versions']} versions)")
+    return (f"{parameters['lifecycles']} lifecycles x {parameters['versions_each']} versions, all shuffled, repeat rate "
+            f"{parameters['repeat_rate']:g} ({parameters['repeated_versions']} of {parameters['versions']} versions)")
+
+
+def print_target(key: str, result: Mapping[str, Any], out: TextIO) -> None:
+    verdict = "PASS" if result["pass"] else "MISS"
+    print(f"{verdict}  read {key}: ours/docs {result['ratio']:.3f} <= {result['limit']:g} "
+          f"(realistic stream, marks off: {result['ours_per_event']:.3f} vs {result['docs_per_event']:.3f} weighted units/event)",
+          file=out)
+    gap_ = result["gap"]
+    parts = gap_["parts"]
+    lines = [
+        (parts["index"], f"read index entries: {gap_['index_units']:.0f} units (1 when an item is created, 2 when it "
+                         "finishes: delete and put)"),
+        (parts["item_size"], f"item size: ours carries {gap_['metadata_bytes_mean']:.0f} bytes more per item ("
+                             + ", ".join(f"{name} {size:.0f}" for name, size in result["metadata_bytes"].items())
+                             + f"); {gap_['writes_over_a_boundary']} of {gap_['written_events']} writes cross a 1 KB "
+                             "boundary the docs example's same item does not"
+                             + (" (by {min} to {max} bytes, median {median})".format(**gap_["bytes_over_the_boundary"])
+                                if gap_["bytes_over_the_boundary"] else "")),
+        (parts["refused"], f"refused conditional writes: {gap_['refused_requests']} duplicate/stale deliveries, each charged "
+                           f"the stored item's size ({gap_['refused_mean_stored_bytes']:.0f} bytes: "
+                           f"{gap_['refused_mean_units']:.2f} write units)"),
+        (parts["docs_reads_refused"], f"the docs example's GetItem for those {gap_['refused_events']} (0.5 read unit = "
+                                      f"{READ_WEIGHT / 2:g} write unit each)"),
+        (parts["docs_reads_written"], f"the docs example's GetItem before each of its {gap_['written_events']} writes"),
+    ]
+    if abs(parts["other"]) > 1e-12:
+        lines.append((parts["other"], "other"))
+    print(f"      ours - docs = {gap_['total']:+.3f} weighted units/event:", file=out)
+    for value, text in lines:
+        print(f"        {value:+.3f}  {text}", file=out)
+    if not result["pass"]:
+        print(f"      remainder over the target: {result['excess_per_event']:+.3f} weighted units/event "
+              f"(ours would need {result['limit'] * result['docs_per_event']:.3f})", file=out)
+
+
+def _table(header: List[str], rows: List[List[str]], out: TextIO) -> None:
+    widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
+    for row in [header] + rows:
+        print("  ".join(cell.rjust(width) if i else cell.ljust(width) for i, (cell, width) in enumerate(zip(row, widths))),
+              file=out)

@@ -1,0 +1,190 @@
+"""The benchmark's own logic: the capacity model, the streams, the gap's parts (fast).
+
+One test checks the item-size rules against DynamoDB Local at the 1 KB
+boundary, where a byte decides the bill.
+"""
+import json
+import random
+import uuid
+from datetime import date, timedelta
+
+import pytest
+
+from bench import capacity, streams
+from bench.capacity import Capture, IndexKeys, Units, item_size, number_size, read_units, write_units
+from bench.cost import Delivery, gap
+from bench.workload import recent_events
+from tools.replay import DEFAULT_EVENTS, load_events
+
+
+@pytest.mark.parametrize("text, size", [
+    ("0", 1), ("1", 2), ("99", 2), ("100", 2), ("101", 3), ("12345", 4), ("1763913600", 5), ("1790000000", 3),
+    ("1.1", 3), ("0.3", 2), ("0.001", 2), ("12345.678", 6), ("3.14159", 5), ("1E+10", 2), ("1.5E-7", 2),
+    ("-1", 3), ("-1.1", 4), ("-0.001", 3), ("9" * 38, 20), ("-" + "9" * 38, 21), ("0010", 2), ("1.10", 3),
+])
+def test_a_numbers_size_is_its_base_100_digit_pairs_plus_1_and_1_more_when_negative(text, size):
+    # Each figure probed on DynamoDB Local; the guide's rule ("about 1 byte per 2 significant
+    # digits, plus 1") agrees for integers only.
+    assert number_size(text) == size
+
+
+def test_item_size_follows_the_documented_rules():
+    item = {
+        "k": {"S": "héllo"},  # 1 + 6 (é is 2 bytes)
+        "b": {"BOOL": True},  # 1 + 1
+        "n": {"NULL": True},  # 1 + 1
+        "m": {"M": {"ab": {"S": "x"}, "c": {"N": "12"}}},  # 1 + 3 + (2 + 1 + 1) + (1 + 2 + 1)
+        "l": {"L": [{"S": "xy"}, {"L": []}]},  # 1 + 3 + (2 + 1) + (3 + 1)
+        "s": {"SS": ["a", "bc"]},  # 1 + 3
+        "bin": {"B": "AAEC"},  # 3 + 3 raw bytes (base64 text in a request body)
+    }
+    assert item_size(item) == 7 + 2 + 2 + 12 + 11 + 4 + 6
+    assert item_size(None) == 0
+
+
+def test_write_and_read_units():
+    assert [write_units(n) for n in (0, 1, 1024, 1025, 2048, 2049)] == [1, 1, 1, 2, 2, 3]
+    assert read_units(0, consistent=False) == 0.5  # a key not found still costs the minimum
+    assert read_units(4096, consistent=False) == 0.5 and read_units(4097, consistent=False) == 1.0
+    assert read_units(4097, consistent=True) == 2.0
+
+
+def test_weighted_units_and_dollars_use_the_price_ratio():
+    units = Units(write_table=2, write_index=1, read=0.5)
+    assert capacity.READ_WEIGHT == pytest.approx(0.2)
+    assert units.weighted == pytest.approx(3.1)
+    assert units.dollars * 1e6 == pytest.approx(3 * 0.625 + 0.5 * 0.125)
+
+
+INDEX = IndexKeys("clusterArn-cw_phase-index", "clusterArn", "cw_phase")
+INFO = capacity.TableInfo("taskArn", (INDEX,))
+
+
+def _item(phase=None, cluster="c", **extra):
+    item = {"taskArn": {"S": "t"}, "clusterArn": {"S": cluster}, **extra}
+    if phase is not None:
+        item["cw_phase"] = {"S": phase}
+    return item
+
+
+@pytest.mark.parametrize("old, new, units", [
+    (None, _item("open"), 1),  # created: one entry put
+    (_item("open"), _item("open", lastStatus={"S": "RUNNING"}), 0),  # keys-only: nothing the index holds changed
+    (_item("open"), _item("finished"), 2),  # the key changed: delete and put
+    (_item("open"), _item(None), 1),  # lost its index key: delete
+    (None, _item(None), 0),  # never in the index
+    (_item("open"), _item("open", cluster="d"), 2),
+])
+def test_index_writes(old, new, units):
+    assert Capture._index_writes(INFO, old, new) == units
+
+
+def test_a_set_update_is_applied_for_the_model():
+    request = {"UpdateExpression": "SET #m = :m, #e = :e", "ExpressionAttributeNames": {"#m": "a", "#e": "b"},
+               "ExpressionAttributeValues": {":m": {"S": "x"}, ":e": {"N": "1"}}}
+    assert capacity._apply_set({"k": {"S": "v"}}, request) == {"k": {"S": "v"}, "a": {"S": "x"}, "b": {"N": "1"}}
+    assert capacity._apply_set({}, {"UpdateExpression": "ADD n :one"}) is None
+
+
+# -- streams -------------------------------------------------------------------------------------
+
+
+def test_sample_events_move_by_whole_days_to_yesterday_keeping_their_size():
+    today = date(2030, 1, 15)
+    moved, original = recent_events(today), load_events(DEFAULT_EVENTS)
+    assert [len(json.dumps(e)) for e in moved] == [len(json.dumps(e)) for e in original]
+    assert max(e["time"][:10] for e in moved) == str(today - timedelta(days=1))
+    assert {e["time"][10:] for e in moved} == {e["time"][10:] for e in original}
+
+
+def test_the_lifecycle_has_eight_versions_one_per_state():
+    lifecycle = streams.eight_state_lifecycle()
+    assert [e["detail"]["lastStatus"] for e in lifecycle] == list(streams.TASK_STATES)
+    assert [e["detail"]["version"] for e in lifecycle] == list(range(1, 9))
+    deprovisioning = lifecycle[6]["detail"]
+    assert "stoppedAt" not in deprovisioning and "executionStoppedAt" in deprovisioning
+    assert lifecycle[5]["detail"]["updatedAt"] < deprovisioning["updatedAt"] < lifecycle[7]["detail"]["updatedAt"]
+
+
+def test_the_realistic_order_swaps_and_repeats_exact_counts_and_keeps_each_task_in_order():
+    tasks = streams.task_lifecycles(40)
+    order, counts = streams.mostly_in_order(tasks, 0.02, 0.01, random.Random(3))
+    assert counts == {"swapped_pairs": 6, "repeated_versions": 3, "consecutive_pairs": 280, "versions": 320}
+    assert len(order) == 323
+    inversions = 0
+    for task in tasks:
+        arn = task[0]["detail"]["taskArn"]
+        versions = [e["detail"]["version"] for e in order if e["detail"]["taskArn"] == arn]
+        assert sorted(set(versions)) == list(range(1, 9))
+        inversions += sum(a > b for a, b in zip(versions, versions[1:]))
+    assert inversions == 6
+
+
+def test_streams_expected_outcomes_and_latest_versions():
+    realistic, shuffled, instances = streams.build(10, 0.05, 0.05, 0.3, 3, 12, seed=5)
+    assert realistic.outcome_counts()["created"] == 10 and len(realistic.latest) == 10
+    assert set(realistic.latest.values()) == {8}
+    assert len(shuffled.deliveries) == 80 + 24
+    assert instances.table.kind == "container_instance" and set(instances.latest.values()) == {12}
+    statuses = [e["detail"]["status"] for e in instances.deliveries
+                if e["detail"]["containerInstanceArn"] == next(iter(instances.latest))]
+    assert statuses[-1] == "INACTIVE" and statuses.count("ACTIVE") >= 9
+
+
+# -- the gap between ours and the docs example ------------------------------------------------------
+
+
+def test_the_gaps_parts_add_up_to_ours_less_the_docs_example():
+    ours = [Delivery("created", Units(2, 1), Units(), 1, 0, 2000, None),
+            Delivery("updated", Units(3, 0), Units(), 1, 0, 2100, 2000),
+            Delivery("stale", Units(3, 0), Units(), 1, 1, 1900, 2100)]
+    docs = [Delivery("created", Units(2, 0, 0.5), Units(), 2, 0, 1950, None),
+            Delivery("updated", Units(2, 0, 0.5), Units(), 2, 0, 2030, 1950),
+            Delivery("stale", Units(0, 0, 0.5), Units(), 1, 0, None, None)]
+    result = gap(ours, docs)
+    ours_total = sum(d.billed.weighted for d in ours) / 3
+    docs_total = sum(d.billed.weighted for d in docs) / 3
+    assert result["total"] == pytest.approx(ours_total - docs_total)
+    assert result["parts"]["index"] == pytest.approx(1 / 3)
+    assert result["parts"]["item_size"] == pytest.approx(1 / 3)
+    assert result["parts"]["refused"] == pytest.approx(1.0)
+    assert result["writes_over_a_boundary"] == 1 and result["bytes_over_the_boundary"]["max"] == 2100 - 2048
+
+
+# -- against DynamoDB Local ----------------------------------------------------------------------------
+
+
+def test_the_model_agrees_with_dynamodb_local_at_the_1_kb_boundary(dynamodb_local_endpoint, monkeypatch):
+    import boto3
+
+    from tools.local_dynamodb import local_environment
+
+    for name, value in local_environment(dynamodb_local_endpoint).items():
+        monkeypatch.setenv(name, value)
+    client = boto3.session.Session().client("dynamodb")
+    table = f"bench-size-{uuid.uuid4().hex[:8]}"
+    client.create_table(TableName=table, KeySchema=[{"AttributeName": "taskArn", "KeyType": "HASH"}],
+                        AttributeDefinitions=[{"AttributeName": "taskArn", "AttributeType": "S"}],
+                        BillingMode="PAY_PER_REQUEST")
+    capture = Capture()
+    capture.attach(client)
+    capture.know_table(table, "taskArn")
+    base = {"taskArn": {"S": "t"}, "version": {"N": "1"}, "m": {"M": {"a": {"N": "-12345.678"}, "b": {"L": [
+        {"BOOL": True}, {"NULL": True}, {"S": "héllo"}, {"N": "1.1"}]}}}}
+    try:
+        for size in (1024, 1025, 2048, 2049):
+            client.delete_item(TableName=table, Key={"taskArn": {"S": "t"}})
+            capture._stored[table].clear()
+            pad = size - item_size({**base, "pad": {"S": ""}})
+            client.put_item(TableName=table, Item={**base, "pad": {"S": "x" * pad}})
+            request = capture.requests[-1]
+            assert request.written_bytes == size
+            assert request.reported == request.model == Units(write_units(size))
+        with pytest.raises(client.exceptions.ConditionalCheckFailedException):
+            client.put_item(TableName=table, Item=base, ConditionExpression="version > :v",
+                            ExpressionAttributeValues={":v": {"N": "1"}}, ReturnValuesOnConditionCheckFailure="ALL_OLD")
+        refused = capture.requests[-1]
+        assert refused.reported is None  # DynamoDB Local reports nothing for a refused write
+        assert refused.model == Units(3) and refused.stored_bytes == 2049  # the stored item's size
+    finally:
+        client.delete_table(TableName=table)
