@@ -1,7 +1,7 @@
 """ECS state, from an EventBridge event or an ECS API snapshot, as the item it stores.
 
 An event and a snapshot of the same version go through the same checks and
-build the same item but for the metadata (cw_source, cw_id, cw_time): equal
+build the same item but for the metadata (cw_source, cw_time): equal
 versions are duplicates, so whichever copy lands first must be the one a
 reader would want either way.
 """
@@ -23,8 +23,10 @@ from chalicelib.tables import BY_DETAIL_TYPE, EXPIRES_AT, FINISHED, PHASE, Table
 
 SOURCE = "aws.ecs"
 # Envelope fields stored beside the detail. The cw_ prefix cannot collide with
-# ECS's camelCase detail fields; cw_version is the docs example's own name.
-METADATA_FIELDS = {"version": "cw_version", "id": "cw_id", "time": "cw_time"}
+# ECS's camelCase detail fields; cw_version is the docs example's own name. The
+# event's id is not stored (the log line of each event carries it): its 41 bytes
+# on every item cost about 4% of a write unit per write (docs/benchmark.md).
+METADATA_FIELDS = {"version": "cw_version", "time": "cw_time"}
 SOURCE_FIELD = "cw_source"  # where the state came from:
 FROM_EVENT, FROM_RECONCILE = "event", "reconcile"
 # A snapshot is stored in the events' format, whose envelope version is "0".
@@ -90,7 +92,7 @@ def parse_event(event: Any, rules: Optional[ItemRules] = None) -> StateChange:
 
 def parse_snapshot(table: TableSpec, detail: Mapping, taken_at: float, rules: Optional[ItemRules] = None) -> StateChange:
     """The same as parse_event for a state read from the ECS API (chalicelib/snapshots.py
-    gives it the events' shape): no event id, and cw_time is when it was taken."""
+    gives it the events' shape): cw_time is when it was taken."""
     metadata = {"cw_version": SNAPSHOT_FORMAT_VERSION, "cw_time": iso_time(taken_at), SOURCE_FIELD: FROM_RECONCILE}
     return _state_change(table, detail, metadata, taken_at, rules)
 

@@ -59,10 +59,10 @@ def record(event: Any, context: Any = None, store: Optional[StateStore] = None) 
         "version": change.version,
         "stored_version": result.stored_version,
     }
-    observability.log_result(summary, request_id)
+    # The log line also names the event, which the item does not store (events.METADATA_FIELDS).
+    observability.log_result({**summary, "event_id": event.get("id")}, request_id)
     observability.count(result.outcome, change.table.kind)
     return summary
-
 
 
 def _dead_letter(event: Any, error: Exception, context: Any, kind: str) -> Dict[str, Any]:

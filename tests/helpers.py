@@ -77,9 +77,9 @@ def _envelope(table: TableSpec, arn: str, detail: Dict[str, Any], version: int) 
 
 def expected_item(event: Dict[str, Any]) -> Dict[str, Any]:
     """What ecs-state stores for an unfinished task or instance's event (index on): the detail
-    verbatim, plus the envelope's version, id and time, where it came from and its phase."""
+    verbatim, plus the envelope's version and time, where it came from and its phase."""
     return {
-        **event["detail"], "cw_version": event["version"], "cw_id": event["id"], "cw_time": event["time"],
+        **event["detail"], "cw_version": event["version"], "cw_time": event["time"],
         "cw_source": "event", "cw_phase": "open",
     }
 

@@ -36,7 +36,7 @@ def test_the_item_is_the_detail_verbatim_plus_cw_metadata():
     event = task_event(2, status="RUNNING")
     item = parse_event(event).item
     assert item["cw_version"] == {"S": "0"}
-    assert item["cw_id"] == {"S": event["id"]}
+    assert "cw_id" not in item  # the log line names the event instead
     assert item["cw_time"] == {"S": event["time"]}
     assert item["status"] == {"S": "RUNNING"}  # not renamed, unlike the docs example meant to
     assert item["version"] == {"N": "2"}
@@ -45,14 +45,14 @@ def test_the_item_is_the_detail_verbatim_plus_cw_metadata():
     }
     assert item["cw_source"] == {"S": "event"}
     assert item["cw_phase"] == {"S": "open"}
-    assert set(item) == set(event["detail"]) | {"cw_version", "cw_id", "cw_time", "cw_source", "cw_phase"}
+    assert set(item) == set(event["detail"]) | {"cw_version", "cw_time", "cw_source", "cw_phase"}
 
 
 def test_missing_envelope_metadata_is_left_out_not_a_crash():
     event = task_event(1)
     del event["id"], event["time"], event["version"]
     change = parse_event(event)
-    assert not {"cw_id", "cw_time", "cw_version"} & set(change.item)
+    assert not {"cw_time", "cw_version"} & set(change.item)
     assert abs(change.observed_at - time.time()) < 60  # no time: as new as can be, never "too old"
 
 
@@ -115,13 +115,13 @@ def test_a_snapshot_is_stored_like_its_event_but_for_where_it_came_from():
     from_api = parse_snapshot(TASKS, event["detail"], taken_at, RULES)
     assert (from_api.table, from_api.key, from_api.version) == (from_event.table, from_event.key, 5)
     assert from_api.observed_at == taken_at
-    metadata = {"cw_version", "cw_id", "cw_time", "cw_source"}
+    metadata = {"cw_version", "cw_time", "cw_source"}
     assert {k: v for k, v in from_api.item.items() if k not in metadata} == {
         k: v for k, v in from_event.item.items() if k not in metadata
     }
     assert from_api.item["cw_source"] == {"S": "reconcile"}
     assert from_api.item["cw_time"] == {"S": "2026-11-22T10:20:01.25Z"}
-    assert from_api.item["cw_version"] == {"S": "0"} and "cw_id" not in from_api.item
+    assert from_api.item["cw_version"] == {"S": "0"}
 
 
 def test_a_snapshot_is_validated_like_an_event():

@@ -164,7 +164,7 @@ def check(client: Any, event: Any) -> None:
     table, key = where  # a stored event always has a readable key
     stored = stored_item(client, table, key)
     if result["outcome"] in ("created", "updated"):
-        metadata = {f"cw_{name}": event[name] for name in ("version", "id", "time") if name in event}
+        metadata = {f"cw_{name}": event[name] for name in ("version", "time") if name in event}
         finished = event["detail"].get(table.status_field) in table.finished_statuses
         metadata.update(cw_source="event", cw_phase="finished" if finished else "open")
         expires_at = stored.pop("cw_expires_at", None)

@@ -17,7 +17,7 @@ from tests.helpers import count_requests, logs_and_metrics, stored_item
 from tools.fake_ecs import FakeECS
 from tools.local_dynamodb import create_tables
 
-METADATA = {"cw_version", "cw_id", "cw_time", "cw_source"}
+METADATA = {"cw_version", "cw_time", "cw_source"}
 EVENT_ONLY = {"updatedAt", "accountType"}  # what a snapshot cannot know (chalicelib/snapshots.py)
 
 
@@ -81,7 +81,7 @@ def test_backfill_stores_every_task_and_instance_at_its_version_as_its_event_wou
     for arn in tasks:
         stored = stored_raw(TASKS, arn)
         assert stored["version"] == {"N": str(fake.task(arn)["version"])}
-        assert stored["cw_source"] == {"S": "reconcile"} and "cw_id" not in stored
+        assert stored["cw_source"] == {"S": "reconcile"}
         assert comparable(stored) == event_item(fake.event_for_task(arn))
     for arn in instances:
         stored = stored_raw(CONTAINER_INSTANCES, arn)
