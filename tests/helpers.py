@@ -101,3 +101,16 @@ def count_requests(client: Any) -> Dict[str, int]:
 
     client.meta.events.register("before-send.dynamodb", on_send)
     return counts
+
+
+def legacy_index_definition(table: TableSpec) -> Dict[str, Any]:
+    """The index ecs-state gave each table before the read index (TableSpec.legacy_index):
+    keyed by cluster and status, every attribute projected. Upgrades must drop it."""
+    return {
+        "IndexName": table.legacy_index,
+        "KeySchema": [
+            {"AttributeName": "clusterArn", "KeyType": "HASH"},
+            {"AttributeName": table.status_field, "KeyType": "RANGE"},
+        ],
+        "Projection": {"ProjectionType": "ALL"},
+    }
