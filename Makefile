@@ -18,10 +18,12 @@ FORCE ?=
 # `make deploy NOTIFY=<SNS topic ARN or e-mail>` makes the dead-letter alarm notify it.
 YES ?=
 NOTIFY ?=
-# `make migrate`: other tables than the stage's (a packaged stack's, Terraform's), and its ReadIndex.
+# `make migrate`: other tables than the stage's (a packaged stack's, Terraform's), its ReadIndex, and
+# KEEP_LEGACY_INDEX=yes between a packaged stack's two updates (its second one drops that index).
 TASK_TABLE ?=
 CONTAINER_INSTANCE_TABLE ?=
 READ_INDEX ?=
+KEEP_LEGACY_INDEX ?=
 is_set = $(filter 1 yes true,$(1))
 
 .PHONY: run local test unit clean package package-terraform deploy destroy migrate reconcile bench bench-profile fuzz
@@ -69,7 +71,8 @@ destroy: $(VENV)/.installed
 migrate: $(VENV)/.installed
 	$(BIN)/python -m tools.migrate --stage $(STAGE) $(if $(TASK_TABLE),--task-table '$(TASK_TABLE)') \
 		$(if $(CONTAINER_INSTANCE_TABLE),--container-instance-table '$(CONTAINER_INSTANCE_TABLE)') \
-		$(if $(READ_INDEX),--read-index $(READ_INDEX)) $(if $(call is_set,$(YES)),--yes)
+		$(if $(READ_INDEX),--read-index $(READ_INDEX)) $(if $(call is_set,$(KEEP_LEGACY_INDEX)),--keep-legacy-index) \
+		$(if $(call is_set,$(YES)),--yes)
 
 # One reconcile pass from this machine, with your credentials and the stage's settings; e.g.
 # make reconcile STAGE=dev ARGS="--budget-seconds 600"

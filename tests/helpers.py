@@ -114,3 +114,11 @@ def legacy_index_definition(table: TableSpec) -> Dict[str, Any]:
         ],
         "Projection": {"ProjectionType": "ALL"},
     }
+
+
+def create_older_ecs_state_table(client: Any, name: str, table: TableSpec = TASKS) -> None:
+    """What `make deploy` made before the read index: on-demand, the index keyed by status, no TTL."""
+    request = table.create_table_request(name, read_index=False)
+    request["AttributeDefinitions"] += [{"AttributeName": attribute, "AttributeType": "S"}
+                                        for attribute in ("clusterArn", table.status_field)]
+    client.create_table(**request, GlobalSecondaryIndexes=[legacy_index_definition(table)])

@@ -13,6 +13,7 @@ import pytest
 from moto import mock_aws
 
 from chalicelib import tables
+from tests.helpers import create_older_ecs_state_table
 from tools import deploy, destroy, migrate, stage
 
 REGION = "us-east-1"
@@ -286,16 +287,6 @@ def test_a_table_expiring_items_on_another_attribute_is_refused_before_any_chang
     with pytest.raises(stage.DeployError, match="table ECSTaskState has TTL on ttl; ecs-state needs it on cw_expires_at"):
         ensure_table(dynamodb, tables.TASKS, "ECSTaskState")
     assert not dynamodb.describe_table(TableName="ECSTaskState")["Table"].get("GlobalSecondaryIndexes")
-
-
-def create_older_ecs_state_table(dynamodb, name, spec=tables.TASKS):
-    """What `make deploy` made before the read index: on-demand, the index keyed by status, no TTL."""
-    from tests.helpers import legacy_index_definition
-
-    request = spec.create_table_request(name, read_index=False)
-    request["AttributeDefinitions"] += [{"AttributeName": attribute, "AttributeType": "S"}
-                                        for attribute in ("clusterArn", spec.status_field)]
-    dynamodb.create_table(**request, GlobalSecondaryIndexes=[legacy_index_definition(spec)])
 
 
 def test_an_older_ecs_state_table_gets_the_read_index_then_loses_the_old_one(session):

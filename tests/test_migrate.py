@@ -14,7 +14,13 @@ from moto import mock_aws
 from chalicelib import attributes, recorder, settings
 from chalicelib.events import EXPIRY_GRACE_SECONDS, parse_time
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS, TableSpec
-from tests.helpers import container_instance_event, legacy_index_definition, stored_item, task_event
+from tests.helpers import (
+    container_instance_event,
+    create_older_ecs_state_table,
+    legacy_index_definition,
+    stored_item,
+    task_event,
+)
 from tools import migrate
 from tools.stage import stage_plan
 
@@ -228,3 +234,17 @@ def test_make_migrate_runs_the_table_part_on_named_tables(moto_session, capsys):
 def test_make_migrate_refuses_a_table_that_does_not_exist(moto_session):
     with pytest.raises(migrate.DeployError, match="table nowhere does not exist"):
         migrate.main(["--stage", "dev", "--task-table", "nowhere"])
+
+
+def test_between_a_packaged_stacks_two_updates_the_old_index_is_left_to_cloudformation(moto_session, capsys):
+    dynamodb = moto_session.client("dynamodb")
+    for spec, name in ((TASKS, "stack-tasks"), (CONTAINER_INSTANCES, "stack-container-instances")):
+        create_older_ecs_state_table(dynamodb, name, spec)
+
+    assert migrate.main(["--stage", "dev", "--task-table", "stack-tasks", "--container-instance-table",
+                         "stack-container-instances", "--keep-legacy-index", "--yes"]) == 0
+
+    out = capsys.readouterr().out
+    assert "deleted index" not in out and "  - created index clusterArn-cw_phase-index on stack-tasks" in out
+    indexes = dynamodb.describe_table(TableName="stack-tasks")["Table"]["GlobalSecondaryIndexes"]
+    assert sorted(index["IndexName"] for index in indexes) == ["clusterArn-cw_phase-index", "clusterArn-lastStatus-index"]

@@ -10,8 +10,9 @@ Per table, one change at a time, waiting for each:
    example, or an older ecs-state) its cw_phase and, once finished, its
    cw_expires_at, with a write conditioned on the item's version being the one
    read, so an event racing in wins; existing values are never overwritten;
-3. delete the index ecs-state had before (keyed by status), and the read index
-   if the stage turns it off;
+3. delete the index ecs-state had before (keyed by status; not with
+   --keep-legacy-index, for a packaged stack whose second update drops it), and
+   the read index if the stage turns it off;
 4. turn on TTL on cw_expires_at.
 
 `make deploy` runs the same steps (tools/deploy.py: ensure_tables), creates
@@ -44,6 +45,7 @@ class TableOptions(NamedTuple):
     create: bool  # create a missing table (make deploy), or refuse (make migrate: named tables must exist)
     protect: bool  # point-in-time recovery and KMS encryption (make deploy)
     always_backfill: bool  # scan even when nothing says items lack their fields (make migrate)
+    keep_legacy_index: bool = False  # a packaged stack's update 2 drops it: CloudFormation owns its indexes
 
 
 DEPLOY = TableOptions(create=True, protect=True, always_backfill=False)
@@ -97,7 +99,7 @@ def inspect_table(
     indexes = {index["IndexName"]: index for index in table.get("GlobalSecondaryIndexes", [])}
     has_read_index = spec.cluster_index.name in indexes
     add_read_index_needed = rules.read_index and not has_read_index
-    stale_indexes = [spec.legacy_index] if spec.legacy_index in indexes else []
+    stale_indexes = [spec.legacy_index] if spec.legacy_index in indexes and not options.keep_legacy_index else []
     if has_read_index and not rules.read_index:
         stale_indexes.append(spec.cluster_index.name)
 
@@ -124,7 +126,7 @@ def inspect_table(
     steps: List[Step] = []
     if add_read_index_needed:
         steps.append(Step(f"add index {spec.cluster_index.name}{_throughput_note(table)}", add_read_index))
-    if options.always_backfill or add_read_index_needed or stale_indexes or ttl != "ENABLED":
+    if options.always_backfill or add_read_index_needed or spec.legacy_index in indexes or ttl != "ENABLED":
         steps.append(Step(f"add {_lifecycle_names(rules)} to the items stored without them (a scan of the table)",
                           add_lifecycle_fields))
     for index in stale_indexes:
@@ -366,6 +368,8 @@ def main(argv: "List[str] | None" = None) -> int:
                             help=f"the {spec.kind.replace('_', ' ')} table (default: the stage's {spec.name_env})")
     parser.add_argument("--read-index", choices=(settings.ENABLED, settings.DISABLED),
                         help=f"override the stage's {settings.READ_INDEX_ENV} (a packaged stack's ReadIndex parameter)")
+    parser.add_argument("--keep-legacy-index", action="store_true",
+                        help="leave the index of older versions: a packaged stack's second update drops it")
     parser.add_argument("--yes", action="store_true", help="change tables ecs-state did not create without asking")
     args = parser.parse_args(argv)
     import boto3
@@ -376,7 +380,8 @@ def main(argv: "List[str] | None" = None) -> int:
     names = {spec: getattr(args, spec.kind) or plan.table_names[spec] for spec in tables.ALL}
     client = boto3.session.Session().client("dynamodb", config=Config(retries={"mode": "adaptive", "total_max_attempts": 10}))
     print(f"migrate: tables {', '.join(names.values())} (read index {environment.get(settings.READ_INDEX_ENV, settings.ENABLED)})")
-    report(ensure_tables(client, names, settings.item_rules(environment), plan.deployment, MIGRATE,
+    options = MIGRATE._replace(keep_legacy_index=args.keep_legacy_index)
+    report(ensure_tables(client, names, settings.item_rules(environment), plan.deployment, options,
                          confirm_on_terminal(args.yes)))
     return 0
 
