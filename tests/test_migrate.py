@@ -5,6 +5,7 @@ the index keyed by status), brought to ecs-state's definition without losing an 
 DynamoDB Local has no tagging, point-in-time recovery or encryption settings: a thin wrapper keeps
 those here (tests/test_deploy.py proves them on moto). The CLI runs on moto, which has tagging.
 """
+import time
 from typing import Any, Dict, List
 
 import boto3
@@ -14,6 +15,7 @@ from moto import mock_aws
 from chalicelib import attributes, recorder, settings
 from chalicelib.events import EXPIRY_GRACE_SECONDS, parse_time
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS, TableSpec
+from tests.conftest import IN_CI
 from tests.helpers import (
     container_instance_event,
     create_older_ecs_state_table,
@@ -22,9 +24,15 @@ from tests.helpers import (
     task_event,
 )
 from tools import migrate
+from tools.local_dynamodb import DynamoDBLocal, Unavailable
 from tools.stage import stage_plan
 
 PLAN = stage_plan("prod")  # the docs example's tables, 14 days' retention
+
+
+def short_pause(seconds: float) -> None:
+    """DynamoDB Local builds an index in the background too: wait for it, briefly."""
+    time.sleep(0.2)
 RETENTION = PLAN.item_rules.retention_seconds
 
 
@@ -81,6 +89,26 @@ def encoded(item: Dict[str, Any]) -> Dict[str, Any]:
     return {name: attributes.encode(value)[0] for name, value in item.items()}
 
 
+@pytest.fixture(scope="module")
+def own_dynamodb_local():
+    """A DynamoDB Local of these tests' own: after the fault tests' hung and cut requests, the shared
+    one can leave a new index CREATING for minutes."""
+    server = DynamoDBLocal()
+    try:
+        server.start()
+    except Unavailable as error:
+        if IN_CI:
+            pytest.fail(f"DynamoDB Local is required in CI: {error}", pytrace=False)
+        pytest.skip(f"DynamoDB Local unavailable: {error}")
+    yield server.endpoint
+    server.stop()
+
+
+@pytest.fixture
+def dynamodb_local(own_dynamodb_local, use_endpoint):
+    return use_endpoint(own_dynamodb_local)
+
+
 @pytest.fixture
 def docs_example_tables(dynamodb_local):
     """The stage's tables made as the docs example makes them: provisioned, key only, its items in them."""
@@ -103,7 +131,7 @@ def names() -> Dict[TableSpec, str]:
 
 def upgrade(client: Any, options: migrate.TableOptions = migrate.DEPLOY) -> List[str]:
     return migrate.ensure_tables(client, names(), PLAN.item_rules, PLAN.deployment, options,
-                                 confirm=lambda changes: True, pause=lambda seconds: None)
+                                 confirm=lambda changes: True, pause=short_pause)
 
 
 def test_the_docs_example_tables_are_upgraded_in_place_and_a_second_run_changes_nothing(docs_example_tables):
@@ -163,7 +191,7 @@ def test_an_older_ecs_state_table_between_the_packaged_stacks_two_updates(dynamo
             dynamodb_local.put_item(TableName=name, Item=encoded(item))
 
     changes = migrate.ensure_tables(WithoutTaggingBackupsOrEncryption(dynamodb_local), {TASKS: name}, PLAN.item_rules,
-                                    PLAN.deployment, migrate.MIGRATE, lambda changes: True, pause=lambda seconds: None)
+                                    PLAN.deployment, migrate.MIGRATE, lambda changes: True, pause=short_pause)
 
     assert changes == [f"added cw_phase and cw_expires_at to 12 of 12 items of {name}",
                        f"deleted index clusterArn-lastStatus-index from {name}"]
