@@ -10,10 +10,23 @@ ARGS ?=
 
 # chalice package insists on a region; the output deploys to any region of the aws partition.
 CHALICE_PACKAGE := AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-$${AWS_REGION:-us-east-1}} $(BIN)/chalice package
-# `make destroy STAGE=dev DELETE_TABLES=yes` also deletes the tables and their data.
+# `make destroy STAGE=dev DELETE_TABLES=yes` also deletes the tables ecs-state created, and their data;
+# FORCE=1 deletes the dead-letter queue even while events wait in it.
 DELETE_TABLES ?=
+FORCE ?=
+# `make deploy` / `make migrate`: YES=1 changes tables ecs-state did not create without asking;
+# `make deploy NOTIFY=<SNS topic ARN or e-mail>` makes the dead-letter alarm notify it.
+YES ?=
+NOTIFY ?=
+# `make migrate`: other tables than the stage's (a packaged stack's, Terraform's), its ReadIndex, and
+# KEEP_LEGACY_INDEX=yes between a packaged stack's two updates (its second one drops that index).
+TASK_TABLE ?=
+CONTAINER_INSTANCE_TABLE ?=
+READ_INDEX ?=
+KEEP_LEGACY_INDEX ?=
+is_set = $(filter 1 yes true,$(1))
 
-.PHONY: run local test unit clean package package-terraform deploy destroy bench bench-profile fuzz
+.PHONY: run local test unit clean package package-terraform deploy destroy migrate reconcile bench bench-profile fuzz
 
 run: $(VENV)/.installed
 	$(BIN)/python -m tools.replay $(ARGS)
@@ -46,12 +59,25 @@ package-terraform: $(VENV)/.installed
 	rm -rf out/tf-$(STAGE)
 	$(CHALICE_PACKAGE) --pkg-format terraform --stage $(STAGE) out/tf-$(STAGE)
 
-# Tables, queue and alarm (boto3), then chalice deploy, then each function's retries and OnFailure queue.
+# Tables, queue and alarm (boto3), then chalice deploy, then each function's retries and OnFailure
+# queue, then one reconcile pass. See docs/deploy.md.
 deploy: $(VENV)/.installed
-	$(BIN)/python -m tools.deploy --stage $(STAGE)
+	$(BIN)/python -m tools.deploy --stage $(STAGE) $(if $(call is_set,$(YES)),--yes) $(if $(NOTIFY),--notify '$(NOTIFY)')
 
 destroy: $(VENV)/.installed
-	$(BIN)/python -m tools.destroy --stage $(STAGE) $(if $(filter yes,$(DELETE_TABLES)),--delete-tables)
+	$(BIN)/python -m tools.destroy --stage $(STAGE) $(if $(filter yes,$(DELETE_TABLES)),--delete-tables) $(if $(call is_set,$(FORCE)),--force)
+
+# Only the tables: read index, backfill of older items, the old index dropped, TTL (packaged stack, Terraform).
+migrate: $(VENV)/.installed
+	$(BIN)/python -m tools.migrate --stage $(STAGE) $(if $(TASK_TABLE),--task-table '$(TASK_TABLE)') \
+		$(if $(CONTAINER_INSTANCE_TABLE),--container-instance-table '$(CONTAINER_INSTANCE_TABLE)') \
+		$(if $(READ_INDEX),--read-index $(READ_INDEX)) $(if $(call is_set,$(KEEP_LEGACY_INDEX)),--keep-legacy-index) \
+		$(if $(call is_set,$(YES)),--yes)
+
+# One reconcile pass from this machine, with your credentials and the stage's settings; e.g.
+# make reconcile STAGE=dev ARGS="--budget-seconds 600"
+reconcile: $(VENV)/.installed
+	$(BIN)/python -m tools.reconcile --stage $(STAGE) $(ARGS)
 
 # The benchmark on DynamoDB Local: prints a table, writes bench-results.json. See docs/benchmark.md.
 bench: $(VENV)/.installed node_modules/.installed

@@ -125,3 +125,24 @@ def logs_and_metrics(capsys: Any, monkeypatch: Any) -> Iterator[List[Dict[str, A
         handler.setStream(original_stream)
     output = log_output.getvalue() + capsys.readouterr().out
     lines.extend(json.loads(line) for line in output.splitlines() if line.startswith("{"))
+
+
+def legacy_index_definition(table: TableSpec) -> Dict[str, Any]:
+    """The index ecs-state gave each table before the read index (TableSpec.legacy_index):
+    keyed by cluster and status, every attribute projected. Upgrades must drop it."""
+    return {
+        "IndexName": table.legacy_index,
+        "KeySchema": [
+            {"AttributeName": "clusterArn", "KeyType": "HASH"},
+            {"AttributeName": table.status_field, "KeyType": "RANGE"},
+        ],
+        "Projection": {"ProjectionType": "ALL"},
+    }
+
+
+def create_older_ecs_state_table(client: Any, name: str, table: TableSpec = TASKS) -> None:
+    """What `make deploy` made before the read index: on-demand, the index keyed by status, no TTL."""
+    request = table.create_table_request(name, read_index=False)
+    request["AttributeDefinitions"] += [{"AttributeName": attribute, "AttributeType": "S"}
+                                        for attribute in ("clusterArn", table.status_field)]
+    client.create_table(**request, GlobalSecondaryIndexes=[legacy_index_definition(table)])

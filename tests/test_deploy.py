@@ -2,6 +2,8 @@
 
 moto accepts some requests AWS refuses, so these tests prove what is asked
 for and what is left alone, not AWS's own validation; nothing here is concurrent.
+The table work on an existing table is also proven on DynamoDB Local
+(tests/test_migrate.py).
 """
 import json
 from typing import Any, Dict
@@ -11,7 +13,8 @@ import pytest
 from moto import mock_aws
 
 from chalicelib import tables
-from tools import deploy, destroy
+from tests.helpers import create_older_ecs_state_table
+from tools import deploy, destroy, migrate, stage
 
 REGION = "us-east-1"
 
@@ -23,13 +26,17 @@ def session(monkeypatch):
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                         "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION}.items():
         monkeypatch.setenv(name, value)
-    with mock_aws():
+    with mock_aws(config={"lambda": {"use_docker": False}}):  # an invocation answers at once, runs nothing
         yield boto3.session.Session(region_name=REGION)
 
 
 @pytest.fixture(params=["dev", "prod"])
 def plan(request):
-    return deploy.stage_plan(request.param)
+    return stage.stage_plan(request.param)
+
+
+def yes(changes):
+    return True
 
 
 def describe_everything(session, plan) -> Dict[str, Any]:
@@ -46,6 +53,8 @@ def describe_everything(session, plan) -> Dict[str, Any]:
             "SSE": table.get("SSEDescription"),
             "PITR": backups["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"],
             "GSIs": sorted(i["IndexName"] for i in table.get("GlobalSecondaryIndexes", [])),
+            "TTL": dynamodb.describe_time_to_live(TableName=name)["TimeToLiveDescription"],
+            "Tags": dynamodb.list_tags_of_resource(ResourceArn=table["TableArn"]).get("Tags", []),
         }
     url = sqs.get_queue_url(QueueName=plan.queue_name)["QueueUrl"]
     state["queue"] = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
@@ -59,26 +68,43 @@ def describe_log_groups(session):
     return session.client("logs").describe_log_groups()["logGroups"]
 
 
-def test_stage_plan_reads_table_names_from_the_stage_config(plan):
-    config = deploy.chalice_config(plan.stage)
+def test_stage_plan_reads_names_from_the_stage_config(plan):
+    config = stage.chalice_config(plan.stage)
     assert {spec.name_env: name for spec, name in plan.table_names.items()} == {
         spec.name_env: config.environment_variables[spec.name_env] for spec in tables.ALL
     }
-    assert plan.queue_name == f"ecs-state-{plan.stage}-dead-letters"
-    assert plan.function_names == (
+    assert plan.queue_name == config.environment_variables["ECS_STATE_DEAD_LETTER_QUEUE"]
+    assert plan.queue_name == f"ecs-state-{plan.stage}-dead-letters"  # the packaged stack's name for it too
+    assert plan.event_function_names == (
         f"ecs-state-{plan.stage}-task_state_change", f"ecs-state-{plan.stage}-container_instance_state_change"
     )
-    assert plan.api_function_name == f"ecs-state-{plan.stage}"
+    assert plan.reconcile_function_name == f"ecs-state-{plan.stage}-reconcile"
+    assert plan.api_function_name == plan.deployment == f"ecs-state-{plan.stage}"
+    assert plan.item_rules.read_index is True
 
 
 def test_the_local_stage_is_not_deployable():
-    with pytest.raises(deploy.DeployError, match="'local' is for chalice local only"):
-        deploy.stage_plan("local")
+    with pytest.raises(stage.DeployError, match="'local' is for chalice local only"):
+        stage.stage_plan("local")
 
 
 def test_stage_plan_refuses_an_unknown_stage():
-    with pytest.raises(deploy.DeployError, match="'staging' is not in .chalice/config.json"):
-        deploy.stage_plan("staging")
+    with pytest.raises(stage.DeployError, match="'staging' is not in .chalice/config.json"):
+        stage.stage_plan("staging")
+
+
+@pytest.mark.parametrize("variable, value, problem", [
+    ("ECS_STATE_DEAD_LETTER_QUEUE", "", "must name its dead-letter queue in ECS_STATE_DEAD_LETTER_QUEUE"),
+    ("ECS_STATE_RETENTION_DAYS", "1", "ECS_STATE_RETENTION_DAYS must be at least 2"),
+    ("ECS_STATE_READ_INDEX", "on", "ECS_STATE_READ_INDEX must be"),
+])
+def test_stage_plan_refuses_bad_stage_settings_before_anything_runs(tmp_path, variable, value, problem):
+    config = json.loads((stage.ROOT / ".chalice" / "config.json").read_text())
+    config["stages"]["dev"]["environment_variables"][variable] = value
+    (tmp_path / ".chalice").mkdir()
+    (tmp_path / ".chalice" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(stage.DeployError, match=problem):
+        stage.stage_plan("dev", project_dir=tmp_path)
 
 
 def test_set_up_creates_tables_queue_and_alarm_as_defined(session, plan):
@@ -88,10 +114,13 @@ def test_set_up_creates_tables_queue_and_alarm_as_defined(session, plan):
     for spec, name in plan.table_names.items():
         request = spec.create_table_request(name)
         assert state[name]["KeySchema"] == request["KeySchema"]
-        assert state[name]["AttributeDefinitions"] == request["AttributeDefinitions"]
+        assert sorted(state[name]["AttributeDefinitions"], key=str) == sorted(request["AttributeDefinitions"], key=str)
         assert state[name]["BillingMode"] == request["BillingMode"] == "PAY_PER_REQUEST"
+        assert state[name]["GSIs"] == [tables.CLUSTER_INDEX.name]
         assert state[name]["SSE"]["Status"] == "ENABLED" and state[name]["SSE"]["SSEType"] == "KMS"
         assert state[name]["PITR"] == "ENABLED"
+        assert state[name]["TTL"] == {"TimeToLiveStatus": "ENABLED", "AttributeName": "cw_expires_at"}
+        assert state[name]["Tags"] == [{"Key": "ecs-state:deployment", "Value": plan.deployment}]
         assert f"created table {name}" in changes
     assert state["queue"]["MessageRetentionPeriod"] == "1209600"
     assert state["queue"]["SqsManagedSseEnabled"] == "true"
@@ -100,8 +129,9 @@ def test_set_up_creates_tables_queue_and_alarm_as_defined(session, plan):
     assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
     assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": plan.queue_name}]
     assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0.0)
+    assert alarm["AlarmActions"] == alarm["OKActions"] == []
     assert state["log groups"] == {
-        f"/aws/lambda/{name}": 30 for name in (*plan.function_names, plan.api_function_name)
+        f"/aws/lambda/{name}": 30 for name in (*plan.event_function_names, plan.reconcile_function_name, plan.api_function_name)
     }
 
 
@@ -116,7 +146,7 @@ def test_second_set_up_changes_nothing(session, plan):
     assert describe_everything(session, plan) == before
 
 
-def test_set_up_repairs_drifted_queue_alarm_and_backups(session, plan):
+def test_set_up_repairs_drifted_queue_alarm_backups_and_expiry(session, plan):
     deploy.set_up(session, plan)
     sqs, dynamodb = session.client("sqs"), session.client("dynamodb")
     url = sqs.get_queue_url(QueueName=plan.queue_name)["QueueUrl"]
@@ -125,6 +155,7 @@ def test_set_up_repairs_drifted_queue_alarm_and_backups(session, plan):
     dynamodb.update_continuous_backups(
         TableName=task_table, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": False}
     )
+    dynamodb.update_time_to_live(TableName=task_table, TimeToLiveSpecification={"Enabled": False, "AttributeName": "cw_expires_at"})
     session.client("cloudwatch").put_metric_alarm(
         AlarmName=plan.alarm_name, **{**deploy.alarm_settings(plan.queue_name), "Threshold": 10.0}
     )
@@ -134,33 +165,106 @@ def test_set_up_repairs_drifted_queue_alarm_and_backups(session, plan):
     _, changes = deploy.set_up(session, plan)
 
     assert sorted(changes) == sorted([
-        f"set MessageRetentionPeriod on queue {plan.queue_name}",
+        f"turned on TTL on cw_expires_at of {task_table}",
         f"enabled point-in-time recovery on {task_table}",
+        f"set MessageRetentionPeriod on queue {plan.queue_name}",
         f"updated alarm {plan.alarm_name}",
         f"set 30-day retention on {log_group}",
     ])
     state = describe_everything(session, plan)
     assert state["queue"]["MessageRetentionPeriod"] == "1209600"
     assert state[task_table]["PITR"] == "ENABLED"
+    assert state[task_table]["TTL"]["TimeToLiveStatus"] == "ENABLED"
     assert state["alarms"][0]["Threshold"] == 0.0
     assert state["log groups"][log_group] == 30
 
 
-def test_existing_docs_table_keeps_its_billing_and_gains_backups(session):
-    """The docs example's provisioned ECSTaskState: used as it is, only PITR and KMS added."""
-    plan = deploy.stage_plan("prod")
-    name = plan.table_names[tables.TASKS]
-    dynamodb = session.client("dynamodb")
-    request = tables.TASKS.create_table_request(name)
+def create_docs_example_table(dynamodb, name, spec=tables.TASKS):
+    """The ECS Developer Guide's table: its key only, provisioned, untagged."""
+    request = spec.create_table_request(name, read_index=False)
     del request["BillingMode"]
     dynamodb.create_table(**request, ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 5})
 
-    changes = deploy.ensure_table(dynamodb, tables.TASKS, name)
 
-    assert changes == [f"encrypted table {name} with KMS", f"enabled point-in-time recovery on {name}"]
-    table = dynamodb.describe_table(TableName=name)["Table"]
+def ensure_table(dynamodb, spec, name, confirm=yes, rules=None, options=migrate.DEPLOY):
+    plan = stage.stage_plan("prod")
+    return migrate.ensure_tables(dynamodb, {spec: name}, rules or plan.item_rules, plan.deployment, options, confirm,
+                                 pause=lambda seconds: None)
+
+
+def test_the_docs_example_table_keeps_its_billing_and_gains_index_expiry_and_backups(session):
+    dynamodb = session.client("dynamodb")
+    create_docs_example_table(dynamodb, "ECSTaskState")
+    shown = []
+
+    changes = ensure_table(dynamodb, tables.TASKS, "ECSTaskState", confirm=lambda lines: shown.extend(lines) or True)
+
+    assert shown == [
+        "ECSTaskState: add index clusterArn-cw_phase-index (provisioned like the table: 5 read and 5 write capacity units)",
+        "ECSTaskState: add cw_phase and cw_expires_at to the items stored without them (a scan of the table)",
+        "ECSTaskState: turn on TTL on cw_expires_at",
+        "ECSTaskState: encrypt with the AWS managed KMS key",
+        "ECSTaskState: turn on point-in-time recovery",
+    ]
+    assert changes == [
+        "created index clusterArn-cw_phase-index on ECSTaskState",  # (the table is empty: no item to backfill)
+        "turned on TTL on cw_expires_at of ECSTaskState",
+        "encrypted table ECSTaskState with KMS",
+        "enabled point-in-time recovery on ECSTaskState",
+    ]
+    table = dynamodb.describe_table(TableName="ECSTaskState")["Table"]
     assert table["ProvisionedThroughput"]["WriteCapacityUnits"] == 5
     assert table.get("BillingModeSummary", {}).get("BillingMode", "PROVISIONED") == "PROVISIONED"
+    [index] = table["GlobalSecondaryIndexes"]
+    assert index["ProvisionedThroughput"]["ReadCapacityUnits"] == index["ProvisionedThroughput"]["WriteCapacityUnits"] == 5
+    assert dynamodb.list_tags_of_resource(ResourceArn=table["TableArn"]).get("Tags", []) == []  # still not ecs-state's
+
+
+def test_a_table_ecs_state_did_not_create_is_not_changed_without_confirmation(session):
+    dynamodb = session.client("dynamodb")
+    create_docs_example_table(dynamodb, "ECSTaskState")
+
+    with pytest.raises(stage.DeployError, match=(
+        "not changing tables ecs-state did not create without confirmation: "
+        "ECSTaskState: add index clusterArn-cw_phase-index .*; ECSTaskState: turn on TTL on cw_expires_at; .*YES=1"
+    )):
+        ensure_table(dynamodb, tables.TASKS, "ECSTaskState", confirm=migrate.confirm_on_terminal(False))
+
+    table = dynamodb.describe_table(TableName="ECSTaskState")["Table"]
+    assert not table.get("GlobalSecondaryIndexes") and "SSEDescription" not in table
+    assert dynamodb.describe_time_to_live(TableName="ECSTaskState")["TimeToLiveDescription"]["TimeToLiveStatus"] == "DISABLED"
+
+
+class Terminal:
+    def __init__(self, answer):
+        self.answer = answer
+
+    def isatty(self):
+        return True
+
+    def readline(self):
+        return self.answer
+
+
+@pytest.mark.parametrize("answer, goes_ahead", [("yes\n", True), ("y\n", True), ("\n", False), ("no\n", False)])
+def test_confirmation_on_a_terminal_lists_the_changes_and_takes_a_yes(answer, goes_ahead, capsys):
+    confirm = migrate.confirm_on_terminal(False, stdin=Terminal(answer))
+    assert confirm(["ECSTaskState: turn on TTL on cw_expires_at"]) is goes_ahead
+    out = capsys.readouterr().out
+    assert "ecs-state did not create these tables" in out and "  - ECSTaskState: turn on TTL on cw_expires_at" in out
+    assert migrate.confirm_on_terminal(True, stdin=Terminal("no\n"))(["anything"]) is True  # --yes asks nothing
+
+
+@pytest.mark.parametrize("attribute_type", ["N", "B"])
+def test_a_key_of_another_type_is_refused_before_any_change(session, attribute_type):
+    dynamodb = session.client("dynamodb")
+    dynamodb.create_table(
+        TableName="ECSTaskState", KeySchema=[{"AttributeName": "taskArn", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "taskArn", "AttributeType": attribute_type}], BillingMode="PAY_PER_REQUEST",
+    )
+    with pytest.raises(stage.DeployError, match=f"table ECSTaskState defines taskArn as type {attribute_type}, ecs-state needs S"):
+        ensure_table(dynamodb, tables.TASKS, "ECSTaskState")
+    assert not dynamodb.describe_table(TableName="ECSTaskState")["Table"].get("GlobalSecondaryIndexes")
 
 
 def test_existing_table_with_another_key_is_refused(session):
@@ -171,24 +275,52 @@ def test_existing_table_with_another_key_is_refused(session):
         AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
     )
-    with pytest.raises(deploy.DeployError, match="table wrong-key has key .*taskArn"):
-        deploy.ensure_table(dynamodb, tables.TASKS, "wrong-key")
+    with pytest.raises(stage.DeployError, match="table wrong-key has key .*taskArn"):
+        ensure_table(dynamodb, tables.TASKS, "wrong-key")
     assert "SSEDescription" not in dynamodb.describe_table(TableName="wrong-key")["Table"]
 
 
-def test_indexes_of_the_definition_are_added_to_an_existing_table_without_them(session):
-    # e.g. the docs example's ECSTaskState: its key only, none of the read API's indexes.
+def test_a_table_expiring_items_on_another_attribute_is_refused_before_any_change(session):
     dynamodb = session.client("dynamodb")
-    dynamodb.create_table(**tables.TASKS.create_table_request("tasks", read_index=False))
+    create_docs_example_table(dynamodb, "ECSTaskState")
+    dynamodb.update_time_to_live(TableName="ECSTaskState", TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"})
+    with pytest.raises(stage.DeployError, match="table ECSTaskState has TTL on ttl; ecs-state needs it on cw_expires_at"):
+        ensure_table(dynamodb, tables.TASKS, "ECSTaskState")
+    assert not dynamodb.describe_table(TableName="ECSTaskState")["Table"].get("GlobalSecondaryIndexes")
 
-    changes = deploy.ensure_table(dynamodb, tables.TASKS, "tasks", pause=lambda seconds: None)
 
-    wanted = [tables.TASKS.cluster_index.name]
-    assert [change for change in changes if "index" in change] == [f"created index {name} on tasks" for name in wanted]
-    described = dynamodb.describe_table(TableName="tasks")["Table"]["GlobalSecondaryIndexes"]
-    assert sorted(index["IndexName"] for index in described) == sorted(wanted)
-    # (moto forgets the table's SSE setting when an index is added, so only indexes are compared here.)
-    assert [change for change in deploy.ensure_table(dynamodb, tables.TASKS, "tasks") if "index" in change] == []
+def test_an_older_ecs_state_table_gets_the_read_index_then_loses_the_old_one(session):
+    dynamodb = session.client("dynamodb")
+    create_older_ecs_state_table(dynamodb, "tasks")
+    dynamodb.put_item(TableName="tasks", Item={
+        "taskArn": {"S": "arn:aws:ecs:us-east-1:111122223333:task/c/1"}, "version": {"N": "3"},
+        "clusterArn": {"S": "arn:aws:ecs:us-east-1:111122223333:cluster/c"}, "lastStatus": {"S": "RUNNING"},
+    })
+
+    changes = ensure_table(dynamodb, tables.TASKS, "tasks", options=migrate.MIGRATE)
+
+    assert changes == [
+        "created index clusterArn-cw_phase-index on tasks",
+        "added cw_phase and cw_expires_at to 1 of 1 items of tasks",
+        "deleted index clusterArn-lastStatus-index from tasks",
+        "turned on TTL on cw_expires_at of tasks",
+    ]
+    indexes = dynamodb.describe_table(TableName="tasks")["Table"]["GlobalSecondaryIndexes"]
+    assert [index["IndexName"] for index in indexes] == ["clusterArn-cw_phase-index"]
+    item = dynamodb.get_item(TableName="tasks", Key={"taskArn": {"S": "arn:aws:ecs:us-east-1:111122223333:task/c/1"}})["Item"]
+    assert item["cw_phase"] == {"S": "open"} and "cw_expires_at" not in item
+
+
+def test_a_stage_turning_the_read_index_off_drops_it(session):
+    dynamodb = session.client("dynamodb")
+    plan = stage.stage_plan("dev")
+    deploy.set_up(session, plan)
+    name = plan.table_names[tables.TASKS]
+
+    changes = ensure_table(dynamodb, tables.TASKS, name, rules=plan.item_rules._replace(read_index=False))
+
+    assert changes == [f"deleted index clusterArn-cw_phase-index from {name}"]
+    assert not dynamodb.describe_table(TableName=name)["Table"].get("GlobalSecondaryIndexes")
 
 
 def create_function(session, name: str) -> str:
@@ -202,39 +334,144 @@ def create_function(session, name: str) -> str:
     )["FunctionArn"]
 
 
-def test_event_invoke_configs_send_failures_to_the_queue_once(session, plan):
-    queue_arn, _ = deploy.set_up(session, plan)
+def create_functions(session, plan):
+    """What `chalice deploy` (or terraform apply) creates, as far as the later steps look."""
     for name in plan.function_names:
         create_function(session, name)
-    client = session.client("lambda")
 
-    changes = deploy.apply_event_invoke_configs(client, plan.function_names, queue_arn)
 
-    assert changes == [f"set retries and OnFailure destination of {name}" for name in plan.function_names]
-    for name in plan.function_names:
+def lambda_as_aws_answers(client):
+    """Lambda answers GetFunctionEventInvokeConfig with "OnSuccess": {} and "OnFailure": {} for a
+    destination not set (moto leaves them out), and PutFunctionEventInvokeConfig replaces the
+    config (moto adds a second one, and keeps answering with the first)."""
+
+    def replace(params, **kwargs):
+        try:
+            client.delete_function_event_invoke_config(FunctionName=params["FunctionName"])
+        except client.exceptions.ResourceNotFoundException:
+            pass
+
+    def add_empty_destinations(parsed, **kwargs):
+        destinations = parsed.setdefault("DestinationConfig", {})
+        destinations.setdefault("OnSuccess", {})
+        destinations.setdefault("OnFailure", {})
+
+    client.meta.events.register("after-call.lambda.GetFunctionEventInvokeConfig", add_empty_destinations)
+    client.meta.events.register("before-parameter-build.lambda.PutFunctionEventInvokeConfig", replace)
+    return client
+
+
+def test_event_invoke_configs_send_failures_to_the_queue_once(session, plan):
+    queue_arn, _ = deploy.set_up(session, plan)
+    create_functions(session, plan)
+    client = lambda_as_aws_answers(session.client("lambda"))
+
+    changes = deploy.apply_event_invoke_configs(client, plan, queue_arn)
+
+    assert changes == [f"set retries and OnFailure destination of {name}" for name in plan.event_function_names] + [
+        f"set retries of {plan.reconcile_function_name} to 0: the next scheduled pass follows a failed one"
+    ]
+    for name in plan.event_function_names:
         config = client.get_function_event_invoke_config(FunctionName=name)
         assert config["DestinationConfig"]["OnFailure"]["Destination"] == queue_arn
         assert config["MaximumRetryAttempts"] == deploy.EVENT_INVOKE_MAX_RETRY_ATTEMPTS
         assert config["MaximumEventAgeInSeconds"] == deploy.EVENT_INVOKE_MAX_EVENT_AGE_SECONDS
-    assert deploy.apply_event_invoke_configs(client, plan.function_names, queue_arn) == []
+    config = client.get_function_event_invoke_config(FunctionName=plan.reconcile_function_name)
+    assert config["MaximumRetryAttempts"] == 0
+    assert config["DestinationConfig"] == {"OnSuccess": {}, "OnFailure": {}}
+    # Lambda's empty "OnSuccess": {} is no reason to write again (it was, on every deploy).
+    assert deploy.apply_event_invoke_configs(client, plan, queue_arn) == []
+
+
+def test_event_invoke_configs_keep_what_ecs_state_does_not_own(session):
+    plan = stage.stage_plan("dev")
+    queue_arn, _ = deploy.set_up(session, plan)
+    create_functions(session, plan)
+    client = lambda_as_aws_answers(session.client("lambda"))
+    name = plan.event_function_names[0]
+    session.client("sqs").create_queue(QueueName="audit")
+    audit_arn = deploy.queue_arn(session.client("sqs"), "audit")
+    client.put_function_event_invoke_config(
+        FunctionName=name, MaximumRetryAttempts=1, DestinationConfig={"OnSuccess": {"Destination": audit_arn}}
+    )
+
+    deploy.apply_event_invoke_configs(client, plan, queue_arn)
+
+    config = client.get_function_event_invoke_config(FunctionName=name)
+    assert config["MaximumRetryAttempts"] == deploy.EVENT_INVOKE_MAX_RETRY_ATTEMPTS
+    assert config["DestinationConfig"]["OnSuccess"] == {"Destination": audit_arn}
+    assert config["DestinationConfig"]["OnFailure"] == {"Destination": queue_arn}
 
 
 def test_event_invoke_configs_need_the_functions_and_the_queue(session, plan):
-    with pytest.raises(deploy.DeployError, match=f"queue {plan.queue_name} does not exist: run the set-up step"):
+    with pytest.raises(stage.DeployError, match=f"queue {plan.queue_name} does not exist: run the set-up step"):
         deploy.queue_arn(session.client("sqs"), plan.queue_name)
     queue_arn, _ = deploy.set_up(session, plan)
-    with pytest.raises(deploy.DeployError, match=f"function {plan.function_names[0]} does not exist"):
-        deploy.apply_event_invoke_configs(session.client("lambda"), plan.function_names, queue_arn)
+    with pytest.raises(stage.DeployError, match=f"function {plan.event_function_names[0]} does not exist"):
+        deploy.apply_event_invoke_configs(session.client("lambda"), plan, queue_arn)
+
+
+def test_the_reconcile_pass_is_started_asynchronously_with_a_scheduled_event(session, plan):
+    create_functions(session, plan)
+    client = session.client("lambda")
+    calls = []
+    client.meta.events.register("before-call.lambda.Invoke", lambda params, **kwargs: calls.append(params))
+
+    changes = deploy.start_reconcile_pass(client, plan.reconcile_function_name)
+
+    assert changes == [f"started a reconcile pass: {plan.reconcile_function_name} fills the tables from the ECS API now; "
+                       f"its summary is logged to /aws/lambda/{plan.reconcile_function_name}"]
+    [call] = calls
+    assert call["headers"]["X-Amz-Invocation-Type"] == "Event"
+    event = json.loads(call["body"])
+    assert set(event) == {"version", "id", "detail-type", "source", "account", "time", "region", "resources", "detail"}
+    assert (event["source"], event["detail-type"], event["region"]) == ("aws.events", "Scheduled Event", REGION)
+    from chalice.app import CloudWatchEvent
+
+    assert CloudWatchEvent(event, None).to_dict() == event  # what the reconcile handler is given
+
+
+@pytest.mark.parametrize("stage_name", ["dev"])
+def test_the_alarm_notifies_a_topic_given_by_arn(session, stage_name):
+    plan = stage.stage_plan(stage_name)
+    topic = session.client("sns").create_topic(Name="ops")["TopicArn"]
+
+    _, changes = deploy.set_up(session, plan, notify=topic)
+
+    [alarm] = describe_everything(session, plan)["alarms"]
+    assert alarm["AlarmActions"] == alarm["OKActions"] == [topic]
+    assert deploy.set_up(session, plan, notify=topic)[1] == []
+    assert deploy.set_up(session, plan)[1] == []  # without NOTIFY, the actions stay
+    assert describe_everything(session, plan)["alarms"][0]["AlarmActions"] == [topic]
+
+
+def test_the_alarm_notifies_an_email_through_a_topic_of_its_own(session):
+    plan = stage.stage_plan("dev")
+
+    _, changes = deploy.set_up(session, plan, notify="ops@example.com")
+
+    topic_name = "ecs-state-dev-alarms"
+    assert f"created topic {topic_name}" in changes
+    assert f"subscribed ops@example.com to topic {topic_name}: confirm with the link in the e-mail AWS sends" in changes
+    sns = session.client("sns")
+    [topic] = [t["TopicArn"] for t in sns.list_topics()["Topics"] if t["TopicArn"].endswith(f":{topic_name}")]
+    assert [s["Endpoint"] for s in sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]] == ["ops@example.com"]
+    assert describe_everything(session, plan)["alarms"][0]["AlarmActions"] == [topic]
+    assert deploy.set_up(session, plan, notify="ops@example.com")[1] == []
+
+
+def test_a_notification_target_that_is_neither_topic_nor_email_is_refused(session):
+    with pytest.raises(stage.DeployError, match="NOTIFY must be an SNS topic ARN or an e-mail address, got 'ops'"):
+        deploy.set_up(session, stage.stage_plan("dev"), notify="ops")
 
 
 def test_tear_down_keeps_tables_unless_asked(session, plan):
-    deploy.set_up(session, plan)
+    deploy.set_up(session, plan, notify="ops@example.com")
 
     deleted = destroy.tear_down(session, plan)
 
-    assert deleted == [f"deleted alarm {plan.alarm_name}", f"deleted queue {plan.queue_name}"] + [
-        f"deleted log group {name}" for name in plan.log_group_names
-    ]
+    assert deleted == [f"deleted alarm {plan.alarm_name}", f"deleted topic {plan.deployment}-alarms",
+                       f"deleted queue {plan.queue_name}"] + [f"deleted log group {name}" for name in plan.log_group_names]
     assert describe_log_groups(session) == []
     dynamodb = session.client("dynamodb")
     assert sorted(dynamodb.list_tables()["TableNames"]) == sorted(plan.table_names.values())
@@ -246,16 +483,52 @@ def test_tear_down_keeps_tables_unless_asked(session, plan):
     assert dynamodb.list_tables()["TableNames"] == []
 
 
-def test_make_deploy_runs_set_up_chalice_deploy_then_invoke_configs(session, monkeypatch, capsys):
+def test_tear_down_deletes_only_the_tables_ecs_state_created_for_the_stage(session):
+    plan = stage.stage_plan("prod")
+    dynamodb = session.client("dynamodb")
+    create_docs_example_table(dynamodb, "ECSTaskState")  # the docs example's, used by prod
+    deploy.set_up(session, plan, confirm=yes)  # creates ECSCtrInstanceState, tagged
+
+    deleted = destroy.tear_down(session, plan, delete_tables=True)
+
+    assert deleted[-2:] == [
+        "kept table ECSTaskState: ecs-state did not create it (no ecs-state:deployment tag), "
+        "e.g. the docs example's; delete it yourself if its data may go",
+        "deleted table ECSCtrInstanceState",
+    ]
+    assert dynamodb.list_tables()["TableNames"] == ["ECSTaskState"]
+
+
+def test_destroy_refuses_while_events_wait_in_the_queue_unless_forced(session, monkeypatch):
+    monkeypatch.setattr(destroy, "run_chalice", lambda *args, **options: pytest.fail(f"chalice {args} ran"))
+    plan = stage.stage_plan("dev")
+    deploy.set_up(session, plan)
+    sqs = session.client("sqs")
+    url = sqs.get_queue_url(QueueName=plan.queue_name)["QueueUrl"]
+    for n in range(3):
+        sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"n": n}))
+    sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1)  # one in flight counts too
+
+    with pytest.raises(stage.DeployError, match=(
+        'queue ecs-state-dev-dead-letters holds 3 events ecs-state could not record: redrive them first '
+        r'\(docs/deploy.md, "Redriving the dead-letter queue"\), or delete them with it: make destroy STAGE=dev FORCE=1'
+    )):
+        destroy.main(["--stage", "dev"])
+    assert sqs.list_queues()["QueueUrls"] == [url]
+
+    assert destroy.main(["--stage", "dev", "--without-chalice-delete", "--force"]) == 0
+    assert sqs.list_queues().get("QueueUrls", []) == []
+
+
+def test_make_deploy_runs_set_up_chalice_deploy_invoke_configs_then_a_pass(session, monkeypatch, capsys):
     """The whole `make deploy` sequence, with `chalice deploy` stood in for by creating the functions."""
-    plan = deploy.stage_plan("dev")
+    plan = stage.stage_plan("dev")
     calls = []
 
     def fake_chalice(*args, **options):
         calls.append(args)
         assert session.client("dynamodb").list_tables()["TableNames"], "chalice deploy ran before the set-up step"
-        for name in plan.function_names:
-            create_function(session, name)
+        create_functions(session, plan)
 
     monkeypatch.setattr(deploy, "run_chalice", fake_chalice)
 
@@ -263,20 +536,26 @@ def test_make_deploy_runs_set_up_chalice_deploy_then_invoke_configs(session, mon
 
     assert calls == [("deploy", "--stage", "dev")]
     queue_arn = deploy.queue_arn(session.client("sqs"), plan.queue_name)
-    for name in plan.function_names:
+    for name in plan.event_function_names:
         config = session.client("lambda").get_function_event_invoke_config(FunctionName=name)
         assert config["DestinationConfig"]["OnFailure"]["Destination"] == queue_arn
-    assert f"set retries and OnFailure destination of {plan.function_names[0]}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"set retries and OnFailure destination of {plan.event_function_names[0]}" in out
+    assert f"started a reconcile pass: {plan.reconcile_function_name}" in out
+
+    monkeypatch.setattr(deploy, "run_chalice", lambda *args, **options: calls.append(args))
+    assert deploy.main(["--stage", "dev"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("  - nothing to change") == 2  # set-up and event-invoke-configs
 
 
 def test_terraform_steps_and_destroy_without_chalice(session, monkeypatch):
     monkeypatch.setattr(deploy, "run_chalice", lambda *args, **options: pytest.fail(f"chalice {args} ran"))
     monkeypatch.setattr(destroy, "run_chalice", lambda *args, **options: pytest.fail(f"chalice {args} ran"))
-    plan = deploy.stage_plan("dev")
+    plan = stage.stage_plan("dev")
 
     assert deploy.main(["--stage", "dev", "--only", "set-up"]) == 0
-    for name in plan.function_names:  # what terraform apply creates
-        create_function(session, name)
+    create_functions(session, plan)  # what terraform apply creates
     assert deploy.main(["--stage", "dev", "--only", "event-invoke-configs"]) == 0
     assert destroy.main(["--stage", "dev", "--without-chalice-delete", "--delete-tables"]) == 0
 

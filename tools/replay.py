@@ -7,6 +7,9 @@ container instance, exactly the highest version delivered; if not, exit 1.
 
 By default it runs on an embedded DynamoDB (moto, on a free loopback port);
 ``--endpoint`` points it at any other: DynamoDB Local, LocalStack, or ``aws``.
+With ``aws`` the sample events must not land in real tables: the run needs
+table names of its own (--task-table, --container-instance-table), refuses
+names that exist already, and creates them.
 """
 import argparse
 import json
@@ -138,9 +141,18 @@ def main(argv: List[str] = None) -> int:
         default="embedded",
         help="'embedded' (moto on loopback, default), a DynamoDB URL such as http://127.0.0.1:8000, or 'aws'",
     )
+    from chalicelib import tables
+
+    for spec in tables.ALL:
+        parser.add_argument(f"--{spec.kind.replace('_', '-')}-table", dest=spec.kind, metavar="NAME",
+                            help=f"{spec.kind.replace('_', ' ')} table to create (required with --endpoint aws)")
     args = parser.parse_args(argv)
     if not 0 <= args.duplicate_rate <= 1 or args.concurrency < 1:
         parser.error("--duplicate-rate must be within [0, 1] and --concurrency at least 1")
+    table_names = {spec: getattr(args, spec.kind) for spec in tables.ALL if getattr(args, spec.kind)}
+    if args.endpoint == "aws" and len(table_names) < len(tables.ALL):
+        parser.error("--endpoint aws writes sample events: name new tables for them with "
+                     "--task-table and --container-instance-table")
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     # Quiet by default: the run prints its own summary; EMF and INFO lines would bury it.
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
@@ -164,10 +176,14 @@ def main(argv: List[str] = None) -> int:
             os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint
         else:
             endpoint = "AWS (default credentials and region)"
-        from chalicelib import settings, tables
+        from chalicelib import settings
 
+        for spec, name in table_names.items():
+            os.environ[spec.name_env] = name
         settings.reset_client()
         client = settings.dynamodb_client()
+        if args.endpoint == "aws":
+            refuse_existing_tables(client, table_names.values())
         create_tables(client, {spec: settings.table_name(spec) for spec in tables.ALL})
 
         print(f"ecs-state local run: {len(events)} events from {args.events}, {len(deliveries)} deliveries, "
@@ -187,7 +203,21 @@ def main(argv: List[str] = None) -> int:
         print(f"FAILED: {len(errors)} deliveries raised, {len(problems)} items are not the latest version", file=sys.stderr)
         return 1
     print(f"OK: every one of {len(expected)} items holds its highest delivered version")
+    if args.endpoint == "aws":
+        print(f"The run created tables {', '.join(table_names.values())} in your account: delete them when done "
+              "(aws dynamodb delete-table --table-name ...).")
     return 0
+
+
+def refuse_existing_tables(client: Any, names: Any) -> None:
+    """Sample events go only into tables this run creates, never into a real one."""
+    for name in names:
+        try:
+            client.describe_table(TableName=name)
+        except client.exceptions.ResourceNotFoundException:
+            continue
+        sys.exit(f"error: table {name} exists: --endpoint aws writes sample events only into tables the run "
+                 "creates; name new ones")
 
 
 if __name__ == "__main__":

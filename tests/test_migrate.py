@@ -1,0 +1,278 @@
+"""The table part of `make deploy` and `make migrate` on Amazon's DynamoDB Local: tables as users
+have them (the docs example's: provisioned, no index, items in them; an older ecs-state's, with
+the index keyed by status), brought to ecs-state's definition without losing an event's write.
+
+DynamoDB Local has no tagging, point-in-time recovery or encryption settings: a thin wrapper keeps
+those here (tests/test_deploy.py proves them on moto). The CLI runs on moto, which has tagging.
+"""
+import time
+from typing import Any, Dict, List
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from chalicelib import attributes, recorder, settings
+from chalicelib.events import EXPIRY_GRACE_SECONDS, parse_time
+from chalicelib.tables import CONTAINER_INSTANCES, TASKS, TableSpec
+from tests.conftest import IN_CI
+from tests.helpers import (
+    container_instance_event,
+    create_older_ecs_state_table,
+    legacy_index_definition,
+    stored_item,
+    task_event,
+)
+from tools import migrate
+from tools.local_dynamodb import DynamoDBLocal, Unavailable
+from tools.stage import stage_plan
+
+PLAN = stage_plan("prod")  # the docs example's tables, 14 days' retention
+
+
+def short_pause(seconds: float) -> None:
+    """DynamoDB Local builds an index in the background too: wait for it, briefly."""
+    time.sleep(0.2)
+RETENTION = PLAN.item_rules.retention_seconds
+
+
+class WithoutTaggingBackupsOrEncryption:
+    """A DynamoDB Local client, with tags, point-in-time recovery and SSE kept in this object."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.backups: set = set()
+        self.encrypted: set = set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def list_tags_of_resource(self, ResourceArn: str) -> Dict[str, Any]:
+        return {"Tags": []}  # the docs example tags nothing
+
+    def describe_continuous_backups(self, TableName: str) -> Dict[str, Any]:
+        status = "ENABLED" if TableName in self.backups else "DISABLED"
+        return {"ContinuousBackupsDescription": {"PointInTimeRecoveryDescription": {"PointInTimeRecoveryStatus": status}}}
+
+    def update_continuous_backups(self, TableName: str, **request: Any) -> None:
+        self.backups.add(TableName)
+
+    def describe_table(self, TableName: str) -> Dict[str, Any]:
+        response = self._client.describe_table(TableName=TableName)
+        if TableName in self.encrypted:
+            response["Table"]["SSEDescription"] = {"Status": "ENABLED", "SSEType": "KMS"}
+        return response
+
+    def update_table(self, **request: Any) -> Any:
+        if "SSESpecification" in request:
+            self.encrypted.add(request["TableName"])
+            return {}
+        return self._client.update_table(**request)
+
+
+def docs_example_items(count: int = 12) -> List[Dict[str, Any]]:
+    """What the docs example stores: cw_version and the detail, no ecs-state field; every third task STOPPED."""
+    items = []
+    for n in range(count):
+        stopped = n % 3 == 0
+        event = task_event(n + 2, task_id=f"{n:032x}", **(
+            {"lastStatus": "STOPPED", "desiredStatus": "STOPPED", "stoppedAt": f"2026-11-2{n % 10}T08:00:00.5Z"}
+            if stopped else {}
+        ))
+        items.append({"cw_version": event["version"], **event["detail"]})
+    event = container_instance_event(4, status="INACTIVE")
+    items.append({"cw_version": event["version"], **event["detail"]})
+    return items
+
+
+def encoded(item: Dict[str, Any]) -> Dict[str, Any]:
+    return {name: attributes.encode(value)[0] for name, value in item.items()}
+
+
+@pytest.fixture(scope="module")
+def own_dynamodb_local():
+    """A DynamoDB Local of these tests' own: after the fault tests' hung and cut requests, the shared
+    one can leave a new index CREATING for minutes."""
+    server = DynamoDBLocal()
+    try:
+        server.start()
+    except Unavailable as error:
+        if IN_CI:
+            pytest.fail(f"DynamoDB Local is required in CI: {error}", pytrace=False)
+        pytest.skip(f"DynamoDB Local unavailable: {error}")
+    yield server.endpoint
+    server.stop()
+
+
+@pytest.fixture
+def dynamodb_local(own_dynamodb_local, use_endpoint):
+    return use_endpoint(own_dynamodb_local)
+
+
+@pytest.fixture
+def docs_example_tables(dynamodb_local):
+    """The stage's tables made as the docs example makes them: provisioned, key only, its items in them."""
+    for spec in (TASKS, CONTAINER_INSTANCES):
+        name = settings.table_name(spec)
+        dynamodb_local.delete_table(TableName=name)
+        dynamodb_local.get_waiter("table_not_exists").wait(TableName=name)
+        request = spec.create_table_request(name, read_index=False)
+        del request["BillingMode"]
+        dynamodb_local.create_table(**request, ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 5})
+    for item in docs_example_items():
+        spec = TASKS if "taskArn" in item else CONTAINER_INSTANCES
+        dynamodb_local.put_item(TableName=settings.table_name(spec), Item=encoded(item))
+    return dynamodb_local
+
+
+def names() -> Dict[TableSpec, str]:
+    return {spec: settings.table_name(spec) for spec in (TASKS, CONTAINER_INSTANCES)}
+
+
+def upgrade(client: Any, options: migrate.TableOptions = migrate.DEPLOY) -> List[str]:
+    return migrate.ensure_tables(client, names(), PLAN.item_rules, PLAN.deployment, options,
+                                 confirm=lambda changes: True, pause=short_pause)
+
+
+def test_the_docs_example_tables_are_upgraded_in_place_and_a_second_run_changes_nothing(docs_example_tables):
+    client = WithoutTaggingBackupsOrEncryption(docs_example_tables)
+
+    changes = upgrade(client)
+
+    task_table = settings.table_name(TASKS)
+    assert f"created index clusterArn-cw_phase-index on {task_table}" in changes
+    assert f"added cw_phase and cw_expires_at to 12 of 12 items of {task_table}" in changes
+    for spec, name in names().items():
+        table = docs_example_tables.describe_table(TableName=name)["Table"]
+        assert table.get("BillingModeSummary", {}).get("BillingMode", "PROVISIONED") == "PROVISIONED"
+        [index] = table["GlobalSecondaryIndexes"]
+        assert (index["IndexName"], index["IndexStatus"]) == ("clusterArn-cw_phase-index", "ACTIVE")
+        assert index["ProvisionedThroughput"]["WriteCapacityUnits"] == 5
+        ttl = docs_example_tables.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+        assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", "cw_expires_at")
+    for item in docs_example_items():
+        spec = TASKS if "taskArn" in item else CONTAINER_INSTANCES
+        stored = stored_item(docs_example_tables, spec, item[spec.key])
+        finished = item.get(spec.status_field) in spec.finished_statuses
+        assert stored["cw_phase"] == ("finished" if finished else "open")
+        if spec is TASKS and finished:
+            assert stored["cw_expires_at"] == int(parse_time(item["stoppedAt"], "stoppedAt")) + RETENTION + EXPIRY_GRACE_SECONDS
+        elif finished:  # no finish time of its own, no cw_time: dated from the migration
+            assert stored["cw_expires_at"] > int(parse_time("2026-11-22T00:00:00Z", "t")) + RETENTION
+        else:
+            assert "cw_expires_at" not in stored
+        raw = docs_example_tables.get_item(TableName=names()[spec], Key={spec.key: {"S": item[spec.key]}})["Item"]
+        assert {name: attributes.decode(value) for name, value in raw.items()
+                if name not in ("cw_phase", "cw_expires_at")} == item  # nothing else touched
+    # The read index answers at once: the open tasks of the cluster.
+    cluster = docs_example_items()[0]["clusterArn"]
+    open_tasks = docs_example_tables.query(
+        TableName=names()[TASKS], IndexName="clusterArn-cw_phase-index",
+        KeyConditionExpression="clusterArn = :c AND cw_phase = :p",
+        ExpressionAttributeValues={":c": {"S": cluster}, ":p": {"S": "open"}},
+    )["Items"]
+    assert len(open_tasks) == 8
+
+    assert upgrade(client) == []
+
+
+def test_an_older_ecs_state_table_between_the_packaged_stacks_two_updates(dynamodb_local):
+    """After update 1 (KeepLegacyIndex=yes) a table has both indexes; make migrate backfills and drops the old one."""
+    name = settings.table_name(TASKS)
+    dynamodb_local.delete_table(TableName=name)
+    dynamodb_local.get_waiter("table_not_exists").wait(TableName=name)
+    request = TASKS.create_table_request(name)
+    request["AttributeDefinitions"].append({"AttributeName": "lastStatus", "AttributeType": "S"})
+    request["GlobalSecondaryIndexes"].append(legacy_index_definition(TASKS))
+    dynamodb_local.create_table(**request)
+    dynamodb_local.update_time_to_live(TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "cw_expires_at"})
+    for item in docs_example_items():
+        if "taskArn" in item:
+            dynamodb_local.put_item(TableName=name, Item=encoded(item))
+
+    changes = migrate.ensure_tables(WithoutTaggingBackupsOrEncryption(dynamodb_local), {TASKS: name}, PLAN.item_rules,
+                                    PLAN.deployment, migrate.MIGRATE, lambda changes: True, pause=short_pause)
+
+    assert changes == [f"added cw_phase and cw_expires_at to 12 of 12 items of {name}",
+                       f"deleted index clusterArn-lastStatus-index from {name}"]
+    indexes = dynamodb_local.describe_table(TableName=name)["Table"]["GlobalSecondaryIndexes"]
+    assert [index["IndexName"] for index in indexes] == ["clusterArn-cw_phase-index"]
+
+
+def test_an_event_racing_the_backfill_wins(docs_example_tables):
+    """The backfill read the item at version 2; an event stores version 3 before its write."""
+    name = settings.table_name(TASKS)
+    [read] = [item for item in docs_example_tables.scan(TableName=name)["Items"] if item["version"]["N"] == "3"]
+    arn = read["taskArn"]["S"]
+    newer = task_event(9, task_id=arn.rsplit("/", 1)[-1], lastStatus="STOPPED", stoppedAt="2026-11-22T09:00:00Z")
+    assert recorder.record(newer)["outcome"] == "updated"
+    before = stored_item(docs_example_tables, TASKS, arn)
+
+    assert migrate.backfill_item(docs_example_tables, TASKS, name, read, PLAN.item_rules) is False
+
+    assert stored_item(docs_example_tables, TASKS, arn) == before
+
+
+def test_the_backfill_never_overwrites_what_an_item_has(docs_example_tables):
+    name = settings.table_name(TASKS)
+    item = encoded({**docs_example_items()[0], "cw_expires_at": 12345})  # STOPPED, with an expiry of its own
+    docs_example_tables.put_item(TableName=name, Item=item)
+
+    assert migrate.backfill_item(docs_example_tables, TASKS, name, item, PLAN.item_rules) is True
+
+    stored = stored_item(docs_example_tables, TASKS, item["taskArn"]["S"])
+    assert (stored["cw_phase"], stored["cw_expires_at"]) == ("finished", 12345)
+    assert migrate.backfill_item(docs_example_tables, TASKS, name, docs_example_tables.get_item(
+        TableName=name, Key={"taskArn": item["taskArn"]})["Item"], PLAN.item_rules) is False
+
+
+# -- make migrate ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def moto_session(monkeypatch):
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        yield boto3.session.Session()
+
+
+def test_make_migrate_runs_the_table_part_on_named_tables(moto_session, capsys):
+    dynamodb = moto_session.client("dynamodb")
+    for spec, name in ((TASKS, "stack-tasks"), (CONTAINER_INSTANCES, "stack-container-instances")):
+        request = spec.create_table_request(name)
+        request["Tags"] = [{"Key": "ecs-state:deployment", "Value": "stack"}]  # the packaged stack's own
+        dynamodb.create_table(**request)
+    dynamodb.put_item(TableName="stack-tasks", Item=encoded(docs_example_items()[1]))
+
+    assert migrate.main(["--stage", "dev", "--task-table", "stack-tasks",
+                         "--container-instance-table", "stack-container-instances"]) == 0
+
+    out = capsys.readouterr().out
+    assert "migrate: tables stack-tasks, stack-container-instances (read index enabled)" in out
+    assert "  - added cw_phase and cw_expires_at to 1 of 1 items of stack-tasks" in out
+    assert "  - turned on TTL on cw_expires_at of stack-container-instances" in out
+    assert sorted(dynamodb.list_tables()["TableNames"]) == ["stack-container-instances", "stack-tasks"]  # none created
+    assert "point-in-time" not in out and "encrypt" not in out  # the stack (or Terraform) owns those
+
+
+def test_make_migrate_refuses_a_table_that_does_not_exist(moto_session):
+    with pytest.raises(migrate.DeployError, match="table nowhere does not exist"):
+        migrate.main(["--stage", "dev", "--task-table", "nowhere"])
+
+
+def test_between_a_packaged_stacks_two_updates_the_old_index_is_left_to_cloudformation(moto_session, capsys):
+    dynamodb = moto_session.client("dynamodb")
+    for spec, name in ((TASKS, "stack-tasks"), (CONTAINER_INSTANCES, "stack-container-instances")):
+        create_older_ecs_state_table(dynamodb, name, spec)
+
+    assert migrate.main(["--stage", "dev", "--task-table", "stack-tasks", "--container-instance-table",
+                         "stack-container-instances", "--keep-legacy-index", "--yes"]) == 0
+
+    out = capsys.readouterr().out
+    assert "deleted index" not in out and "  - created index clusterArn-cw_phase-index on stack-tasks" in out
+    indexes = dynamodb.describe_table(TableName="stack-tasks")["Table"]["GlobalSecondaryIndexes"]
+    assert sorted(index["IndexName"] for index in indexes) == ["clusterArn-cw_phase-index", "clusterArn-lastStatus-index"]

@@ -1,0 +1,390 @@
+"""`make migrate STAGE=<stage>`: bring existing tables to ecs-state's definition, and nothing else.
+
+For tables `make deploy` does not manage: a packaged stack's (between its two
+updates), Terraform's, or any named with --task-table / --container-instance-table.
+Per table, one change at a time, waiting for each:
+
+1. add the read index (clusterArn-cw_phase-index) if the stage has it on, with
+   the table's own provisioned throughput when the table is provisioned;
+2. backfill: give every item stored before ecs-state kept them (by the docs
+   example, or an older ecs-state) its cw_phase and, once finished, its
+   cw_expires_at, with a write conditioned on the item's version being the one
+   read, so an event racing in wins; existing values are never overwritten;
+3. delete the index ecs-state had before (keyed by status; not with
+   --keep-legacy-index, for a packaged stack whose second update drops it), and
+   the read index if the stage turns it off;
+4. turn on TTL on cw_expires_at.
+
+`make deploy` runs the same steps (tools/deploy.py: ensure_tables), creates
+missing tables, and adds point-in-time recovery and encryption. A table
+ecs-state did not create (no DEPLOYMENT_TAG) is changed only after the user
+confirmed the list of changes on a terminal, or with --yes.
+"""
+import argparse
+import sys
+import time
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, TextIO
+
+from botocore.exceptions import ClientError
+
+from chalicelib import attributes, events, settings, tables
+from chalicelib.errors import InvalidEvent
+from chalicelib.events import ItemRules
+from chalicelib.tables import EXPIRES_AT, PHASE, VERSION, TableSpec
+from tools.local_dynamodb import TIME_TO_LIVE
+from tools.stage import DEPLOYMENT_TAG, DeployError, cli, report, stage_plan
+
+TABLE_ENCRYPTION = {"Enabled": True, "SSEType": "KMS"}  # the AWS managed key aws/dynamodb
+WAIT_SECONDS = 5
+WAIT_ATTEMPTS = 720  # an hour: a large table's new index takes that long to fill
+PROGRESS_EVERY_ITEMS = 5_000
+Confirm = Callable[[List[str]], bool]  # shown the changes to tables ecs-state did not create; True: go ahead
+
+
+class TableOptions(NamedTuple):
+    create: bool  # create a missing table (make deploy), or refuse (make migrate: named tables must exist)
+    protect: bool  # point-in-time recovery and KMS encryption (make deploy)
+    always_backfill: bool  # scan even when nothing says items lack their fields (make migrate)
+    keep_legacy_index: bool = False  # a packaged stack's update 2 drops it: CloudFormation owns its indexes
+
+
+DEPLOY = TableOptions(create=True, protect=True, always_backfill=False)
+MIGRATE = TableOptions(create=False, protect=False, always_backfill=True)
+
+
+class Step(NamedTuple):
+    text: str  # what it will change, as the user confirms it
+    apply: Callable[[], List[str]]  # makes the change; returns what it changed
+
+
+class TableWork(NamedTuple):
+    name: str
+    ours: bool  # created by ecs-state (tagged): no confirmation needed
+    steps: List[Step]
+
+
+def ensure_tables(
+    client: Any, names: Mapping[TableSpec, str], rules: ItemRules, deployment: str, options: TableOptions,
+    confirm: Confirm, pause: Callable[[float], None] = time.sleep,
+) -> List[str]:
+    """Inspect every table first (refusing what ecs-state cannot use before changing anything),
+    ask once for the tables ecs-state did not create, then make the changes; return them."""
+    work = [inspect_table(client, spec, name, rules, deployment, options, pause) for spec, name in names.items()]
+    foreign = [f"{table.name}: {step.text}" for table in work if not table.ours for step in table.steps]
+    if foreign and not confirm(foreign):
+        raise DeployError(
+            "not changing tables ecs-state did not create without confirmation: " + "; ".join(foreign)
+            + ". Confirm on a terminal, or add --yes (make deploy/migrate ... YES=1)"
+        )
+    changes: List[str] = []
+    for table in work:
+        for step in table.steps:
+            changes += step.apply()
+    return changes
+
+
+def inspect_table(
+    client: Any, spec: TableSpec, name: str, rules: ItemRules, deployment: str, options: TableOptions,
+    pause: Callable[[float], None] = time.sleep,
+) -> TableWork:
+    """What the table needs, in order; raises DeployError for a table ecs-state cannot use."""
+    try:
+        table = client.describe_table(TableName=name)["Table"]
+    except client.exceptions.ResourceNotFoundException:
+        if not options.create:
+            raise DeployError(f"table {name} does not exist") from None
+        return TableWork(name, True, [Step(f"create table {name}", lambda: _create(client, spec, name, rules, deployment, options, pause))])
+    _check_schema(spec, table, rules)
+    ttl = _time_to_live(client, name)
+    indexes = {index["IndexName"]: index for index in table.get("GlobalSecondaryIndexes", [])}
+    has_read_index = spec.cluster_index.name in indexes
+    add_read_index_needed = rules.read_index and not has_read_index
+    stale_indexes = [spec.legacy_index] if spec.legacy_index in indexes and not options.keep_legacy_index else []
+    if has_read_index and not rules.read_index:
+        stale_indexes.append(spec.cluster_index.name)
+
+    def settled() -> None:  # before each change: DynamoDB takes one at a time
+        _wait_until_settled(client, name, pause)
+
+    def add_read_index() -> List[str]:
+        settled()
+        _add_read_index(client, spec, table)
+        settled()
+        return [f"created index {spec.cluster_index.name} on {name}"]
+
+    def add_lifecycle_fields() -> List[str]:
+        settled()
+        read, updated = backfill(client, spec, name, rules)
+        return [f"added {_lifecycle_names(rules)} to {updated} of {read} items of {name}"] if updated else []
+
+    def delete_index(index: str) -> List[str]:
+        settled()
+        client.update_table(TableName=name, GlobalSecondaryIndexUpdates=[{"Delete": {"IndexName": index}}])
+        settled()
+        return [f"deleted index {index} from {name}"]
+
+    steps: List[Step] = []
+    if add_read_index_needed:
+        steps.append(Step(f"add index {spec.cluster_index.name}{_throughput_note(table)}", add_read_index))
+    if options.always_backfill or add_read_index_needed or spec.legacy_index in indexes or ttl != "ENABLED":
+        steps.append(Step(f"add {_lifecycle_names(rules)} to the items stored without them (a scan of the table)",
+                          add_lifecycle_fields))
+    for index in stale_indexes:
+        steps.append(Step(f"delete index {index}", lambda index=index: delete_index(index)))
+    if ttl != "ENABLED":
+        steps.append(Step(f"turn on TTL on {EXPIRES_AT}", lambda: _enable_time_to_live(client, name)))
+    if options.protect:
+        steps += _protection_steps(client, name, table, settled, pause)
+    return TableWork(name, _tagged(client, table["TableArn"]), steps)
+
+
+def _check_schema(spec: TableSpec, table: Dict[str, Any], rules: ItemRules) -> None:
+    """The key, and the type of every attribute ecs-state keys an index by, must be ecs-state's."""
+    name = table["TableName"]
+    wanted = spec.create_table_request(name, read_index=rules.read_index)
+    if table["KeySchema"] != wanted["KeySchema"]:
+        raise DeployError(f"table {name} has key {table['KeySchema']}, ecs-state needs {wanted['KeySchema']}")
+    defined = {a["AttributeName"]: a["AttributeType"] for a in table.get("AttributeDefinitions", [])}
+    for attribute in wanted["AttributeDefinitions"]:
+        found = defined.get(attribute["AttributeName"], attribute["AttributeType"])
+        if found != attribute["AttributeType"]:
+            raise DeployError(
+                f"table {name} defines {attribute['AttributeName']} as type {found}, "
+                f"ecs-state needs {attribute['AttributeType']}"
+            )
+    for index in table.get("GlobalSecondaryIndexes", []):
+        if index["IndexName"] == spec.cluster_index.name and index["KeySchema"] != spec.cluster_index.definition()["KeySchema"]:
+            raise DeployError(f"table {name} has an index {index['IndexName']} keyed {index['KeySchema']}, not ecs-state's")
+
+
+def _time_to_live(client: Any, name: str) -> str:
+    """ENABLED (on cw_expires_at, or being turned on) or DISABLED; refuses TTL on another attribute."""
+    description = client.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+    status = description.get("TimeToLiveStatus", "DISABLED")
+    if status in ("ENABLED", "ENABLING"):
+        if description.get("AttributeName") != EXPIRES_AT:
+            raise DeployError(
+                f"table {name} has TTL on {description.get('AttributeName')}; ecs-state needs it on {EXPIRES_AT} "
+                "(a table has one TTL attribute): turn it off or use another table"
+            )
+        return "ENABLED"
+    if status == "DISABLING":
+        raise DeployError(f"table {name} is turning TTL off (that takes up to an hour): run again once it is off")
+    return "DISABLED"
+
+
+def _tagged(client: Any, arn: str) -> bool:
+    tags = client.list_tags_of_resource(ResourceArn=arn).get("Tags", [])
+    return any(tag["Key"] == DEPLOYMENT_TAG for tag in tags)
+
+
+def _throughput_note(table: Dict[str, Any]) -> str:
+    if _billing_mode(table) == "PAY_PER_REQUEST":
+        return ""
+    throughput = table["ProvisionedThroughput"]
+    return (f" (provisioned like the table: {throughput['ReadCapacityUnits']} read and "
+            f"{throughput['WriteCapacityUnits']} write capacity units)")
+
+
+def _billing_mode(table: Dict[str, Any]) -> str:
+    return table.get("BillingModeSummary", {}).get("BillingMode", "PROVISIONED")  # absent: created provisioned
+
+
+def _lifecycle_names(rules: ItemRules) -> str:
+    return f"{PHASE} and {EXPIRES_AT}" if rules.read_index else EXPIRES_AT
+
+
+# -- the changes ------------------------------------------------------------------------------
+
+
+def _create(client: Any, spec: TableSpec, name: str, rules: ItemRules, deployment: str, options: TableOptions,
+            pause: Callable[[float], None]) -> List[str]:
+    request = spec.create_table_request(name, read_index=rules.read_index)
+    request["Tags"] = [{"Key": DEPLOYMENT_TAG, "Value": deployment}]
+    if options.protect:
+        request["SSESpecification"] = TABLE_ENCRYPTION
+    client.create_table(**request)
+    _wait_until_settled(client, name, pause)
+    changes = [f"created table {name}"] + _enable_time_to_live(client, name)
+    if options.protect:
+        changes += _enable_point_in_time_recovery(client, name, pause)
+    return changes
+
+
+def _add_read_index(client: Any, spec: TableSpec, table: Dict[str, Any]) -> None:
+    index = spec.cluster_index.definition()
+    if _billing_mode(table) != "PAY_PER_REQUEST":
+        throughput = table["ProvisionedThroughput"]
+        index["ProvisionedThroughput"] = {key: throughput[key] for key in ("ReadCapacityUnits", "WriteCapacityUnits")}
+    client.update_table(
+        TableName=table["TableName"],
+        AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"} for key in spec.cluster_index.key_attributes],
+        GlobalSecondaryIndexUpdates=[{"Create": index}],
+    )
+
+
+def _enable_time_to_live(client: Any, name: str) -> List[str]:
+    client.update_time_to_live(TableName=name, TimeToLiveSpecification=TIME_TO_LIVE)
+    return [f"turned on TTL on {EXPIRES_AT} of {name}"]
+
+
+def _protection_steps(client: Any, name: str, table: Dict[str, Any], settled: Callable[[], None],
+                      pause: Callable[[float], None]) -> List[Step]:
+    def encrypt() -> List[str]:
+        settled()
+        client.update_table(TableName=name, SSESpecification=TABLE_ENCRYPTION)
+        return [f"encrypted table {name} with KMS"]
+
+    steps = []
+    sse = table.get("SSEDescription", {})
+    if sse.get("Status") not in ("ENABLED", "UPDATING") or sse.get("SSEType") != "KMS":
+        steps.append(Step("encrypt with the AWS managed KMS key", encrypt))
+    if not _point_in_time_recovery_enabled(client, name):
+        steps.append(Step("turn on point-in-time recovery", lambda: _enable_point_in_time_recovery(client, name, pause)))
+    return steps
+
+
+def _point_in_time_recovery_enabled(client: Any, name: str) -> bool:
+    backups = client.describe_continuous_backups(TableName=name)["ContinuousBackupsDescription"]
+    return backups.get("PointInTimeRecoveryDescription", {}).get("PointInTimeRecoveryStatus") == "ENABLED"
+
+
+def _enable_point_in_time_recovery(client: Any, name: str, pause: Callable[[float], None], attempts: int = 30) -> List[str]:
+    """A new table refuses PITR for a short while ("continuous backups are being enabled")."""
+    for attempt in range(attempts):
+        try:
+            client.update_continuous_backups(
+                TableName=name, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True}
+            )
+            return [f"enabled point-in-time recovery on {name}"]
+        except client.exceptions.ContinuousBackupsUnavailableException:
+            if attempt == attempts - 1:
+                raise
+            pause(2)
+    return []
+
+
+def _wait_until_settled(client: Any, name: str, pause: Callable[[float], None]) -> None:
+    """Until the table and each of its indexes are ACTIVE: DynamoDB takes one index change at a time."""
+    for _ in range(WAIT_ATTEMPTS):
+        table = client.describe_table(TableName=name)["Table"]
+        if table["TableStatus"] == "ACTIVE" and all(
+            index.get("IndexStatus") == "ACTIVE" for index in table.get("GlobalSecondaryIndexes", [])
+        ):
+            return
+        pause(WAIT_SECONDS)
+    raise DeployError(f"table {name} or one of its indexes is still changing after {WAIT_ATTEMPTS * WAIT_SECONDS} s")
+
+
+# -- the backfill -----------------------------------------------------------------------------
+
+
+def backfill(client: Any, spec: TableSpec, name: str, rules: ItemRules) -> "tuple[int, int]":
+    """Add the lifecycle fields to every item lacking them; return (items read, items updated)."""
+    fields = [spec.key, VERSION, "cw_time", PHASE, EXPIRES_AT, spec.status_field]
+    if spec.finished_at_field:
+        fields.append(spec.finished_at_field)
+    names = {f"#a{n}": field for n, field in enumerate(fields)}
+    request: Dict[str, Any] = {"TableName": name, "ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
+    read = updated = 0
+    while True:
+        page = client.scan(**request)
+        for item in page.get("Items", []):
+            updated += backfill_item(client, spec, name, item, rules)
+            read += 1
+            if read % PROGRESS_EVERY_ITEMS == 0:
+                print(f"    {name}: {read} items read, {updated} updated", flush=True)
+        if "LastEvaluatedKey" not in page:
+            return read, updated
+        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def backfill_item(client: Any, spec: TableSpec, name: str, item: Mapping[str, Any], rules: ItemRules) -> bool:
+    """Add what ``item`` lacks, unless it changed since it was read; return whether it was updated."""
+    detail = {attribute: attributes.decode(value) for attribute, value in item.items()}
+    missing = {
+        field: value for field, value in events.lifecycle_fields(spec, detail, _observed_at(detail), rules).items()
+        if field not in item
+    }
+    if not missing:
+        return False
+    names = {"#version": VERSION}
+    values: Dict[str, Any] = {}
+    conditions = ["#version = :version" if VERSION in item else "attribute_not_exists(#version)"]
+    if VERSION in item:
+        values[":version"] = item[VERSION]
+    assignments = []
+    for n, (field, value) in enumerate(sorted(missing.items())):
+        names[f"#f{n}"], values[f":f{n}"] = field, attributes.encode(value)[0]
+        assignments.append(f"#f{n} = :f{n}")
+        conditions.append(f"attribute_not_exists(#f{n})")  # never overwrite: a racing write has its own
+    try:
+        client.update_item(
+            TableName=name, Key={spec.key: item[spec.key]}, UpdateExpression="SET " + ", ".join(assignments),
+            ConditionExpression=" AND ".join(conditions), ExpressionAttributeNames=names, ExpressionAttributeValues=values,
+        )
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            return False  # an event or the reconciler wrote the item since: its write carries these fields
+        raise
+    return True
+
+
+def _observed_at(detail: Mapping[str, Any]) -> float:
+    """When the stored state was seen: its cw_time, else now (it dates only the expiry of a finished
+    item without its own finish time)."""
+    try:
+        return events.parse_time(detail.get("cw_time"), "cw_time")
+    except InvalidEvent:
+        return events.now()
+
+
+# -- make migrate ------------------------------------------------------------------------------
+
+
+def confirm_on_terminal(assume_yes: bool, stdin: Optional[TextIO] = None) -> Confirm:
+    """--yes, or a "yes" typed on a terminal (default: this process's); never without one (CI, pipes)."""
+
+    def confirm(changes: List[str]) -> bool:
+        if assume_yes:
+            return True
+        terminal = stdin or sys.stdin
+        if not terminal.isatty():
+            return False
+        print("ecs-state did not create these tables; it will:")
+        for change in changes:
+            print(f"  - {change}")
+        print("Go ahead? Type yes: ", end="", flush=True)
+        return terminal.readline().strip().lower() in ("y", "yes")
+
+    return confirm
+
+
+def main(argv: "List[str] | None" = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stage", required=True, help="the stage whose settings apply (read index, retention)")
+    for spec in tables.ALL:
+        parser.add_argument(f"--{spec.kind.replace('_', '-')}-table", dest=spec.kind, metavar="NAME",
+                            help=f"the {spec.kind.replace('_', ' ')} table (default: the stage's {spec.name_env})")
+    parser.add_argument("--read-index", choices=(settings.ENABLED, settings.DISABLED),
+                        help=f"override the stage's {settings.READ_INDEX_ENV} (a packaged stack's ReadIndex parameter)")
+    parser.add_argument("--keep-legacy-index", action="store_true",
+                        help="leave the index of older versions: a packaged stack's second update drops it")
+    parser.add_argument("--yes", action="store_true", help="change tables ecs-state did not create without asking")
+    args = parser.parse_args(argv)
+    import boto3
+    from botocore.config import Config
+
+    plan = stage_plan(args.stage)
+    environment = {**plan.environment, **({settings.READ_INDEX_ENV: args.read_index} if args.read_index else {})}
+    names = {spec: getattr(args, spec.kind) or plan.table_names[spec] for spec in tables.ALL}
+    client = boto3.session.Session().client("dynamodb", config=Config(retries={"mode": "adaptive", "total_max_attempts": 10}))
+    print(f"migrate: tables {', '.join(names.values())} (read index {environment.get(settings.READ_INDEX_ENV, settings.ENABLED)})")
+    options = MIGRATE._replace(keep_legacy_index=args.keep_legacy_index)
+    report(ensure_tables(client, names, settings.item_rules(environment), plan.deployment, options,
+                         confirm_on_terminal(args.yes)))
+    return 0
+
+
+if __name__ == "__main__":
+    cli(main)

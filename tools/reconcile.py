@@ -1,0 +1,64 @@
+"""`make reconcile STAGE=<stage>`: one reconcile pass from this machine, as the scheduled function runs it.
+
+The same code (chalicelib.reconciler.reconcile) with the stage's settings (its
+environment_variables in .chalice/config.json, read through Chalice's config
+loading as `make deploy` reads them) and your AWS credentials and region. It
+says first which account, region and tables it works on, then prints the
+pass's summary, and exits non-zero if the pass failed or did not finish (out
+of --budget-seconds). Your credentials need what the reconcile function's
+policy grants (.chalice/policy-<stage>-reconcile.json).
+"""
+import argparse
+import json
+import os
+import sys
+from typing import List
+
+from chalicelib import events, settings
+from tools.deploy import scheduled_event
+from tools.stage import DeployError, cli, stage_plan
+
+
+def main(argv: "List[str] | None" = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stage", required=True, help="a stage of .chalice/config.json")
+    parser.add_argument("--budget-seconds", type=float, metavar="SECONDS",
+                        help="stop before the next ECS call after this long, and report the pass incomplete "
+                        "(default: no limit)")
+    args = parser.parse_args(argv)
+    if args.budget_seconds is not None and args.budget_seconds <= 0:
+        parser.error("--budget-seconds must be above 0")
+    import boto3
+
+    plan = stage_plan(args.stage)
+    # The stage's settings, as Lambda gives them to the function; EMF metrics mean nothing off Lambda.
+    os.environ.update(plan.environment)
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    settings.reset_client()
+    session = boto3.session.Session()
+    if not session.region_name:
+        raise DeployError("no AWS region: set AWS_REGION, or a region in your profile")
+    identity = session.client("sts").get_caller_identity()
+    print(f"reconcile pass, stage {plan.stage}: account {identity['Account']} as {identity['Arn']}, "
+          f"region {session.region_name}, tables {', '.join(plan.table_names.values())}", flush=True)
+
+    from chalicelib.reconciler import ReconcileFailed, reconcile
+
+    event = scheduled_event(identity["Account"], session.region_name, events.now())
+    try:
+        summary = reconcile(event, None, budget_seconds=args.budget_seconds)
+    except ReconcileFailed as failed:
+        summary = failed.summary
+    print(json.dumps(summary, indent=2, default=str))
+    if summary["errors"]:
+        print(f"error: the pass failed: {'; '.join(summary['errors'])}", file=sys.stderr)
+        return 1
+    if not summary["complete"]:
+        print("error: the pass did not finish within its budget: run again, or give it more --budget-seconds",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    cli(main)
