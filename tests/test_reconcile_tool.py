@@ -1,20 +1,15 @@
-"""`make reconcile`: one pass from a workstation, on moto (STS, DynamoDB) with ECS stood in for.
-
-ECS is tests/ecs_stub.py, put in place of the process's ECS client; tools/fake_ecs.py
-(branch fake-ecs) will let these run through a real botocore client (AWS_ENDPOINT_URL_ECS).
-"""
+"""`make reconcile`: one pass from a workstation, on moto (STS, DynamoDB) and the fake ECS API
+(tools/fake_ecs.py), which the real botocore client reaches through AWS_ENDPOINT_URL_ECS."""
 import json
 import os
 
 import boto3
 import pytest
-from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from chalicelib import settings, tables
-from chalicelib.ecs import Pace
-from tests.ecs_stub import EcsStub
 from tools import reconcile
+from tools.fake_ecs import FakeECS
 from tools.local_dynamodb import create_tables
 from tools.stage import DeployError
 
@@ -30,15 +25,14 @@ def ecs(monkeypatch):
         os.environ.pop(name, None)
     os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"})
-    stub = EcsStub()
-    cluster = stub.add_cluster("web")
-    stub.add_task(cluster, version=4)
-    stub.add_container_instance(cluster)
-    monkeypatch.setattr(settings, "ecs_client", lambda: stub)
-    monkeypatch.setattr(Pace, "wait", lambda pace: None)
-    with mock_aws():
+    with FakeECS() as fake, mock_aws():
+        fake.add_cluster("web")
+        fake.add_task("web", version=4)
+        fake.add_container_instance("web")
+        os.environ["AWS_ENDPOINT_URL_ECS"] = fake.endpoint
+        settings.reset_client()
         create_tables(boto3.client("dynamodb"), STAGE_TABLES, read_index=True)
-        yield stub
+        yield fake
     settings.reset_client()
 
 
@@ -57,11 +51,8 @@ def test_a_pass_says_where_it_runs_then_prints_its_summary(ecs, capsys):
     assert os.environ["ECS_STATE_RETENTION_DAYS"] == "14"  # the stage's settings, loaded through Chalice
 
 
-def test_a_failed_pass_exits_non_zero(ecs, monkeypatch, capsys):
-    def throttled(**params):
-        raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "not allowed"}}, "ListTasks")
-
-    monkeypatch.setattr(ecs, "list_tasks", throttled)
+def test_a_failed_pass_exits_non_zero(ecs, capsys):
+    ecs.fail(1, operation="ListTasks", code="AccessDeniedException", status=400, message="not allowed")
 
     assert reconcile.main(["--stage", "dev"]) == 1
 
