@@ -91,7 +91,7 @@ bench-profile: $(VENV)/.installed node_modules/.installed
 # E.g. make fuzz FUZZ_EXAMPLES=20000. See docs/benchmark.md.
 FUZZ_EXAMPLES ?= 2000
 fuzz: $(VENV)/.installed node_modules/.installed
-	ECS_STATE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest tests/test_fuzz.py -p no:logging $(PYTEST_ARGS)
+	ECS_STATE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest tests/test_fuzz.py tests/test_api_fuzz.py -p no:logging $(PYTEST_ARGS)
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -38,7 +38,10 @@ The model is DynamoDB's documented billing, computed from the items involved:
   BatchGetItem rounds each item separately. (DynamoDB Local reports 0 for a
   BatchGetItem key not found; production charges it:
   github.com/awslabs/amazon-dynamodb-local-samples/issues/7.)
-- Query and Scan are not modelled: the report is used.
+- A Query: the entries (or items) it returned, summed and then rounded up to
+  4 KB, half a unit per 4 KB eventually consistent; an empty Query still costs
+  the minimum (DynamoDB Local reports 0 for it, as for a key BatchGetItem did
+  not find). A Scan is not modelled: its report is used.
 
 Where both exist, the model and DynamoDB Local's report are compared request
 by request (``agreement``); the bill uses the model.
@@ -193,7 +196,7 @@ class Request(NamedTuple):
     ok: bool
     error: Optional[str]
     reported: Optional[Units]  # None: DynamoDB Local reported nothing (a refused write)
-    model: Optional[Units]  # None: not modelled (Query, Scan)
+    model: Optional[Units]  # None: not modelled (Scan)
     written_bytes: Optional[int]  # the item a PutItem wrote or tried to write
     stored_bytes: Optional[int]  # the item stored before it (None: nothing stored)
     seconds: float
@@ -325,6 +328,11 @@ class Capture:
         elif info is not None and operation == "GetItem" and ok:
             stored = self._stored[table].get(_key(request["Key"], info))
             model = Units(read=read_units(item_size(stored), bool(request.get("ConsistentRead"))))
+        elif info is not None and operation == "Query" and ok:
+            items = parsed.get("Items", [])
+            units = read_units(sum(item_size(item) for item in items), bool(request.get("ConsistentRead")))
+            return Request(operation, table, ok, error, reported, Units(read=units), None, None, seconds,
+                           Units(read=units if items else 0.0))
         elif operation == "BatchGetItem" and ok and all(name in self.tables for name in request["RequestItems"]):
             units, found_only = self._batch_get_units(request, parsed)
             return Request(operation, table, ok, error, reported, Units(read=units), None, None, seconds,

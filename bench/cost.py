@@ -344,8 +344,9 @@ def agreement_line(operation: str, count: Mapping[str, int]) -> str:
             f"{count.get('agree', 0):>6} agree")
     deviation = count.get("agree_with_local_deviation", 0) - count.get("agree", 0)
     if deviation:
-        line += (f", {deviation} more once keys not found count 0 as DynamoDB Local counts them "
-                 "(production charges them: amazon-dynamodb-local-samples#7; the bill uses the model)")
+        missed = "empty queries" if operation == "Query" else "keys not found"
+        line += (f", {deviation} more once {missed} count 0 as DynamoDB Local counts them "
+                 "(production charges them the minimum: amazon-dynamodb-local-samples#7; the bill uses the model)")
     return line
 
 

@@ -227,7 +227,7 @@ def print_section(results: Mapping[str, Any], out: TextIO) -> None:
               + "; DynamoDB " + ", ".join(f"{op} {n}" for op, n in result["dynamodb_requests"].items())
               + f"; pacing {result['pacing_seconds']:.1f} s of {result['wall_seconds']:.1f} s "
               f"(the pace alone: {result['pace_floor_seconds']:.1f} s), DynamoDB {result['dynamodb_seconds']:.1f} s", file=out)
-    print("  capacity model against DynamoDB Local's report, all passes (Query is not modelled: its report is used):", file=out)
+    print("  capacity model against DynamoDB Local's report, all passes:", file=out)
     merged: Dict[str, Counter] = {}
     for result in results["passes"]:
         for operation, count in result["agreement"].items():

@@ -188,3 +188,36 @@ def test_the_model_agrees_with_dynamodb_local_at_the_1_kb_boundary(dynamodb_loca
         assert refused.model == Units(3) and refused.stored_bytes == 2049  # the stored item's size
     finally:
         client.delete_table(TableName=table)
+
+
+def test_the_query_model_agrees_with_dynamodb_local_but_for_an_empty_query(dynamodb_local_endpoint, monkeypatch):
+    import boto3
+
+    from chalicelib.tables import CLUSTER_INDEX, TASKS
+    from tools.local_dynamodb import create_tables, local_environment
+
+    for name, value in local_environment(dynamodb_local_endpoint).items():
+        monkeypatch.setenv(name, value)
+    client = boto3.session.Session().client("dynamodb")
+    table = f"bench-query-{uuid.uuid4().hex[:8]}"
+    create_tables(client, {TASKS: table}, read_index=True)
+    capture = Capture()
+    capture.attach(client)
+    capture.know_table(table, "taskArn")
+    cluster = "arn:aws:ecs:us-east-1:111122223333:cluster/c"
+    try:
+        for count in (0, 1, 30, 60):  # keys-only entries of about 150 bytes: 0, 1, 2 and 3 times 4 KB
+            for number in range(count):
+                client.put_item(TableName=table, Item={
+                    "taskArn": {"S": f"{cluster}/{count}-{number:032x}"}, "clusterArn": {"S": f"{cluster}{count}"},
+                    "cw_phase": {"S": "open"}, "version": {"N": "1"}})
+            client.query(TableName=table, IndexName=CLUSTER_INDEX.name, KeyConditionExpression="clusterArn = :c",
+                         ExpressionAttributeValues={":c": {"S": f"{cluster}{count}"}})
+            query = capture.requests[-1]
+            assert query.operation == "Query"
+            if count:
+                assert query.model == query.reported
+            else:  # production charges an empty query the minimum; DynamoDB Local reports 0
+                assert (query.model, query.local_model) == (Units(read=0.5), Units(read=0.0))
+    finally:
+        client.delete_table(TableName=table)
