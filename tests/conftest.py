@@ -1,6 +1,8 @@
 """Shared fixtures: DynamoDB Local and moto on loopback, fresh tables per test."""
+import contextlib
 import os
 import uuid
+from typing import Iterator
 
 import pytest
 from hypothesis import settings as hypothesis_settings
@@ -31,8 +33,9 @@ os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 os.environ.setdefault(settings.RETENTION_DAYS_ENV, str(LOCAL_RETENTION_DAYS))
 
 
-@pytest.fixture(scope="session")
-def dynamodb_local_endpoint():
+@contextlib.contextmanager
+def dynamodb_local_server() -> Iterator[str]:
+    """A DynamoDB Local of its own, its endpoint; skipped where it cannot run, failed in CI."""
     server = DynamoDBLocal()
     try:
         server.start()
@@ -41,8 +44,16 @@ def dynamodb_local_endpoint():
             pytest.fail(f"DynamoDB Local is required in CI: {error}", pytrace=False)
         _unavailable.append(str(error))
         pytest.skip(f"DynamoDB Local unavailable: {error}")
-    yield server.endpoint
-    server.stop()
+    try:
+        yield server.endpoint
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def dynamodb_local_endpoint():
+    with dynamodb_local_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture(scope="session")

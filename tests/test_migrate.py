@@ -15,7 +15,7 @@ from moto import mock_aws
 from chalicelib import attributes, recorder, settings
 from chalicelib.events import EXPIRY_GRACE_SECONDS, parse_time
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS, TableSpec
-from tests.conftest import IN_CI
+from tests.conftest import dynamodb_local_server
 from tests.helpers import (
     container_instance_event,
     create_older_ecs_state_table,
@@ -24,7 +24,6 @@ from tests.helpers import (
     task_event,
 )
 from tools import migrate
-from tools.local_dynamodb import DynamoDBLocal, Unavailable
 from tools.stage import stage_plan
 
 PLAN = stage_plan("prod")  # the docs example's tables, 14 days' retention
@@ -93,15 +92,8 @@ def encoded(item: Dict[str, Any]) -> Dict[str, Any]:
 def own_dynamodb_local():
     """A DynamoDB Local of these tests' own: after the fault tests' hung and cut requests, the shared
     one can leave a new index CREATING for minutes."""
-    server = DynamoDBLocal()
-    try:
-        server.start()
-    except Unavailable as error:
-        if IN_CI:
-            pytest.fail(f"DynamoDB Local is required in CI: {error}", pytrace=False)
-        pytest.skip(f"DynamoDB Local unavailable: {error}")
-    yield server.endpoint
-    server.stop()
+    with dynamodb_local_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

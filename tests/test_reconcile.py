@@ -239,13 +239,20 @@ def test_a_task_whose_stopped_event_was_lost_is_marked_not_deleted_and_expires(f
     assert "UpdateItem" not in requests and "describe_tasks" not in run_pass()["ecs_calls"]
 
 
-def test_a_later_event_clears_the_mark(fake):
+def lost_stop(fake):
+    """A running task recorded from its event, whose STOPPED event is then lost and which ECS
+    forgets: its ARN and the lost event."""
     fake.add_cluster("web")
     arn = fake.add_task("web")
     recorder.record(fake.event_for_task(arn))
     fake.transition_task(arn, "STOPPED")
     stopped = fake.event_for_task(arn)
     fake.forget_task(arn)
+    return arn, stopped
+
+
+def test_a_later_event_clears_the_mark(fake):
+    arn, stopped = lost_stop(fake)
     run_pass()
     assert "cw_missing_since" in stored_raw(TASKS, arn)
     assert recorder.record(stopped)["outcome"] == "updated"  # the lost event, redriven at last
@@ -254,12 +261,7 @@ def test_a_later_event_clears_the_mark(fake):
 
 
 def test_an_event_that_races_in_first_wins_over_the_mark(fake, monkeypatch):
-    fake.add_cluster("web")
-    arn = fake.add_task("web")
-    recorder.record(fake.event_for_task(arn))
-    fake.transition_task(arn, "STOPPED")
-    stopped = fake.event_for_task(arn)
-    fake.forget_task(arn)
+    arn, stopped = lost_stop(fake)
     mark_missing = reconciler.StateStore.mark_missing
 
     def event_lands_first(store, *args, **kwargs):
