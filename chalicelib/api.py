@@ -20,7 +20,7 @@ from chalicelib import settings
 from chalicelib.attributes import AttributeValue, decode
 from chalicelib.errors import InvalidEvent, StoredItemConflict
 from chalicelib.events import parse_event
-from chalicelib.store import BATCH_GET_KEYS
+from chalicelib.store import batch_get
 from chalicelib.tables import FINISHED, OPEN, TableSpec
 
 MAX_EVENTS_PER_REQUEST = 100
@@ -75,7 +75,7 @@ def list_items(table: TableSpec, query_params: Optional[Mapping[str, str]]) -> A
     keep_all = status is None or table.finished_statuses == {status}
     # Keeping all, one key more than the page tells whether anything follows.
     page_size = limit + 1 if keep_all else MAX_LIMIT
-    items: List[Dict[str, AttributeValue]] = []
+    items: List[Mapping[str, AttributeValue]] = []
     read = 0
     try:
         for page_keys, last_key in _index_pages(table, cluster, phase, start, page_size):
@@ -95,6 +95,8 @@ def list_items(table: TableSpec, query_params: Optional[Mapping[str, str]]) -> A
                 return _page(items, _token(table, last_key))
     except ClientError as error:
         return _dynamodb_refusal(error, table)
+    except _Busy as busy:
+        return _error(503, "ServiceUnavailableError", str(busy))
     return _page(items, None)
 
 
@@ -129,22 +131,19 @@ def _index_pages(
         request["ExclusiveStartKey"] = last_key
 
 
-def _batch_get(table: TableSpec, keys: List[str]) -> Dict[str, Dict[str, AttributeValue]]:
+def _batch_get(table: TableSpec, keys: List[str]) -> Mapping[str, Mapping[str, AttributeValue]]:
     """The items of ``keys``, by key; eventually consistent, like the index they were listed from."""
-    name = settings.table_name(table)
-    found: Dict[str, Dict[str, AttributeValue]] = {}
-    client = settings.dynamodb_client()
-    for start in range(0, len(keys), BATCH_GET_KEYS):
-        request = {name: {"Keys": [{table.key: {"S": key}} for key in keys[start:start + BATCH_GET_KEYS]]}}
-        while request:
-            response = client.batch_get_item(RequestItems=request)
-            for item in response.get("Responses", {}).get(name, []):
-                found[item[table.key]["S"]] = item
-            request = response.get("UnprocessedKeys") or {}
+    found, unprocessed = batch_get(settings.dynamodb_client(), settings.table_name(table), table.key, keys)
+    if unprocessed:  # a page must not skip items silently
+        raise _Busy(f"DynamoDB left {len(unprocessed)} of the page's items unread (it is shedding load): retry")
     return found
 
 
-def _page(items: List[Dict[str, AttributeValue]], next_token: Optional[str]) -> Dict[str, Any]:
+class _Busy(Exception):
+    """DynamoDB did not read every item a page needs."""
+
+
+def _page(items: List[Mapping[str, AttributeValue]], next_token: Optional[str]) -> Dict[str, Any]:
     return {"items": [to_json(item) for item in items], "next": next_token}
 
 

@@ -11,7 +11,7 @@ unfinished items, and the mark it puts on an item ECS no longer knows.
 """
 import json
 import time
-from typing import Any, Callable, Dict, Iterator, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from botocore.exceptions import ClientError
 
@@ -143,28 +143,16 @@ class StateStore:
         version, never show one that was not stored, so a key it shows at or above
         a snapshot's version really is; anything else goes to the conditional write.
         """
-        name = self._table_name(table)
-        found: Dict[str, StoredVersion] = {}
-        for start in range(0, len(keys), BATCH_GET_KEYS):
-            request = {
-                name: {
-                    "Keys": [{table.key: {"S": key}} for key in keys[start:start + BATCH_GET_KEYS]],
-                    "ProjectionExpression": "#key, #version, #missing",
-                    "ExpressionAttributeNames": {"#key": table.key, "#version": VERSION, "#missing": MISSING_SINCE},
-                }
-            }
-            for attempt in range(_UNPROCESSED_ATTEMPTS):
-                response = self._client.batch_get_item(RequestItems=request)
-                for item in response.get("Responses", {}).get(name, []):
-                    found[item[table.key]["S"]] = StoredVersion(
-                        _stored_version(item), item.get(MISSING_SINCE, {}).get("S")
-                    )
-                request = response.get("UnprocessedKeys") or {}
-                if not request:
-                    break
-                time.sleep(0.05 * 2**attempt)  # DynamoDB is shedding load: back off
-            # Keys still unprocessed stay unknown: their snapshots take the conditional write.
-        return found
+        items, _ = batch_get(
+            self._client, self._table_name(table), table.key, keys,
+            ProjectionExpression="#key, #version, #missing",
+            ExpressionAttributeNames={"#key": table.key, "#version": VERSION, "#missing": MISSING_SINCE},
+        )
+        # Keys left unprocessed stay unknown: their snapshots take the conditional write.
+        return {
+            key: StoredVersion(_stored_version(item), item.get(MISSING_SINCE, {}).get("S"))
+            for key, item in items.items()
+        }
 
     def open_keys(self, table: TableSpec, cluster_arn: str) -> Iterator[str]:
         """The keys of a cluster's unfinished items, from the read index (a query, never a scan)."""
@@ -232,6 +220,26 @@ class StateStore:
                 return False
             raise
         return True
+
+
+def batch_get(client: Any, table_name: str, key_name: str, keys: Sequence[str], **options: Any
+              ) -> Tuple[Dict[str, Mapping[str, Any]], List[str]]:
+    """The stored items of ``keys`` by key, read 100 at a time (eventually consistent), and the
+    keys DynamoDB still left unprocessed after backing off a few times (it sheds load that way)."""
+    found: Dict[str, Mapping[str, Any]] = {}
+    unprocessed: List[str] = []
+    for start in range(0, len(keys), BATCH_GET_KEYS):
+        request = {table_name: {"Keys": [{key_name: {"S": key}} for key in keys[start:start + BATCH_GET_KEYS]], **options}}
+        for attempt in range(_UNPROCESSED_ATTEMPTS):
+            response = client.batch_get_item(RequestItems=request)
+            for item in response.get("Responses", {}).get(table_name, []):
+                found[item[key_name]["S"]] = item
+            request = response.get("UnprocessedKeys") or {}
+            if not request:
+                break
+            time.sleep(0.05 * 2**attempt)
+        unprocessed += [key[key_name]["S"] for key in request.get(table_name, {}).get("Keys", [])]
+    return found, unprocessed
 
 
 # Where a PutItem response carries the stored item: written (ReturnValues=ALL_OLD)

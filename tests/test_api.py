@@ -479,3 +479,17 @@ def test_ghosts_and_expired_items_are_listed_and_got_as_stored(http):
     (listed,) = get(http, "/tasks", cluster=TEST_CLUSTER, status="RUNNING").json_body["items"]
     got = http.get(f"/tasks/{quote(event['detail']['taskArn'], safe='')}").json_body
     assert listed == got and got["cw_missing_since"] == "2026-11-22T11:00:00Z" and got["cw_expires_at"] == 1
+
+
+def test_a_page_dynamodb_would_not_read_whole_answers_503_not_a_short_page(recorded, monkeypatch):
+    from chalicelib import store
+
+    monkeypatch.setattr(store.time, "sleep", lambda seconds: None)
+    client = settings.dynamodb_client()
+
+    def shedding(RequestItems):
+        return {"Responses": {}, "UnprocessedKeys": RequestItems}  # DynamoDB under load reads nothing
+
+    monkeypatch.setattr(client, "batch_get_item", shedding)
+    response = get(recorded, "/tasks", cluster=WEB_PROD)
+    assert response.status_code == 503 and "unread" in message(response)

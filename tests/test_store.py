@@ -113,3 +113,29 @@ def test_a_lone_surrogate_in_a_name_is_refused_with_a_loggable_field(moto_endpoi
         recorder.record(task_event(1, **detail))
     assert "\\ud" in refused.value.field
     assert str(refused.value).encode("utf-8")
+
+
+def test_batch_get_backs_off_and_reads_what_dynamodb_left_unprocessed(monkeypatch):
+    from chalicelib import store
+
+    slept = []
+    monkeypatch.setattr(store.time, "sleep", slept.append)
+    item = {"taskArn": {"S": "a"}, "version": {"N": "3"}}
+
+    class Shedding:
+        """Leaves every key unprocessed on the first call, then answers."""
+
+        def __init__(self, refusals):
+            self.refusals, self.calls = refusals, 0
+
+        def batch_get_item(self, RequestItems):
+            self.calls += 1
+            if self.calls <= self.refusals:
+                return {"Responses": {}, "UnprocessedKeys": RequestItems}
+            return {"Responses": {"t": [item]}}
+
+    found, unprocessed = store.batch_get(Shedding(1), "t", "taskArn", ["a"])
+    assert (found, unprocessed, len(slept)) == ({"a": item}, [], 1)
+    found, unprocessed = store.batch_get(Shedding(99), "t", "taskArn", ["a"])
+    assert (found, unprocessed) == ({}, ["a"])
+    assert slept[1:] == sorted(slept[1:]) and len(slept) == 1 + store._UNPROCESSED_ATTEMPTS
