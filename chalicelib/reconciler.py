@@ -172,14 +172,17 @@ class Pass:
 
     # -- snapshots -----------------------------------------------------------------
 
-    def _snapshots(self, table: TableSpec, cluster: str, arns: Sequence[str]) -> List[str]:
-        """Describe ``arns`` and store what changed; return those ECS no longer knows."""
+    def _snapshots(self, table: TableSpec, cluster: str, arns: Sequence[str],
+                   stored: Optional[Mapping[str, StoredVersion]] = None) -> List[str]:
+        """Describe ``arns`` and store what changed; return those ECS no longer knows.
+        ``stored``: their stored versions, when already read (else read per 100)."""
         gone: List[str] = []
         for start in range(0, len(arns), DESCRIBE_LIMIT):
             described, missing = self._describe(table, cluster, arns[start:start + DESCRIBE_LIMIT])
             gone += missing
             self.counts[f"{table.kind}s_seen"] += len(described)
-            self._write(table, [change for change in (self._snapshot(table, cluster, obj) for obj in described) if change])
+            self._write(table, [change for change in (self._snapshot(table, cluster, obj) for obj in described) if change],
+                        stored)
         return gone
 
     def _describe(self, table: TableSpec, cluster: str, arns: Sequence[str]) -> Tuple[List[Dict[str, Any]], List[str]]:
@@ -195,9 +198,12 @@ class Pass:
             self._refused(f"{detail.get(table.key, cluster)}: {error}")
             return None
 
-    def _write(self, table: TableSpec, changes: Sequence[StateChange]) -> None:
-        """Write the snapshots whose key holds nothing or an older version (read in bulk first)."""
-        stored = self.store.stored_versions(table, [change.key for change in changes]) if changes else {}
+    def _write(self, table: TableSpec, changes: Sequence[StateChange],
+               stored: Optional[Mapping[str, StoredVersion]] = None) -> None:
+        """Write the snapshots whose key holds nothing or an older version (read in bulk first,
+        unless the caller read them already)."""
+        if stored is None:
+            stored = self.store.stored_versions(table, [change.key for change in changes]) if changes else {}
         for change in changes:
             known = stored.get(change.key)
             if known is not None and known.version is not None and known.version >= change.version:
@@ -215,7 +221,7 @@ class Pass:
     def _confirm_ghosts(self, table: TableSpec, cluster: str, candidates: Mapping[str, StoredVersion]) -> None:
         """Describe stored, unfinished, unmarked items ECS did not list; mark those it calls MISSING."""
         unmarked = [key for key, stored in candidates.items() if stored.missing_since is None and stored.version is not None]
-        for key in self._snapshots(table, cluster, unmarked):  # described after all: snapshot written
+        for key in self._snapshots(table, cluster, unmarked, candidates):  # described after all: snapshot written
             if self.store.mark_missing(table, key, candidates[key].version, self.taken_at):
                 self.counts["missing"] += 1
 
