@@ -42,7 +42,7 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
-from tools.local_dynamodb import LOOPBACK
+from tools.local_dynamodb import LOOPBACK, LoopbackServer
 
 TARGET_PREFIX = "AmazonEC2ContainerServiceV20141113"
 CONTENT_TYPE = "application/x-amz-json-1.1"
@@ -194,12 +194,14 @@ class _Fault:
     remaining: int
 
 
-class FakeECS:
+class FakeECS(LoopbackServer):
     """An in-memory ECS account served on a free loopback port. See the module docstring."""
 
+    thread_name = "fake-ecs"
+
     def __init__(self, account: str = "111122223333", region: str = "us-east-1", clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
         self.account, self.region, self.clock = account, region, clock
-        self.endpoint = ""
         self.calls: collections.Counter = collections.Counter()  # requests by operation, refused ones included
         self.max_ids_per_describe = 0  # the most ARNs or IDs one Describe* request asked for
         self._arn_prefix = f"arn:aws:ecs:{region}:{account}:"
@@ -210,8 +212,6 @@ class FakeECS:
         self._faults: List[_Fault] = []
         self._cluster_listing = _Listing()
         self._sequence = itertools.count(1)
-        self._server: Optional[_Server] = None
-        self._thread: Optional[threading.Thread] = None
         self._operations: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = {
             "ListClusters": self._list_clusters,
             "ListTasks": self._list_tasks,
@@ -222,27 +222,11 @@ class FakeECS:
 
     # -- server ---------------------------------------------------------------------------
 
-    def start(self) -> "FakeECS":
-        self._server = _Server(self)
-        self.endpoint = f"http://{LOOPBACK}:{self._server.server_port}"
-        # A short poll: stop() waits for the serving loop to notice, half a second by default.
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-ecs", daemon=True)
-        self._thread.start()
-        return self
+    def _make_server(self) -> "_Server":
+        return _Server(self)
 
-    def stop(self) -> None:
-        """Stop serving and close every connection, kept-alive ones included."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server.close_connections()
-            self._server = None
-
-    def __enter__(self) -> "FakeECS":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _stopped(self, server: "_Server") -> None:
+        server.close_connections()  # kept-alive ones too: a client must not hang on a stopped fake
 
     # -- building and changing the account ------------------------------------------------
 

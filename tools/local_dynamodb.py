@@ -79,7 +79,51 @@ def local_environment(endpoint: str) -> Dict[str, str]:
     return {**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL_DYNAMODB": endpoint}
 
 
-class EmbeddedMoto:
+class LoopbackServer:
+    """A server of this process on a loopback port, serving from a daemon thread until stop().
+
+    Subclasses make the server (``_make_server``: anything with serve_forever,
+    shutdown, server_close and server_port).
+    """
+
+    thread_name = "loopback-server"
+
+    def __init__(self) -> None:
+        self._server: Any = None
+        self._thread: Optional[threading.Thread] = None
+        self.endpoint = ""
+
+    def _make_server(self) -> Any:
+        raise NotImplementedError
+
+    def _stopped(self, server: Any) -> None:
+        """After the server stopped serving: what else there is to close."""
+
+    def start(self) -> Any:
+        self._server = self._make_server()
+        self.endpoint = f"http://{LOOPBACK}:{self._server.server_port}"
+        # A short poll: stop() waits for the serving loop to notice, half a second by default.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name=self.thread_name, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            server, self._server = self._server, None
+            server.shutdown()
+            server.server_close()
+            self._stopped(server)
+
+    def __enter__(self) -> Any:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class EmbeddedMoto(LoopbackServer):
     """moto's DynamoDB, served on a free loopback port from a thread of this process.
 
     One request at a time: moto's backend does not make a conditional write
@@ -87,13 +131,13 @@ class EmbeddedMoto:
     as DynamoDB's are. (moto's ThreadedMotoServer serves them concurrently.)
     """
 
-    def __init__(self, port: int = 0) -> None:
-        self.port = port  # 0: any free port
-        self._server: Any = None
-        self._thread: Optional[threading.Thread] = None
-        self.endpoint = ""
+    thread_name = "moto"
 
-    def start(self) -> "EmbeddedMoto":
+    def __init__(self, port: int = 0) -> None:
+        super().__init__()
+        self.port = port  # 0: any free port
+
+    def _make_server(self) -> Any:
         from moto.moto_server.werkzeug_app import (
             DomainDispatcherApplication,
             MotoRequestHandler,
@@ -106,23 +150,7 @@ class EmbeddedMoto:
                 pass  # one line per request would bury the run's own output
 
         app = DomainDispatcherApplication(create_backend_app)
-        self._server = make_server(LOOPBACK, self.port, app, threaded=False, request_handler=QuietHandler)
-        self.endpoint = f"http://{LOOPBACK}:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="moto", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> "EmbeddedMoto":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return make_server(LOOPBACK, self.port, app, threaded=False, request_handler=QuietHandler)
 
 
 class DynamoDBLocal:
