@@ -10,7 +10,7 @@ from chalice.utils import to_cfn_resource_name
 
 from chalicelib.settings import EVENTS_ROUTE_VARIABLE
 from chalicelib.tables import ALL
-from tools.deploy import deployable_stages
+from tools.stage import deployable_stages
 from tools.local_dynamodb import ROOT
 
 CHALICE_DIR = ROOT / ".chalice"

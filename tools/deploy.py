@@ -38,7 +38,6 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from chalicelib import events, settings
 from tools.migrate import DEPLOY, Confirm, confirm_on_terminal, ensure_tables
 from tools.stage import DeployError, StagePlan, cli, report, run_chalice, stage_plan
-from tools.stage import deployable_stages  # noqa: F401 (tests/test_api_package.py imports it from here)
 
 SET_UP, CHALICE_DEPLOY, EVENT_INVOKE_CONFIGS, RECONCILE_PASS = (
     "set-up", "chalice-deploy", "event-invoke-configs", "reconcile-pass"
