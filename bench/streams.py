@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Sequence, Tuple
 
-from bench.workload import recent_events, sequential_outcomes, task_versions
+from bench.workload import sequential_outcomes, task_versions
+from tools.replay import recent_events
 from chalicelib.events import iso_time, parse_time
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS, TableSpec
 

@@ -4,23 +4,19 @@ Each task replays one of the real task lifecycles in events/ (3 to 7 versions)
 under its own task id, so the items have the size and shape of real ones.
 Task events only: they carry no floats (see bench/docs_example.py).
 
-The files in events/ carry fixed dates, and an event older than the stage's
-retention (14 days by default) may no longer create its item (answered
-"expired"). So every date in them is moved by the same whole number of days,
-to yesterday: the times of day, the intervals and the text's length (so every
-item's size) stay as captured.
+The files in events/ carry fixed dates, and an event older than the creation
+window may no longer create its item (answered "expired"), so they are read
+through tools.replay.recent_events: dated yesterday, every item's size kept.
 """
 import json
 import random
-import re
 from collections import Counter
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from chalicelib.store import CREATED, DUPLICATE, STALE, UPDATED
 from chalicelib.tables import TASKS
-from tools.replay import DEFAULT_EVENTS, load_events
+from tools.replay import recent_events
 
 
 @dataclass(frozen=True)
@@ -31,24 +27,6 @@ class Workload:
 
     def outcome_counts(self) -> Counter:
         return Counter(self.expected_outcomes)
-
-
-# An ISO-8601 time as events and their details carry them: "2026-11-03T14:02:11.482Z".
-_ISO_TIME = re.compile(r'"(\d{4}-\d{2}-\d{2})(T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z)"')
-
-
-def recent_events(today: Optional[date] = None) -> List[Dict[str, Any]]:
-    """The events in events/, every date moved by the same whole number of days so the
-    latest falls on yesterday (UTC): young enough to create their items, never in the future."""
-    text = json.dumps(load_events(DEFAULT_EVENTS))
-    dates = [date.fromisoformat(day) for day, _ in _ISO_TIME.findall(text)]
-    today = today or datetime.now(timezone.utc).date()
-    shift = (today - timedelta(days=1)) - max(dates)
-
-    def moved(match: "re.Match[str]") -> str:
-        return f'"{(date.fromisoformat(match.group(1)) + shift).isoformat()}{match.group(2)}"'
-
-    return json.loads(_ISO_TIME.sub(moved, text))
 
 
 def lifecycles() -> List[List[Dict[str, Any]]]:

@@ -35,11 +35,21 @@ RESERVED_PREFIX = "cw_"
 MAX_VERSION = 10**MAX_SIGNIFICANT_DIGITS - 1  # the largest integer DynamoDB stores exactly
 MAX_KEY_BYTES = 2048  # DynamoDB's partition key limit
 MAX_SORT_KEY_BYTES = 1024  # DynamoDB's sort key limit
-# Added to a finished item's expiry. An event may create an item only while it is
-# younger than the retention period (store.py); the item of a task that stopped at
-# T expires at T + retention + this, so no event of that task young enough to
-# create it can arrive once TTL may have deleted it, even though events carry
-# whole-second times and ECS's own timestamps may differ from them by seconds.
+# Expiry and creation, kept apart from the retention setting so that no change of
+# it can bring back what TTL deleted (docs/reconcile.md, "Expiry"):
+# - an event may create its item only while younger than the creation window,
+#   min(retention, DELIVERY_HORIZON_SECONDS) (store.py);
+# - a finished item expires max(retention, DELIVERY_HORIZON_SECONDS) plus
+#   EXPIRY_GRACE_SECONDS after it finished.
+# Every window any retention gives is at most the horizon, and every item stays at
+# least the horizon (plus the grace), so by the time TTL may delete an item, each of
+# its events is too old to create it again, whatever the setting was or became.
+# The horizon is the oldest an event can be when it is delivered: EventBridge
+# retries for 24 h, Lambda for 6 h, and the dead-letter queue keeps it 14 days
+# (SQS's maximum), 15 d 6 h in all, rounded up.
+DELIVERY_HORIZON_SECONDS = 16 * 86_400
+# Added to a finished item's expiry: events carry whole-second times, and ECS's own
+# timestamps (stoppedAt) and its last events may differ from each other by seconds.
 EXPIRY_GRACE_SECONDS = 3600
 
 
@@ -47,7 +57,17 @@ class ItemRules(NamedTuple):
     """What a stage's settings change in the item (chalicelib.settings.item_rules())."""
 
     read_index: bool  # write cw_phase, the read index's sort key
-    retention_seconds: int  # how long a finished item is kept
+    retention_seconds: int  # how long a finished item is kept (at least the delivery horizon)
+
+
+def creation_window_seconds(retention_seconds: int) -> float:
+    """How young an event must be to create its item (an older one may only update it)."""
+    return min(retention_seconds, DELIVERY_HORIZON_SECONDS)
+
+
+def expires_at(finished_at: float, retention_seconds: int) -> int:
+    """The cw_expires_at of an item finished (or found a ghost) at ``finished_at``."""
+    return int(finished_at) + max(retention_seconds, DELIVERY_HORIZON_SECONDS) + EXPIRY_GRACE_SECONDS
 
 
 class StateChange(NamedTuple):  # a NamedTuple: see chalicelib/tables.py
@@ -124,7 +144,7 @@ def lifecycle_fields(table: TableSpec, detail: Mapping, observed_at: float, rule
     phase = table.phase(detail.get(table.status_field))
     fields: Dict[str, Any] = {PHASE: phase} if rules.read_index else {}
     if phase == FINISHED:
-        fields[EXPIRES_AT] = int(_finished_at(table, detail, observed_at)) + rules.retention_seconds + EXPIRY_GRACE_SECONDS
+        fields[EXPIRES_AT] = expires_at(_finished_at(table, detail, observed_at), rules.retention_seconds)
     return fields
 
 

@@ -11,11 +11,11 @@ Deletions break "for good", so the marks bound what they assume:
 
 - TTL deleting a finished item is safe. An event at or below V belongs to the
   item's past, so it was sent no later than the item finished; the item
-  expires a retention period (plus an hour) after that, so by the time TTL
-  may delete it, such an event is older than the retention, and DynamoDB
-  would refuse to create the item from it too (store.py's "expired"). Either
-  answer writes nothing; only the outcome's name differs (duplicate or stale
-  here, expired there).
+  expires at least the delivery horizon (plus an hour) after that
+  (events.expires_at), so by the time TTL may delete it, such an event is
+  older than any creation window, and DynamoDB would refuse to create the
+  item from it too (store.py's "expired"). Either answer writes nothing; only
+  the outcome's name differs (duplicate or stale here, expired there).
 - A table deleted and recreated, or restored from a backup into the same
   name, holds older versions than the marks remember. An event that finds
   its table missing clears that table's marks (store.py); and a mark is

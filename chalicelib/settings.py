@@ -46,13 +46,15 @@ DEFAULT_HIGH_WATER_SECONDS = 600
 # slow scan instead (chalicelib/reconciler.py).
 READ_INDEX_ENV = "ECS_STATE_READ_INDEX"
 ENABLED, DISABLED = "enabled", "disabled"
-# How long a finished item stays (a stopped task, a deregistered instance, a ghost).
+# How long a finished item stays (a stopped task, a deregistered instance, a ghost),
+# never less than the delivery horizon; and how young an event must be to create
+# its item, never more than it (chalicelib/events.py, docs/reconcile.md).
 RETENTION_DAYS_ENV = "ECS_STATE_RETENTION_DAYS"
 DEFAULT_RETENTION_DAYS = 14  # the dead-letter queue's retention: a redrive can still create what it holds
 # The floor: EventBridge redelivers for up to 24 h and Lambda retries for up to 6 h,
-# and an event older than the retention can no longer create its item. Under 30 h,
-# an event still in automatic redelivery (say, after a day-long DynamoDB outage)
-# could be refused as expired; two days leave margin over those 30 h.
+# and an event older than the creation window can no longer create its item. Under
+# 30 h, an event still in automatic redelivery (say, after a day-long DynamoDB
+# outage) could be refused as expired; two days leave margin over those 30 h.
 MIN_RETENTION_DAYS = 2
 # The reconciler (chalicelib/reconciler.py).
 RECONCILE_MINUTES_ENV = "ECS_STATE_RECONCILE_MINUTES"

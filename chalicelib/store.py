@@ -25,14 +25,15 @@ CREATED = "created"  # first version seen for this key
 UPDATED = "updated"  # newer than the stored version, which it replaced
 DUPLICATE = "duplicate"  # the stored version already is this one
 STALE = "stale"  # an older version than the stored one
-EXPIRED = "expired"  # older than the retention period, for a key not stored (any more): not created
+EXPIRED = "expired"  # older than the creation window, for a key not stored (any more): not created
 OUTCOMES = (CREATED, UPDATED, DUPLICATE, STALE, EXPIRED)
 
 # Every attribute name is aliased: "status" and others are reserved words.
 _NEWER = "attribute_not_exists(#version) OR #version < :version"
 _CONDITION = f"attribute_not_exists(#key) OR {_NEWER}"
-# An event older than the retention may update its item but never create it:
-# TTL may have deleted that item already, and must not see it come back.
+# An event older than the creation window (events.creation_window_seconds) may update
+# its item but never create it: TTL may have deleted that item already, and must
+# not see it come back.
 _CONDITION_EXISTING = f"attribute_exists(#key) AND ({_NEWER})"
 BATCH_GET_KEYS = 100  # BatchGetItem's limit
 _UNPROCESSED_ATTEMPTS = 5
@@ -93,7 +94,7 @@ class StateStore:
 
     def _put(self, table: str, change: StateChange) -> WriteResult:
         retention = self._retention_seconds if self._retention_seconds is not None else settings.retention_seconds()
-        may_create = events.now() - change.observed_at < retention
+        may_create = events.now() - change.observed_at < events.creation_window_seconds(retention)
         try:
             response = self._client.put_item(
                 TableName=table,
@@ -211,7 +212,7 @@ class StateStore:
                 ExpressionAttributeNames={"#missing": MISSING_SINCE, "#expires": EXPIRES_AT, "#version": VERSION},
                 ExpressionAttributeValues={
                     ":since": {"S": events.iso_time(since)},
-                    ":expires": {"N": str(int(since) + retention + events.EXPIRY_GRACE_SECONDS)},
+                    ":expires": {"N": str(events.expires_at(since, retention))},
                     ":version": {"N": str(version)},
                 },
             )

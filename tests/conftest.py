@@ -27,9 +27,9 @@ hypothesis_settings.load_profile("ci" if IN_CI else "dev")
 # Tests never emit EMF to stdout or INFO logs unless they ask for them.
 os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-# The test events carry fixed dates (events/ and tests/helpers.py): a century's
-# retention keeps them young enough to create their items whenever the suite
-# runs. The expiry tests set the retention they test, and move the clock.
+# The local stage's retention: nothing a test stores expires unless the test sets
+# the retention it tests. Event times are relative to now (tests/helpers.py's
+# EVENT_TIME, tools/replay.py's recent_events), so no test depends on the date.
 os.environ.setdefault(settings.RETENTION_DAYS_ENV, str(LOCAL_RETENTION_DAYS))
 
 

@@ -3,15 +3,28 @@ import contextlib
 import copy
 import io
 import json
+import time
 from decimal import Decimal
 from typing import Any, Dict, Iterator, List
 
 from boto3.dynamodb.types import TypeDeserializer
 
 from chalicelib import settings
+from chalicelib.events import iso_time
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS, TableSpec
 
 ACCOUNT = "111122223333"
+HOUR = 3600
+DAY = 86_400
+# The envelope time of the test events: an hour before the run started, in whole
+# seconds as EventBridge writes it. Relative to now, so no test depends on the date
+# it runs (an event older than the creation window may not create its item).
+EVENT_TIME = float(int(time.time()) - HOUR)
+
+
+def iso(epoch_seconds: float) -> str:
+    """An epoch time as ECS events write theirs ("2026-11-22T10:00:00.75Z")."""
+    return iso_time(epoch_seconds)
 
 
 class _ExactDeserializer(TypeDeserializer):
@@ -68,7 +81,7 @@ def _envelope(table: TableSpec, arn: str, detail: Dict[str, Any], version: int) 
         "detail-type": table.detail_type,
         "source": "aws.ecs",
         "account": ACCOUNT,
-        "time": "2026-11-22T10:00:00Z",
+        "time": iso(EVENT_TIME),
         "region": "us-east-1",
         "resources": [arn],
         "detail": copy.deepcopy(detail),

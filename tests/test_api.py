@@ -11,7 +11,7 @@ from chalicelib.api import MAX_EVENTS_PER_REQUEST, MAX_LIMIT
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS
 from tests.apps import client_for, load_app
 from tests.helpers import ACCOUNT, container_instance_event, count_requests, expected_item, stored_item, task_event
-from tools.replay import DEFAULT_EVENTS, expected_state, load_events
+from tools.replay import expected_state, recent_events, write_recent_event_files
 
 WEB_PROD = f"arn:aws:ecs:us-east-1:{ACCOUNT}:cluster/web-prod"
 BATCH_EC2 = f"arn:aws:ecs:us-east-1:{ACCOUNT}:cluster/batch-ec2"
@@ -47,7 +47,7 @@ def expected_keys(kind, cluster, status=None):
     status_field = "lastStatus" if kind == "task" else "status"
     return {
         key
-        for (event_kind, key), event in expected_state(load_events(DEFAULT_EVENTS)).items()
+        for (event_kind, key), event in expected_state(recent_events()).items()
         if event_kind == kind
         and event["detail"]["clusterArn"] == cluster
         and (status is None or event["detail"][status_field] == status)
@@ -55,9 +55,9 @@ def expected_keys(kind, cluster, status=None):
 
 
 @pytest.fixture
-def recorded(http):
-    """Every event in events/, posted file by file as the docs show."""
-    for path in sorted(DEFAULT_EVENTS.glob("*.json")):
+def recorded(http, tmp_path):
+    """Every event in events/, dated yesterday, posted file by file as the docs show."""
+    for path in write_recent_event_files(tmp_path):
         response = post_events(http, path.read_bytes())
         assert response.status_code == 200, response.body
     return http

@@ -13,8 +13,7 @@ import pytest
 from bench import capacity, streams
 from bench.capacity import Capture, IndexKeys, Units, item_size, number_size, read_units, write_units
 from bench.cost import Delivery, gap
-from bench.workload import recent_events
-from tools.replay import DEFAULT_EVENTS, load_events
+from tools.replay import DEFAULT_EVENTS, load_events, recent_events
 
 
 @pytest.mark.parametrize("text, size", [
@@ -91,7 +90,7 @@ def test_a_set_update_is_applied_for_the_model():
 
 def test_sample_events_move_by_whole_days_to_yesterday_keeping_their_size():
     today = date(2030, 1, 15)
-    moved, original = recent_events(today), load_events(DEFAULT_EVENTS)
+    moved, original = recent_events(today=today), load_events(DEFAULT_EVENTS)
     assert [len(json.dumps(e)) for e in moved] == [len(json.dumps(e)) for e in original]
     assert max(e["time"][:10] for e in moved) == str(today - timedelta(days=1))
     assert {e["time"][10:] for e in moved} == {e["time"][10:] for e in original}

@@ -47,7 +47,7 @@ def test_each_deployed_stage_writes_its_settings_out_and_they_are_valid():
 
 
 def test_the_local_stage_keeps_items_as_long_as_the_local_runs_do():
-    """The sample events carry fixed dates: the local stage must keep them young, as make run does."""
+    """What a local run stores never expires while one looks at it (make run sets the same)."""
     variables = CONFIG["stages"]["local"]["environment_variables"]
     assert variables["ECS_STATE_RETENTION_DAYS"] == str(LOCAL_RETENTION_DAYS)
     assert set(STAGE_SETTINGS) <= set(variables)

@@ -1,15 +1,14 @@
 """Parsing, validation and item building: no DynamoDB involved."""
 import time
-from datetime import datetime, timezone
 from decimal import Decimal
 
 import pytest
 
 from chalicelib.attributes import MAX_ITEM_BYTES, MAX_NESTED_CONTAINERS
 from chalicelib.errors import InvalidEvent, ItemTooLarge
-from chalicelib.events import MAX_VERSION, ItemRules, parse_event, parse_snapshot
+from chalicelib.events import DELIVERY_HORIZON_SECONDS, MAX_VERSION, ItemRules, parse_event, parse_snapshot
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS
-from tests.helpers import container_instance_event, task_event
+from tests.helpers import DAY, EVENT_TIME, HOUR, container_instance_event, iso, task_event
 
 
 def nested(depth):
@@ -63,7 +62,7 @@ def test_an_envelope_time_that_is_not_an_iso_time_with_a_zone_is_refused(value):
     assert refused.value.field == "time"
 
 
-RULES = ItemRules(read_index=True, retention_seconds=14 * 86_400)
+RULES = ItemRules(read_index=True, retention_seconds=20 * DAY)  # over the delivery horizon: it counts
 
 
 @pytest.mark.parametrize(
@@ -79,11 +78,10 @@ def test_the_phase_follows_the_status_and_only_finished_items_expire(make_event,
 
 
 def test_a_stopped_task_expires_the_retention_plus_an_hour_after_its_own_stoppedAt():
-    event = task_event(8, lastStatus="STOPPED", stoppedAt="2026-11-22T10:00:00.750Z")
-    event["time"] = "2026-11-22T10:05:00Z"  # delivered later: the task's own time counts
-    item = parse_event(event, RULES).item
-    stopped_at = datetime(2026, 11, 22, 10, tzinfo=timezone.utc).timestamp()
-    assert item["cw_expires_at"] == {"N": str(int(stopped_at) + 14 * 86_400 + 3600)}
+    stopped_at = EVENT_TIME - 10 * 60
+    event = task_event(8, lastStatus="STOPPED", stoppedAt=iso(stopped_at + 0.75))  # delivered later:
+    item = parse_event(event, RULES).item  # the task's own time counts
+    assert item["cw_expires_at"] == {"N": str(int(stopped_at) + 20 * DAY + HOUR)}
 
 
 @pytest.mark.parametrize("stopped_at", [..., "garbled", 12])
@@ -92,15 +90,22 @@ def test_without_a_usable_stoppedAt_a_stopped_task_expires_from_the_events_time(
     if stopped_at is ...:
         del event["detail"]["stoppedAt"]
     item = parse_event(event, RULES).item
-    event_time = datetime(2026, 11, 22, 10, tzinfo=timezone.utc).timestamp()  # tests/helpers.py's
-    assert item["cw_expires_at"] == {"N": str(int(event_time) + 14 * 86_400 + 3600)}
+    assert item["cw_expires_at"] == {"N": str(int(EVENT_TIME) + 20 * DAY + HOUR)}
 
 
 def test_a_deregistered_instance_expires_from_when_its_state_was_seen():
     event = container_instance_event(4, status="INACTIVE")
-    item = parse_event(event, ItemRules(read_index=True, retention_seconds=2 * 86_400)).item
-    event_time = datetime(2026, 11, 22, 10, tzinfo=timezone.utc).timestamp()
-    assert item["cw_expires_at"] == {"N": str(int(event_time) + 2 * 86_400 + 3600)}
+    item = parse_event(event, RULES).item
+    assert item["cw_expires_at"] == {"N": str(int(EVENT_TIME) + 20 * DAY + HOUR)}
+
+
+@pytest.mark.parametrize("retention_days", [2, 14, 16])
+def test_under_the_delivery_horizon_an_item_stays_the_horizon_plus_an_hour(retention_days):
+    """So no event young enough to create an item can outlive it, whatever the retention was or becomes."""
+    rules = ItemRules(read_index=True, retention_seconds=retention_days * DAY)
+    item = parse_event(task_event(8, lastStatus="STOPPED", stoppedAt=iso(EVENT_TIME)), rules).item
+    assert DELIVERY_HORIZON_SECONDS == 16 * DAY
+    assert item["cw_expires_at"] == {"N": str(int(EVENT_TIME) + 16 * DAY + HOUR)}
 
 
 def test_without_the_read_index_no_phase_is_written():
@@ -109,8 +114,8 @@ def test_without_the_read_index_no_phase_is_written():
 
 
 def test_a_snapshot_is_stored_like_its_event_but_for_where_it_came_from():
-    event = task_event(5, lastStatus="STOPPED", stoppedAt="2026-11-22T10:00:00.000Z")
-    taken_at = datetime(2026, 11, 22, 10, 20, 1, 250000, tzinfo=timezone.utc).timestamp()
+    event = task_event(5, lastStatus="STOPPED", stoppedAt=iso(EVENT_TIME))
+    taken_at = EVENT_TIME + 20 * 60 + 1.25
     from_event = parse_event(event, RULES)
     from_api = parse_snapshot(TASKS, event["detail"], taken_at, RULES)
     assert (from_api.table, from_api.key, from_api.version) == (from_event.table, from_event.key, 5)
@@ -120,7 +125,8 @@ def test_a_snapshot_is_stored_like_its_event_but_for_where_it_came_from():
         k: v for k, v in from_event.item.items() if k not in metadata
     }
     assert from_api.item["cw_source"] == {"S": "reconcile"}
-    assert from_api.item["cw_time"] == {"S": "2026-11-22T10:20:01.25Z"}
+    assert from_api.item["cw_time"] == {"S": iso(EVENT_TIME + 20 * 60 + 1.25)}
+    assert from_api.item["cw_time"]["S"].endswith(".25Z")  # to the millisecond, trailing zeros dropped
     assert from_api.item["cw_version"] == {"S": "0"}
 
 

@@ -8,7 +8,7 @@ from chalicelib import recorder, settings
 from chalicelib.high_water import HighWaterMarks
 from chalicelib.tables import TASKS
 from tools.local_dynamodb import create_tables
-from tests.helpers import count_requests, stored_item, task_event
+from tests.helpers import EVENT_TIME, count_requests, iso, stored_item, task_event
 
 ARN = task_event(1)["detail"]["taskArn"]
 
@@ -197,11 +197,11 @@ def test_after_a_silent_restore_marks_stop_answering_within_their_age(dynamodb_l
 
 def test_when_ttl_deletes_a_finished_item_marks_and_dynamodb_both_write_nothing(dynamodb_local, monkeypatch):
     # The argument in chalicelib/high_water.py: an event at or below a finished item's
-    # version is older than the retention by the time TTL may delete the item.
+    # version is older than any creation window by the time TTL may delete the item.
     from chalicelib import events
 
     monkeypatch.setenv(settings.RETENTION_DAYS_ENV, "2")
-    stopped = task_event(8, lastStatus="STOPPED", stoppedAt="2026-11-22T10:00:00.000Z")
+    stopped = task_event(8, lastStatus="STOPPED", stoppedAt=iso(EVENT_TIME))
     with_marks = _store_with(dynamodb_local, HighWaterMarks(100, 10**9))
     assert recorder.record(stopped, store=with_marks)["outcome"] == "created"
     expires_at = int(stored_item(dynamodb_local, TASKS, ARN)["cw_expires_at"])

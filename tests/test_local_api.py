@@ -17,7 +17,8 @@ from tests.helpers import ACCOUNT
 from tests.test_api import BATCH_EC2, WEB_PROD, expected_keys
 from tools import local_api
 from tools.local_dynamodb import LOOPBACK, ROOT, free_port, stop_process
-from tools.replay import DEFAULT_EVENTS, expected_state, load_events
+from tools.local_api import SAMPLE_EVENTS
+from tools.replay import expected_state, recent_events
 
 BANNER = re.compile(r"ecs-state local API: (http://127\.0\.0\.1:\d+)  \(chalice local PID (\d+)\)")
 STARTUP_SECONDS = 90
@@ -68,7 +69,7 @@ def test_make_local_records_posted_events_and_serves_them_back(request, tmp_path
     chalice_pid = None
     try:
         url, chalice_pid = wait_for_banner(wrapper, log_path)
-        for path in sorted(DEFAULT_EVENTS.glob("*.json")):
+        for path in sorted(SAMPLE_EVENTS.glob("*.json")):  # dated yesterday by make local
             status, results = call(f"{url}/events", data=path.read_bytes())
             assert status == 200, results
             assert len(results) == len(json.loads(path.read_text()))
@@ -76,7 +77,7 @@ def test_make_local_records_posted_events_and_serves_them_back(request, tmp_path
         status, page = call(f"{url}/tasks?{urlencode({'cluster': WEB_PROD})}")
         assert status == 200
         assert {item["taskArn"] for item in page["items"]} == expected_keys("task", WEB_PROD)
-        latest = expected_state(load_events(DEFAULT_EVENTS))
+        latest = expected_state(recent_events())
         for item in page["items"]:
             status, stored = call(f"{url}/tasks/{quote(item['taskArn'], safe='')}")
             assert status == 200

@@ -13,7 +13,7 @@ import pytest
 from moto import mock_aws
 
 from chalicelib import attributes, recorder, settings
-from chalicelib.events import EXPIRY_GRACE_SECONDS, parse_time
+from chalicelib.events import expires_at, parse_time
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS, TableSpec
 from tests.conftest import dynamodb_local_server
 from tests.helpers import (
@@ -148,7 +148,7 @@ def test_the_docs_example_tables_are_upgraded_in_place_and_a_second_run_changes_
         finished = item.get(spec.status_field) in spec.finished_statuses
         assert stored["cw_phase"] == ("finished" if finished else "open")
         if spec is TASKS and finished:
-            assert stored["cw_expires_at"] == int(parse_time(item["stoppedAt"], "stoppedAt")) + RETENTION + EXPIRY_GRACE_SECONDS
+            assert stored["cw_expires_at"] == expires_at(parse_time(item["stoppedAt"], "stoppedAt"), RETENTION)
         elif finished:  # no finish time of its own, no cw_time: dated from the migration
             assert stored["cw_expires_at"] > int(parse_time("2026-11-22T00:00:00Z", "t")) + RETENTION
         else:

@@ -95,7 +95,7 @@ def test_a_stopped_snapshot_expires_from_the_tasks_own_stoppedAt(fake, monkeypat
     arn = fake.add_task("web", last_status="STOPPED")
     run_pass()
     assert int(stored_item(settings.dynamodb_client(), TASKS, arn)["cw_expires_at"]) == (
-        int(fake.task(arn)["stoppedAt"]) + 14 * 86_400 + 3600
+        events.expires_at(fake.task(arn)["stoppedAt"], 14 * 86_400)
     )
 
 
@@ -233,7 +233,7 @@ def test_a_task_whose_stopped_event_was_lost_is_marked_not_deleted_and_expires(f
     item = stored_item(settings.dynamodb_client(), TASKS, arn)
     assert item["version"] == running_event["detail"]["version"] and item["lastStatus"] == "RUNNING"
     assert item["cw_missing_since"] == events.iso_time(1_800_000_000)
-    assert item["cw_expires_at"] == 1_800_000_000 + 14 * 86_400 + 3600
+    assert item["cw_expires_at"] == events.expires_at(1_800_000_000, 14 * 86_400)
     requests = count_requests(settings.dynamodb_client())
     assert run_pass()["missing"] == 0  # marked once; the next pass does not describe it again
     assert "UpdateItem" not in requests and "describe_tasks" not in run_pass()["ecs_calls"]

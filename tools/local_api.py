@@ -5,7 +5,8 @@
 2. Creates the tables there, from chalicelib.tables, named as the stage names them.
 3. Runs `chalice local --stage local --no-autoreload` on a free loopback port:
    the read API plus POST /events, which records test events through the
-   on_cw_event handlers.
+   on_cw_event handlers; and writes the sample events of events/, dated
+   yesterday, to out/local-events/ to post there.
 Ctrl-C stops both; the embedded DynamoDB keeps nothing.
 
 ``--dynamodb-port`` serves the embedded DynamoDB on another port, and
@@ -36,8 +37,10 @@ from tools.local_dynamodb import (
     stop_process,
     wait_until_listening,
 )
+from tools.replay import write_recent_event_files
 
 STAGE = "local"
+SAMPLE_EVENTS = ROOT / "out" / "local-events"  # the sample events, dated yesterday, to post
 CONFIG = ROOT / ".chalice" / "config.json"
 ENDPOINT_VARIABLE = "AWS_ENDPOINT_URL_DYNAMODB"
 CHALICE = Path(sys.executable).parent / "chalice"
@@ -132,7 +135,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         url = f"http://{LOOPBACK}:{api_port}"
         print(f"\necs-state local API: {url}  (chalice local PID {chalice.pid})", flush=True)
         print(f"DynamoDB: {endpoint}, tables " + ", ".join(names.values()))
-        print(f"Try:  curl --data @events/task-running.json {url}/events")
+        samples = write_recent_event_files(SAMPLE_EVENTS)
+        print(f"Sample events from events/, dated yesterday (older ones may not create items): {SAMPLE_EVENTS.relative_to(ROOT)}/")
+        print(f"Try:  curl --data @{samples[-1].relative_to(ROOT)} {url}/events")
         print(f"      curl '{url}/tasks?cluster=arn:aws:ecs:us-east-1:111122223333:cluster/web-prod'")
         print("Ctrl-C stops both.\n", flush=True)
         try:

@@ -33,9 +33,9 @@ LOCAL_CREDENTIALS = {
 
 # DynamoDB deletes an item some time after its cw_expires_at (chalicelib/events.py).
 TIME_TO_LIVE = {"Enabled": True, "AttributeName": EXPIRES_AT}
-# Retention for local runs (the local stage, make run, the tests): the sample events
-# carry fixed dates, and must stay young enough to create their items whenever
-# they are replayed (an event older than the retention cannot: chalicelib/store.py).
+# Retention for local runs (the local stage, make run, the tests): nothing they store
+# expires while one looks. (The creation window stays the delivery horizon's, so the
+# dated sample events are replayed dated yesterday: tools/replay.py's recent_events.)
 LOCAL_RETENTION_DAYS = 36_500
 
 

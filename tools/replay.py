@@ -15,14 +15,16 @@ import argparse
 import json
 import os
 import random
+import re
 import sys
 import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from tools.local_dynamodb import LOCAL_RETENTION_DAYS, ROOT, EmbeddedMoto, create_tables, local_environment
 
@@ -37,6 +39,42 @@ def load_events(path: Path) -> List[Dict[str, Any]]:
         loaded = json.loads(file.read_text())
         events.extend(loaded if isinstance(loaded, list) else [loaded])
     return events
+
+
+# An ISO-8601 time as events and their details carry them: "2026-11-03T14:02:11.482Z".
+_ISO_TIME = re.compile(r'"(\d{4}-\d{2}-\d{2})(T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z)"')
+
+
+def recent_events(path: Path = DEFAULT_EVENTS, today: Optional[date] = None) -> List[Dict[str, Any]]:
+    """The events of ``path``, every date moved by the same whole number of days so the latest
+    falls on yesterday (UTC): young enough to create their items (an event older than the
+    creation window may not), never in the future. The times of day, the intervals and the
+    text's length (so every item's size) stay as captured."""
+    return json.loads(_moved_to_yesterday([json.dumps(load_events(path))], today)[0])
+
+
+def write_recent_event_files(folder: Path, source: Path = DEFAULT_EVENTS) -> List[Path]:
+    """Copies of the sample event files in ``folder``, dated as recent_events dates them
+    (one shift for all), to post one by one (make local, the tests of POST /events)."""
+    files = sorted(source.glob("*.json"))
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for file, text in zip(files, _moved_to_yesterday([file.read_text() for file in files], None)):
+        written.append(folder / file.name)
+        written[-1].write_text(text)
+    return written
+
+
+def _moved_to_yesterday(texts: List[str], today: Optional[date]) -> List[str]:
+    dates = [date.fromisoformat(day) for text in texts for day, _ in _ISO_TIME.findall(text)]
+    if not dates:
+        return texts
+    shift = ((today or datetime.now(timezone.utc).date()) - timedelta(days=1)) - max(dates)
+
+    def moved(match: "re.Match[str]") -> str:
+        return f'"{(date.fromisoformat(match.group(1)) + shift).isoformat()}{match.group(2)}"'
+
+    return [_ISO_TIME.sub(moved, text) for text in texts]
 
 
 def plan_deliveries(events: List[Dict[str, Any]], duplicate_rate: float, rng: random.Random) -> List[Dict[str, Any]]:
@@ -157,11 +195,10 @@ def main(argv: List[str] = None) -> int:
     # Quiet by default: the run prints its own summary; EMF and INFO lines would bury it.
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-    # The sample events carry fixed dates: a retention longer than their age lets
-    # them create their items whenever they are replayed (as the local stage does).
+    # The local stage's retention: what the run stores never expires while it looks.
     os.environ.setdefault("ECS_STATE_RETENTION_DAYS", str(LOCAL_RETENTION_DAYS))
 
-    events = load_events(args.events)
+    events = recent_events(args.events)  # fixed dates, moved to yesterday: young enough to create
     expected = expected_state(events)
     deliveries = plan_deliveries(events, args.duplicate_rate, random.Random(seed))
 
