@@ -10,13 +10,14 @@ import base64
 import binascii
 import json
 import re
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from collections import deque
+from typing import Any, Deque, Dict, Iterator, List, Mapping, Optional, Tuple
 from urllib.parse import unquote
 
 from botocore.exceptions import BotoCoreError, ClientError
 from chalice import BadRequestError, NotFoundError, Response
 
-from chalicelib import settings
+from chalicelib import arns, observability, settings
 from chalicelib.attributes import AttributeValue, decode
 from chalicelib.errors import InvalidEvent, StoredItemConflict
 from chalicelib.events import parse_event
@@ -33,16 +34,15 @@ MAX_KEYS_READ_PER_REQUEST = 1000
 LIST_PARAMETERS = ("cluster", "status", "limit", "next")
 GET_PARAMETERS = ("cluster",)
 
-# ECS's formats, ASCII only: partition (aws, aws-cn, aws-us-gov, ...), region,
-# 12-digit account, names of at most 255 letters, digits, - and _. Every key
-# built from them stays far below DynamoDB's 2,048-byte key limit.
-_PARTITION_REGION_ACCOUNT = r"arn:aws[a-z-]{0,16}:ecs:[a-z0-9-]{1,32}:[0-9]{12}"
-_NAME = r"[A-Za-z0-9_-]{1,255}"
-_CLUSTER_ARN = re.compile(rf"({_PARTITION_REGION_ACCOUNT}):cluster/({_NAME})", re.ASCII)
-_RESOURCE_ID = re.compile(_NAME, re.ASCII)
-_RESOURCE_PATH = rf"{_NAME}(/{_NAME})?"  # [<cluster>/]<id>
-_STATUS = re.compile(r"[A-Za-z_]{1,64}", re.ASCII)
+_STATUS = re.compile(r"[A-Za-z_]{1,64}", re.ASCII)  # matched in any case: ECS's are upper case
 _LIMIT = re.compile(r"[0-9]{1,3}", re.ASCII)  # not str.isdigit: it takes "²" and "١", which int() refuses or reads
+# What a caller should wait before trying again, when DynamoDB throttles, times out or fails.
+RETRY_AFTER_SECONDS = 2
+# DynamoDB's answers that say "not now", not "not this": throttling and its own failures.
+_BUSY_CODES = frozenset({
+    "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
+    "InternalServerError", "ServiceUnavailable", "LimitExceededException",
+})
 MAX_TOKEN_CHARACTERS = 12_000  # a page key of three attributes, base64: well under this
 
 
@@ -58,10 +58,12 @@ def list_items(table: TableSpec, query_params: Optional[Mapping[str, str]]) -> A
     params = _parameters(query_params, LIST_PARAMETERS)
     if "cluster" not in params:
         raise _bad("cluster", "is required (a cluster ARN): listing without one would need a table scan")
-    cluster = _cluster_arn(params["cluster"]).group(0)
+    cluster = _cluster_arn(params["cluster"])
     status = params.get("status")
-    if status is not None and not _STATUS.fullmatch(status):
-        raise _bad("status", f"must be an ECS status such as RUNNING or ACTIVE, got {status[:80]!r}")
+    if status is not None:
+        if not _STATUS.fullmatch(status):
+            raise _bad("status", f"must be an ECS status such as RUNNING or ACTIVE, got {status[:80]!r}")
+        status = status.upper()
     limit = _limit(params.get("limit"))
     phase = table.phase(status) if status is not None else None
     start = _start_key(params["next"], table, cluster, phase) if "next" in params else None
@@ -70,34 +72,53 @@ def list_items(table: TableSpec, query_params: Optional[Mapping[str, str]]) -> A
             f"listing needs the read index, which this stage turns off ({settings.READ_INDEX_ENV}="
             f"{settings.DISABLED}); get one item by its id instead"
         ))
+    try:
+        return _page(*_listing(table, cluster, status, phase, start, limit))
+    except (ClientError, BotoCoreError) as error:
+        return _dynamodb_refusal(error, table)
+    except _Busy as busy:
+        return _unavailable(str(busy))
+
+
+def _listing(table: TableSpec, cluster: str, status: Optional[str], phase: Optional[str],
+             start: Optional[Dict[str, AttributeValue]], limit: int
+             ) -> Tuple[List[Mapping[str, AttributeValue]], Optional[str]]:
+    """The page's items and its ``next`` token: the index's keys in order, each read back.
+
+    Every key the index returned is read before a key after it, and the token is
+    the last key read: a key whose item the read does not return (TTL deleted
+    it, or an eventually consistent read missed it) is passed over, and neither
+    ends the listing nor hides the keys after it.
+    """
     # Every item of the finished phase has the one finished status (STOPPED, INACTIVE):
     # only a listing of an unfinished status reads past items of other statuses.
     keep_all = status is None or table.finished_statuses == {status}
-    # Keeping all, one key more than the page tells whether anything follows.
-    page_size = limit + 1 if keep_all else MAX_LIMIT
+    pending: Deque[Mapping[str, AttributeValue]] = deque()  # keys the index returned, not read yet
+    pages = _index_pages(table, cluster, phase, start, limit + 1 if keep_all else MAX_LIMIT)
+    more_in_index = True
     items: List[Mapping[str, AttributeValue]] = []
     read = 0
-    try:
-        for page_keys, last_key in _index_pages(table, cluster, phase, start, page_size):
-            wanted = page_keys[: limit - len(items)] if keep_all else page_keys
-            details = _batch_get(table, [key[table.key]["S"] for key in wanted])
-            for position, key in enumerate(wanted):
-                item = details.get(key[table.key]["S"])  # None: deleted since (TTL)
-                if item is not None and (keep_all or item.get(table.status_field, {}).get("S") == status):
-                    items.append(item)
-                    if len(items) == limit:
-                        more = position < len(page_keys) - 1 or last_key is not None
-                        return _page(items, _token(table, key) if more else None)
-            read += len(page_keys)
-            if last_key is None:
-                break
-            if read >= MAX_KEYS_READ_PER_REQUEST:
-                return _page(items, _token(table, last_key))
-    except ClientError as error:
-        return _dynamodb_refusal(error, table)
-    except _Busy as busy:
-        return _error(503, "ServiceUnavailableError", str(busy))
-    return _page(items, None)
+    while True:
+        wanted = limit - len(items) if keep_all else MAX_LIMIT
+        # Keeping all, one key more than the page tells whether anything follows.
+        while more_in_index and len(pending) < (wanted + 1 if keep_all else wanted):
+            page_keys, last_key = next(pages)
+            pending.extend(page_keys)
+            more_in_index = last_key is not None
+        if not pending:
+            return items, None
+        batch = [pending.popleft() for _ in range(min(wanted, len(pending)))]
+        details = _batch_get(table, [key[table.key]["S"] for key in batch])
+        read += len(batch)
+        for position, key in enumerate(batch):
+            item = details.get(key[table.key]["S"])  # None: deleted since, or not read yet
+            if item is not None and (keep_all or item.get(table.status_field, {}).get("S") == status):
+                items.append(item)
+                if len(items) == limit:
+                    more = position < len(batch) - 1 or bool(pending) or more_in_index
+                    return items, _token(table, key) if more else None
+        if read >= MAX_KEYS_READ_PER_REQUEST and (pending or more_in_index):
+            return items, _token(table, batch[-1])
 
 
 def _index_pages(
@@ -143,6 +164,13 @@ class _Busy(Exception):
     """DynamoDB did not read every item a page needs."""
 
 
+def _unavailable(text: str) -> Response:
+    """503 with Retry-After: DynamoDB is throttling, slow or failing, not the request."""
+    observability.logger.warning("read not answered", extra={"status": 503, "reason": text})
+    return Response(status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                    body={"Code": "ServiceUnavailableError", "Message": text})
+
+
 def _page(items: List[Mapping[str, AttributeValue]], next_token: Optional[str]) -> Dict[str, Any]:
     return {"items": [to_json(item) for item in items], "next": next_token}
 
@@ -170,7 +198,7 @@ def _start_key(token: str, table: TableSpec, cluster: str, phase: Optional[str])
         or key[index.hash_key] != cluster
         or key[index.range_key] not in (OPEN, FINISHED)
         or (phase is not None and key[index.range_key] != phase)
-        or not _resolvable(table, key[table.key])
+        or arns.key_problem(key[table.key]) is not None
     ):
         raise _bad("next", problem)
     return {name: {"S": value} for name, value in key.items()}
@@ -188,17 +216,27 @@ def _limit(text: Optional[str]) -> int:
     return int(text)
 
 
-def _dynamodb_refusal(error: ClientError, table: TableSpec) -> Response:
-    """What DynamoDB refused of a listing: the index missing or still being built (the table's
-    state, not the caller's: 503), or anything else about the request (the caller's: 400)."""
+def _dynamodb_refusal(error: Exception, table: TableSpec) -> Response:
+    """What DynamoDB did not answer: throttled, timed out or failed (503, Retry-After: the caller
+    may try again), the table or index missing or still being built (the table's state, not the
+    caller's: 503), or anything else about the request (the caller's: 400). Anything else,
+    access refused included, is a fault of the deployment: it raises (500), logged."""
+    if isinstance(error, BotoCoreError):  # a timeout, a connection refused or dropped
+        return _unavailable(f"DynamoDB did not answer in time ({type(error).__name__}): retry")
+    assert isinstance(error, ClientError)
     code = error.response.get("Error", {}).get("Code")
     text = error.response.get("Error", {}).get("Message", "")
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    if code in _BUSY_CODES or status >= 500:
+        return _unavailable(f"DynamoDB is busy ({code}): retry")
     name = table.cluster_index.name
     if code == "ValidationException" and ("specified index" in text or "backfilling" in text.lower()):
-        return _error(503, "ServiceUnavailableError", (
+        return _unavailable(
             f"table {settings.table_name(table)} has no usable index {name} yet: `make deploy` adds it "
             f"(see docs/deploy.md); DynamoDB said: {text}"
-        ))
+        )
+    if code == "ResourceNotFoundException":
+        return _unavailable(f"table {settings.table_name(table)} does not exist (yet): `make deploy` creates it")
     if code == "ValidationException":
         return _error(400, "BadRequestError", f"DynamoDB refused the request: {text}")
     raise error
@@ -218,20 +256,28 @@ def get_item(table: TableSpec, raw_id: str, query_params: Optional[Mapping[str, 
     a few days) is still true history: it is answered like any other.
     """
     params = _parameters(query_params, GET_PARAMETERS)
-    key = resolve_key(table, raw_id, params.get("cluster"))
+    keys = candidate_keys(table, raw_id, params.get("cluster"))
     try:
-        response = settings.dynamodb_client().get_item(
-            TableName=settings.table_name(table), Key={table.key: {"S": key}}, ConsistentRead=True
-        )
-    except ClientError as error:
+        for key in keys:
+            response = settings.dynamodb_client().get_item(
+                TableName=settings.table_name(table), Key={table.key: {"S": key}}, ConsistentRead=True
+            )
+            if "Item" in response:
+                return to_json(response["Item"])
+    except (ClientError, BotoCoreError) as error:
         return _dynamodb_refusal(error, table)
-    if "Item" not in response:
-        raise NotFoundError(f"{table.key} {key} is not recorded")
-    return to_json(response["Item"])
+    noun = table.arn_resource.replace("-", " ")
+    if len(keys) == 1:
+        raise NotFoundError(f"{table.key} {keys[0]} is not recorded")
+    raise NotFoundError(
+        f"{noun} {unquote(raw_id)} is not recorded in cluster {params['cluster']} (looked for {' and '.join(keys)}); "
+        f"if its ARN has another form, get it by its whole URL-encoded ARN, as its events carry it"
+    )
 
 
-def resolve_key(table: TableSpec, raw_id: str, cluster: Optional[str]) -> str:
-    """The ARN an id names: the (URL-encoded) ARN itself, or an ID in ``cluster``.
+def candidate_keys(table: TableSpec, raw_id: str, cluster: Optional[str]) -> List[str]:
+    """The ARNs an id may name: the (URL-encoded) ARN itself; or, for an ID in ``cluster``,
+    the ARN with the cluster, then the old format without it (older tasks' ARNs).
 
     Like ECS's own Describe* calls, an ID needs its cluster: the ARN holds the
     region, the account and the cluster name, and the key is the whole ARN.
@@ -242,23 +288,22 @@ def resolve_key(table: TableSpec, raw_id: str, cluster: Optional[str]) -> str:
     if ident.startswith("arn:"):
         if cluster is not None:
             raise _bad("cluster", f"only goes with a {noun} ID: the ARN already names its cluster")
-        if not _resolvable(table, ident):
-            raise _bad("id", f"is not a {noun} ARN (arn:aws:ecs:<region>:<account>:{resource}/<cluster>/<id>)")
-        return ident
-    if not _RESOURCE_ID.fullmatch(ident):
+        problem = arns.key_problem(ident)
+        parsed = arns.parse(ident)
+        if problem is not None or (parsed is not None and parsed.resource != resource):
+            raise _bad("id", f"is not a {noun} ARN (arn:aws:ecs:<region>:<account>:{resource}/<cluster>/<id>)"
+                       + (f": it {problem}" if problem else f", but a {parsed.resource} ARN" if parsed else ""))
+        return [ident]
+    if not arns.NAME.fullmatch(ident):
         raise _bad("id", f"must be a {noun} ID or a URL-encoded {noun} ARN, got {ident[:80]!r}")
     if cluster is None:
         raise _bad("cluster", f"is required with a {noun} ID (or give the URL-encoded {noun} ARN as id)")
-    partition_region_account, cluster_name = _cluster_arn(cluster).groups()
-    return f"{partition_region_account}:{resource}/{cluster_name}/{ident}"
+    parsed_cluster = _parsed_cluster(cluster)
+    return [str(arns.EcsArn(parsed_cluster.prefix, resource, parsed_cluster.ident, ident)),
+            str(arns.EcsArn(parsed_cluster.prefix, resource, None, ident))]
 
 
 # -- shared parameter checks -------------------------------------------------
-
-
-def _resolvable(table: TableSpec, arn: str) -> bool:
-    """Whether ``arn`` has the form of the table's keys: an ECS ARN of its resource type."""
-    return re.fullmatch(rf"{_PARTITION_REGION_ACCOUNT}:{table.arn_resource}/{_RESOURCE_PATH}", arn, re.ASCII) is not None
 
 
 def _parameters(query_params: Optional[Mapping[str, str]], allowed: Tuple[str, ...]) -> Dict[str, str]:
@@ -276,11 +321,25 @@ def _parameters(query_params: Optional[Mapping[str, str]], allowed: Tuple[str, .
     return params
 
 
-def _cluster_arn(text: str) -> "re.Match[str]":
-    match = _CLUSTER_ARN.fullmatch(text)
-    if match is None:
-        raise _bad("cluster", f"must be a cluster ARN (arn:aws:ecs:<region>:<account>:cluster/<name>), got {text[:80]!r}")
-    return match
+def _cluster_arn(text: str) -> str:
+    """A cluster to list: its ARN, as the items carry it (the writer's definition of a key)."""
+    problem = arns.key_problem(text)
+    parsed = arns.parse(text) if problem is None else None
+    if problem is not None or not text.startswith("arn:") or (parsed is not None and parsed.resource != "cluster"):
+        raise _cluster_refused(text)
+    return text
+
+
+def _parsed_cluster(text: str) -> arns.EcsArn:
+    """A cluster's ARN in its parts, to build the ARN of a resource in it."""
+    parsed = arns.parse(text)
+    if parsed is None or parsed.resource != "cluster":
+        raise _cluster_refused(text)
+    return parsed
+
+
+def _cluster_refused(text: str) -> BadRequestError:
+    return _bad("cluster", f"must be a cluster ARN (arn:aws:ecs:<region>:<account>:cluster/<name>), got {text[:80]!r}")
 
 
 def _bad(name: str, problem: str) -> BadRequestError:

@@ -9,6 +9,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
+from chalicelib.arns import MAX_KEY_BYTES, MAX_SORT_KEY_BYTES, key_problem
 from chalicelib.attributes import (
     MAX_ITEM_BYTES,
     MAX_SIGNIFICANT_DIGITS,
@@ -16,7 +17,6 @@ from chalicelib.attributes import (
     Unstorable,
     attribute_name_length,
     encode,
-    utf8_length,
 )
 from chalicelib.errors import InvalidEvent, ItemTooLarge
 from chalicelib.tables import BY_DETAIL_TYPE, EXPIRES_AT, FINISHED, PHASE, TableSpec
@@ -33,8 +33,6 @@ FROM_EVENT, FROM_RECONCILE = "event", "reconcile"
 SNAPSHOT_FORMAT_VERSION = "0"
 RESERVED_PREFIX = "cw_"
 MAX_VERSION = 10**MAX_SIGNIFICANT_DIGITS - 1  # the largest integer DynamoDB stores exactly
-MAX_KEY_BYTES = 2048  # DynamoDB's partition key limit
-MAX_SORT_KEY_BYTES = 1024  # DynamoDB's sort key limit
 # Expiry and creation, kept apart from the retention setting so that no change of
 # it can bring back what TTL deleted (docs/reconcile.md, "Expiry"):
 # - an event may create its item only while younger than the creation window,
@@ -180,19 +178,10 @@ def _check_key_strings(detail: Mapping, table: TableSpec) -> None:
 
 
 def _key_string(detail: Mapping, name: str, max_bytes: int) -> str:
-    field = f"detail.{name}"
-    key = detail[name]
-    if not isinstance(key, str):
-        raise InvalidEvent(field, f"must be a string, got {_type(key)}")
-    if not key:
-        raise InvalidEvent(field, "must not be empty")
-    try:
-        key_bytes = utf8_length(key)
-    except Unstorable as error:
-        raise InvalidEvent(field, error.problem) from None
-    if key_bytes > max_bytes:
-        raise InvalidEvent(field, f"is {key_bytes} bytes; this DynamoDB key holds at most {max_bytes}")
-    return key
+    problem = key_problem(detail[name], max_bytes)  # the read API takes what passes here (chalicelib/arns.py)
+    if problem is not None:
+        raise InvalidEvent(f"detail.{name}", problem)
+    return detail[name]
 
 
 def _version(detail: Mapping) -> int:

@@ -276,7 +276,7 @@ def test_an_unknown_id_is_404(http):
         ("0123456789abcdef", {"cluster": "test-cluster"}, "cluster: must be a cluster ARN"),
         (quote(task_event(1)["detail"]["taskArn"], safe=""), {"cluster": TEST_CLUSTER}, "cluster: only goes with"),
         (quote(container_instance_event(1)["detail"]["containerInstanceArn"], safe=""), {}, "id: is not a task ARN"),
-        (quote("arn:aws:ecs:us-east-1:1:task/c/x", safe=""), {}, "id: is not a task ARN"),
+        (quote("arn:aws:ecs:us-east-1:1:task/c/" + "x" * 2048, safe=""), {}, "id: is not a task ARN"),
         ("bad%20id", {"cluster": TEST_CLUSTER}, "id: must be a task ID or a URL-encoded task ARN"),
         ("0123", {"cluster": TEST_CLUSTER, "status": "RUNNING"}, "status: is not a parameter here"),
     ],
@@ -301,6 +301,142 @@ def test_reads_are_queries_and_gets_never_scans(recorded):
     recorded.get(f"/tasks/{quote(arn, safe='')}")
     assert set(requests) == {"Query", "BatchGetItem", "GetItem"}
     assert requests["GetItem"] == 1
+
+
+# -- what DynamoDB did not return, did not answer, or answered slowly --------------
+
+
+def _missed_by_reads(client, key):
+    """Make every BatchGetItem leave out ``key``'s item, as an eventually consistent read of an item
+    just written may, or one TTL deleted before the index caught up."""
+
+    def drop(parsed, **kwargs):
+        for items in parsed.get("Responses", {}).values():
+            items[:] = [item for item in items if key not in {value.get("S") for value in item.values()}]
+
+    client.meta.events.register("after-call.dynamodb.BatchGetItem", drop)
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3, 6])
+def test_paging_never_skips_a_key_after_one_whose_item_a_read_missed(http, limit):
+    arns = []
+    for number in range(7):
+        event = task_event(1, task_id=f"{number:032x}")
+        post_events(http, event)
+        arns.append(event["detail"]["taskArn"])
+    missed = arns[1]
+    _missed_by_reads(settings.dynamodb_client(), missed)
+    items, pages = all_pages(http, "/tasks", cluster=TEST_CLUSTER, limit=limit)
+    assert sorted(item["taskArn"] for item in items) == sorted(set(arns) - {missed})  # each once, none skipped
+    assert pages == -(-6 // limit)
+
+
+def _failing_client(monkeypatch, operation, error):
+    """Make the app's DynamoDB client raise ``error`` on ``operation``."""
+    real = settings.dynamodb_client()
+
+    class Failing:
+        def __getattr__(self, name):
+            if name == operation:
+                def fail(**kwargs):
+                    raise error
+                return fail
+            return getattr(real, name)
+
+    monkeypatch.setattr(settings, "dynamodb_client", lambda: Failing())
+
+
+def _client_error(code, status):
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": code, "Message": "slow down"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                       "Query")
+
+
+BUSY = [
+    _client_error("ProvisionedThroughputExceededException", 400),
+    _client_error("ThrottlingException", 400),
+    _client_error("InternalServerError", 500),
+    _client_error("ServiceUnavailable", 503),
+]
+
+
+def _timeout():
+    from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+
+    return [ReadTimeoutError(endpoint_url="http://127.0.0.1:1"), ConnectTimeoutError(endpoint_url="http://127.0.0.1:1")]
+
+
+def _error_id(error):
+    from botocore.exceptions import ClientError
+
+    return error.response["Error"]["Code"] if isinstance(error, ClientError) else type(error).__name__
+
+
+@pytest.mark.parametrize("error", BUSY + _timeout(), ids=_error_id)
+@pytest.mark.parametrize("route, operation", [("list", "query"), ("get", "get_item")])
+def test_throttling_timeouts_and_dynamodb_failures_answer_503_with_retry_after_and_are_logged(
+        http, monkeypatch, capsys, error, route, operation):
+    from tests.helpers import logs_and_metrics
+
+    _failing_client(monkeypatch, operation, error)
+    with logs_and_metrics(capsys, monkeypatch) as lines:
+        if route == "list":
+            response = get(http, "/tasks", cluster=TEST_CLUSTER)
+        else:
+            response = get(http, "/tasks/" + "a" * 32, cluster=TEST_CLUSTER)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "2"
+    assert message(response).endswith("retry")
+    assert [line["status"] for line in lines if line.get("message") == "read not answered"] == [503]
+
+
+def test_a_refusal_that_is_ecs_states_own_fault_is_still_a_500(http, monkeypatch):
+    _failing_client(monkeypatch, "query", _client_error("AccessDeniedException", 400))
+    assert get(http, "/tasks", cluster=TEST_CLUSTER).status_code == 500
+
+
+# -- what is written can be read: one definition of an ARN ------------------------
+
+SAMPLES_ACCOUNT = "0123456789"  # the aws-samples stopped-task event's account: 10 digits, not 12
+SAMPLES_CLUSTER = f"arn:aws:ecs:us-east-1:{SAMPLES_ACCOUNT}:cluster/default"
+
+
+def test_a_task_with_a_ten_digit_account_is_read_back_and_listed_under_its_cluster(http):
+    arn = f"arn:aws:ecs:us-east-1:{SAMPLES_ACCOUNT}:task/default/" + "b" * 32
+    event = task_event(2, taskArn=arn, clusterArn=SAMPLES_CLUSTER, lastStatus="STOPPED")
+    assert post_events(http, event).json_body["outcome"] == "created"
+    by_arn = http.get(f"/tasks/{quote(arn, safe='')}")
+    by_id = get(http, "/tasks/" + "b" * 32, cluster=SAMPLES_CLUSTER)
+    assert by_arn.status_code == by_id.status_code == 200 and by_arn.json_body == by_id.json_body
+    listed = get(http, "/tasks", cluster=SAMPLES_CLUSTER).json_body
+    assert [item["taskArn"] for item in listed["items"]] == [arn] and listed["next"] is None
+
+
+def test_any_key_the_writer_takes_can_be_got_by_its_exact_arn(http):
+    arn = "arn:aws:ecs:us-east-1:111122223333:task/odd cluster/ünïcode"  # not ECS's form, but stored
+    post_events(http, task_event(1, taskArn=arn))
+    response = http.get(f"/tasks/{quote(arn, safe='')}")
+    assert response.status_code == 200 and response.json_body["taskArn"] == arn
+
+
+@pytest.mark.parametrize("status", ["running", "Running", "RUNNING"])
+def test_a_status_is_matched_in_any_case(http, status):
+    post_events(http, task_event(1, task_id="1" * 32, lastStatus="RUNNING"))
+    post_events(http, task_event(1, task_id="2" * 32, lastStatus="PENDING"))
+    items = get(http, "/tasks", cluster=TEST_CLUSTER, status=status).json_body["items"]
+    assert [item["taskArn"].rsplit("/", 1)[-1] for item in items] == ["1" * 32]
+
+
+def test_an_old_format_task_is_found_by_id_and_cluster_and_a_miss_says_what_to_try(http):
+    old_arn = f"arn:aws:ecs:us-east-1:{ACCOUNT}:task/" + "c" * 32  # ARNs before the cluster was in them
+    post_events(http, task_event(3, taskArn=old_arn))
+    found = get(http, "/tasks/" + "c" * 32, cluster=TEST_CLUSTER)
+    assert found.status_code == 200 and found.json_body["taskArn"] == old_arn
+    missing = get(http, "/tasks/" + "d" * 32, cluster=TEST_CLUSTER)
+    assert missing.status_code == 404
+    assert "get it by its whole URL-encoded ARN" in message(missing)
+    assert f"task/test-cluster/{'d' * 32}" in message(missing) and f"task/{'d' * 32}" in message(missing)
 
 
 # -- POST /events ------------------------------------------------------------------

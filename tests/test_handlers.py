@@ -35,6 +35,9 @@ def test_task_handler_records_a_generated_cw_event(client, dynamodb_local):
         detail=task_event(3)["detail"],
         resources=[],
     )
+    # Chalice dates its generated events 2015-11-11: far older than the creation window.
+    assert client.lambda_.invoke("task_state_change", event).payload["outcome"] == "expired"
+    event["time"] = task_event(3)["time"]  # an hour ago
     response = client.lambda_.invoke("task_state_change", event)
     arn = event["detail"]["taskArn"]
     assert response.payload == {"outcome": "created", "kind": "task", "key": arn, "version": 3, "stored_version": None}

@@ -1,0 +1,67 @@
+"""ECS ARNs: one definition for what is written and what is read back.
+
+The writer stores a task or container instance under whatever ARN its event
+carries, as long as DynamoDB can key an item by it (``key_problem``), and
+lists it under the ``clusterArn`` it carries. The read API takes the same
+definition: any key the writer accepts can be got by its exact ARN, and any
+clusterArn it accepts can be listed. The ECS structure of an ARN
+(``parse``) is needed only to build one from an ID and its cluster; it takes
+what ECS and its samples write (the aws-samples events carry 10-digit
+accounts; real ones have 12), both task ARN formats (with the cluster, and the
+old one without), and any partition.
+"""
+import re
+from typing import Any, NamedTuple, Optional
+
+from chalicelib.attributes import Unstorable, utf8_length
+
+MAX_KEY_BYTES = 2048  # DynamoDB's partition key limit
+MAX_SORT_KEY_BYTES = 1024  # DynamoDB's sort key limit
+
+_PREFIX = r"arn:aws[a-z-]*:ecs:[a-z0-9-]+:[0-9]{1,12}"  # partition, region, account
+_NAME = r"[A-Za-z0-9_-]{1,255}"  # a cluster name; an ID is of the same letters
+_ARN = re.compile(rf"({_PREFIX}):([a-z-]+)/(?:({_NAME})/)?({_NAME})", re.ASCII)
+NAME = re.compile(_NAME, re.ASCII)
+
+
+class EcsArn(NamedTuple):
+    prefix: str  # arn:<partition>:ecs:<region>:<account>
+    resource: str  # cluster, task, container-instance
+    cluster: Optional[str]  # the cluster's name (None: a cluster's own ARN, or an old-format task ARN)
+    ident: str  # the resource's ID (a cluster's: its name)
+
+    @property
+    def cluster_arn(self) -> Optional[str]:
+        if self.resource == "cluster":
+            return str(self)
+        return f"{self.prefix}:cluster/{self.cluster}" if self.cluster else None
+
+    def __str__(self) -> str:
+        path = f"{self.cluster}/{self.ident}" if self.cluster else self.ident
+        return f"{self.prefix}:{self.resource}/{path}"
+
+
+def parse(text: str) -> Optional[EcsArn]:
+    """The parts of an ECS ARN, or None for anything else."""
+    match = _ARN.fullmatch(text)
+    if match is None:
+        return None
+    prefix, resource, cluster, ident = match.groups()
+    if resource == "cluster" and cluster is not None:
+        return None
+    return EcsArn(prefix, resource, cluster, ident)
+
+
+def key_problem(value: Any, max_bytes: int = MAX_KEY_BYTES) -> Optional[str]:
+    """What keeps ``value`` from keying an item (or an index entry), or None if nothing does."""
+    if not isinstance(value, str):
+        return f"must be a string, got {'null' if value is None else type(value).__name__}"
+    if not value:
+        return "must not be empty"
+    try:
+        size = utf8_length(value)
+    except Unstorable as error:
+        return error.problem
+    if size > max_bytes:
+        return f"is {size} bytes; this DynamoDB key holds at most {max_bytes}"
+    return None
