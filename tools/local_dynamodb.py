@@ -232,14 +232,12 @@ def create_tables(client: Any, names: Mapping[TableSpec, str], read_index: Optio
     from chalicelib.settings import read_index_enabled
 
     with_index = read_index_enabled() if read_index is None else read_index
-    created = []
     for spec, name in names.items():
         try:
             client.create_table(**spec.create_table_request(name, read_index=with_index))
-            created.append(name)
         except client.exceptions.ResourceInUseException:
-            pass
+            pass  # there already, or created by an attempt that timed out before its answer (a slow host)
     for name in names.values():
         client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
-    for name in created:
-        client.update_time_to_live(TableName=name, TimeToLiveSpecification=TIME_TO_LIVE)
+        if client.describe_time_to_live(TableName=name)["TimeToLiveDescription"].get("TimeToLiveStatus") != "ENABLED":
+            client.update_time_to_live(TableName=name, TimeToLiveSpecification=TIME_TO_LIVE)
