@@ -5,9 +5,11 @@ import io
 import json
 import time
 from decimal import Decimal
-from typing import Any, Dict, Iterator, List
+from types import SimpleNamespace
+from typing import Any, Dict, Iterator, List, Optional
 
 from boto3.dynamodb.types import TypeDeserializer
+from chalice.local import LambdaContext
 
 from chalicelib import settings
 from chalicelib.events import iso_time
@@ -86,6 +88,17 @@ def _envelope(table: TableSpec, arn: str, detail: Dict[str, Any], version: int) 
         "resources": [arn],
         "detail": copy.deepcopy(detail),
     }
+
+
+def lambda_context(function_name: str, client_context: Optional[Dict[str, Any]] = None) -> Any:
+    """A Lambda context; ``client_context`` is the JSON of an Invoke request's ClientContext, which
+    Lambda's Python runtime (awslambdaric) turns into an object with its custom, env and client."""
+    context = LambdaContext(function_name, 256)
+    if client_context is not None:
+        context.client_context = SimpleNamespace(
+            **{name: client_context.get(name) for name in ("custom", "env", "client")}
+        )
+    return context
 
 
 def expected_item(event: Dict[str, Any]) -> Dict[str, Any]:
