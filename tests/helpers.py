@@ -119,6 +119,13 @@ def stored_item(client: Any, table: TableSpec, key: str):
     return None if item is None else {name: _deserialize(value) for name, value in item.items()}
 
 
+def store_unnumbered_version(client: Any, event: Dict[str, Any]) -> None:
+    """Store the event's task with a version that is not a number: ecs-state refuses to compare
+    (StoredItemConflict). DynamoDB Local only: moto answers the comparison with a 500."""
+    client.put_item(TableName=settings.table_name(TASKS),
+                    Item={"taskArn": {"S": event["detail"]["taskArn"]}, "version": {"S": "seven"}})
+
+
 def count_requests(client: Any) -> Dict[str, int]:
     """Count every HTTP request (retries included) the client sends, by operation."""
     counts: Dict[str, int] = {}

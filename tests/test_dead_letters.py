@@ -10,7 +10,7 @@ from app import app
 from chalicelib import dead_letters, observability, settings
 from chalicelib.errors import InvalidEvent, StoredItemConflict
 from chalicelib.tables import TASKS
-from tests.helpers import count_requests, lambda_context, stored_item, task_event
+from tests.helpers import count_requests, lambda_context, store_unnumbered_version, stored_item, task_event
 
 QUEUE = "ecs-state-test-dead-letters"
 
@@ -56,11 +56,9 @@ def counted(monkeypatch):
 
 
 def conflicting(dynamodb_local):
-    """An event whose task is stored with a version that is not a number (DynamoDB Local only:
-    moto answers a string-versus-number comparison with a 500)."""
+    """An event whose task is stored with a version that is not a number."""
     event = task_event(3)
-    dynamodb_local.put_item(TableName=settings.table_name(TASKS),
-                            Item={"taskArn": {"S": event["detail"]["taskArn"]}, "version": {"S": "seven"}})
+    store_unnumbered_version(dynamodb_local, event)
     return event
 
 
