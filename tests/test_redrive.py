@@ -26,7 +26,7 @@ from tests.helpers import (
 from tools import redrive
 from tools.local_dynamodb import create_tables
 from tools.redrive import CANNOT_BE_STORED, FAILED, NOT_ECS, Redrive
-from tools.stage import stage_plan
+from tools.stage import ROOT, stage_plan
 
 PLAN = stage_plan("dev")
 FUNCTIONS = redrive.event_functions(PLAN)
@@ -328,7 +328,7 @@ def account(monkeypatch):
     settings.reset_client()
 
 
-def test_make_redrive_says_where_it_runs_what_it_calls_and_exits_non_zero_when_any_are_left(
+def test_make_redrive_says_where_it_runs_calls_only_what_the_docs_grant_and_exits_non_zero_when_any_are_left(
     account, monkeypatch, capsys
 ):
     account.put(lambda_record(task(1, "good")))
@@ -354,9 +354,12 @@ def test_make_redrive_says_where_it_runs_what_it_calls_and_exits_non_zero_when_a
     assert f"left {left}: still cannot be stored: InvalidEvent: detail.version: must be an integer" in out
     assert "recorded and deleted 1: created 1\nleft in the queue 1\n" in out
     assert set(account.bodies()) == {left}
-    # What the tool calls besides Invoke, on the functions: its caller must be allowed these.
+    # What the tool calls (besides Invoke, on the functions) is what docs/deploy.md tells its caller to be allowed.
     sqs_calls = {call for call in calls if call.startswith("sqs:")}
     assert sqs_calls == {"sqs:GetQueueUrl", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"}
+    section = (ROOT / "docs" / "deploy.md").read_text().split("### Redriving the dead-letter queue")[1].split("\n## ")[0]
+    for action in sorted(sqs_calls | {"lambda:InvokeFunction"}):
+        assert action in section, action
     assert redrive.main(["--stage", "dev", "--dry-run"]) == 0
 
 
