@@ -26,7 +26,7 @@ READ_INDEX ?=
 KEEP_LEGACY_INDEX ?=
 is_set = $(filter 1 yes true,$(1))
 
-.PHONY: run local test unit clean package package-terraform deploy destroy migrate reconcile bench bench-profile fuzz
+.PHONY: run local test unit clean package package-terraform deploy destroy migrate reconcile redrive bench bench-profile fuzz
 
 run: $(VENV)/.installed
 	$(BIN)/python -m tools.replay $(ARGS)
@@ -78,6 +78,12 @@ migrate: $(VENV)/.installed
 # make reconcile STAGE=dev ARGS="--budget-seconds 600"
 reconcile: $(VENV)/.installed
 	$(BIN)/python -m tools.reconcile --stage $(STAGE) $(ARGS)
+
+# Replay the dead-letter queue's events through the stage's functions, with your credentials: a message is
+# deleted once its event is recorded; exits non-zero if any are left. See docs/deploy.md. e.g.
+# make redrive STAGE=dev ARGS="--dry-run" (or "--max-messages 100", "--visibility-timeout 3600")
+redrive: $(VENV)/.installed
+	$(BIN)/python -m tools.redrive --stage $(STAGE) $(ARGS)
 
 # The benchmark on DynamoDB Local: prints a table, writes bench-results.json. See docs/benchmark.md.
 bench: $(VENV)/.installed node_modules/.installed

@@ -10,6 +10,12 @@ down) still raise, so Lambda retries them and its OnFailure destination keeps
 them. The message is the record Lambda's OnFailure destination writes
 (requestPayload: the event; responsePayload: the error), so one redrive
 procedure serves both (docs/deploy.md).
+
+A redrive (tools/redrive.py) replays the queue's events through the functions,
+synchronously, with REDRIVE_MARKER in the Invoke request's ClientContext. For
+such an invocation the handler raises instead of sending the event again: the
+caller sees the error and leaves the original message, where a copy would be
+received, replayed and copied again by the same redrive, without end.
 """
 import json
 from datetime import datetime, timezone
@@ -18,6 +24,9 @@ from typing import Any, Dict, Optional, Tuple
 from chalicelib import settings
 
 CONDITION = "PermanentError"  # Lambda's own records say RetriesExhausted or EventAgeExceeded
+# A key of the ClientContext's "custom" map, which Lambda passes to synchronous invocations
+# only (context.client_context.custom): EventBridge's asynchronous deliveries never carry it.
+REDRIVE_MARKER = "ecs-state-redrive"
 _queue_urls: Dict[Tuple[int, str], str] = {}  # (client, queue name) -> URL
 
 
@@ -30,6 +39,12 @@ def send(event: Any, error: Exception, context: Any) -> str:
     client = settings.sqs_client()
     response = client.send_message(QueueUrl=_queue_url(client), MessageBody=json.dumps(record(event, error, context)))
     return response["MessageId"]
+
+
+def redriving(context: Any) -> bool:
+    """Whether this invocation is a redrive's replay (tools/redrive.py) of a message of the queue."""
+    custom = getattr(getattr(context, "client_context", None), "custom", None)
+    return isinstance(custom, dict) and bool(custom.get(REDRIVE_MARKER))
 
 
 def record(event: Any, error: Exception, context: Any) -> Dict[str, Any]:

@@ -26,7 +26,8 @@ def record(event: Any, context: Any = None, store: Optional[StateStore] = None) 
     stored version (the one replaced, or the one that kept this event out).
     An event that can never be stored (bad input, a foreign stored item) goes
     to the stage's dead-letter queue at once (chalicelib/dead_letters.py) and
-    is answered "dead_lettered"; without a queue (local runs) it raises, as
+    is answered "dead_lettered"; without a queue (local runs), or when a
+    redrive replays it from the queue (dead_letters.redriving), it raises, as
     every other failure does: DynamoDB's errors propagate after botocore's
     retries, so the invocation fails and Lambda retries it.
     """
@@ -66,9 +67,9 @@ def record(event: Any, context: Any = None, store: Optional[StateStore] = None) 
 
 
 def _dead_letter(event: Any, error: Exception, context: Any, kind: str) -> Dict[str, Any]:
-    """Send a permanently failed event to the dead-letter queue; without one, raise ``error``."""
-    if not settings.dead_letter_queue():
-        raise error
+    """Send a permanently failed event to the dead-letter queue; without one, or in a redrive, raise ``error``."""
+    if not settings.dead_letter_queue() or dead_letters.redriving(context):
+        raise error  # a redrive leaves its message in the queue: a copy would be replayed again
     try:
         message_id = dead_letters.send(event, error, context)
     except (ClientError, BotoCoreError) as queue_error:

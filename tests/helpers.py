@@ -5,9 +5,11 @@ import io
 import json
 import time
 from decimal import Decimal
-from typing import Any, Dict, Iterator, List
+from types import SimpleNamespace
+from typing import Any, Dict, Iterator, List, Optional
 
 from boto3.dynamodb.types import TypeDeserializer
+from chalice.local import LambdaContext
 
 from chalicelib import settings
 from chalicelib.events import iso_time
@@ -88,6 +90,17 @@ def _envelope(table: TableSpec, arn: str, detail: Dict[str, Any], version: int) 
     }
 
 
+def lambda_context(function_name: str, client_context: Optional[Dict[str, Any]] = None) -> Any:
+    """A Lambda context; ``client_context`` is the JSON of an Invoke request's ClientContext, which
+    Lambda's Python runtime (awslambdaric) turns into an object with its custom, env and client."""
+    context = LambdaContext(function_name, 256)
+    if client_context is not None:
+        context.client_context = SimpleNamespace(
+            **{name: client_context.get(name) for name in ("custom", "env", "client")}
+        )
+    return context
+
+
 def expected_item(event: Dict[str, Any]) -> Dict[str, Any]:
     """What ecs-state stores for an unfinished task or instance's event (index on): the detail
     verbatim, plus the envelope's version and time, where it came from and its phase."""
@@ -104,6 +117,13 @@ def stored_item(client: Any, table: TableSpec, key: str):
     )
     item = response.get("Item")
     return None if item is None else {name: _deserialize(value) for name, value in item.items()}
+
+
+def store_unnumbered_version(client: Any, event: Dict[str, Any]) -> None:
+    """Store the event's task with a version that is not a number: ecs-state refuses to compare
+    (StoredItemConflict). DynamoDB Local only: moto answers the comparison with a 500."""
+    client.put_item(TableName=settings.table_name(TASKS),
+                    Item={"taskArn": {"S": event["detail"]["taskArn"]}, "version": {"S": "seven"}})
 
 
 def count_requests(client: Any) -> Dict[str, int]:

@@ -10,7 +10,7 @@ from app import app
 from chalicelib import dead_letters, observability, settings
 from chalicelib.errors import InvalidEvent, StoredItemConflict
 from chalicelib.tables import TASKS
-from tests.helpers import count_requests, stored_item, task_event
+from tests.helpers import count_requests, lambda_context, store_unnumbered_version, stored_item, task_event
 
 QUEUE = "ecs-state-test-dead-letters"
 
@@ -55,6 +55,13 @@ def counted(monkeypatch):
     return counts
 
 
+def conflicting(dynamodb_local):
+    """An event whose task is stored with a version that is not a number."""
+    event = task_event(3)
+    store_unnumbered_version(dynamodb_local, event)
+    return event
+
+
 def test_an_invalid_event_goes_to_the_queue_once_with_its_error_and_the_invocation_succeeds(
     dynamodb_local, queue, counted
 ):
@@ -73,13 +80,31 @@ def test_an_invalid_event_goes_to_the_queue_once_with_its_error_and_the_invocati
 
 
 def test_a_stored_item_ecs_state_cannot_compare_with_is_dead_lettered(dynamodb_local, queue):
-    # DynamoDB Local only: moto answers a string-versus-number comparison with a 500.
-    arn = task_event(1)["detail"]["taskArn"]
-    dynamodb_local.put_item(TableName=settings.table_name(TASKS), Item={"taskArn": {"S": arn}, "version": {"S": "seven"}})
-    assert invoke(task_event(3))["outcome"] == "dead_lettered"
+    event = conflicting(dynamodb_local)
+    assert invoke(event)["outcome"] == "dead_lettered"
     (message,) = queue()
     assert message["responsePayload"]["errorType"] == StoredItemConflict.__name__
-    assert stored_item(dynamodb_local, TASKS, arn)["version"] == "seven"
+    assert stored_item(dynamodb_local, TASKS, event["detail"]["taskArn"])["version"] == "seven"
+
+
+@pytest.mark.parametrize("bad_event, error", [
+    (lambda client: unversioned(1), InvalidEvent), (conflicting, StoredItemConflict),
+])
+def test_replayed_by_a_redrive_an_event_that_cannot_be_stored_raises_and_sends_nothing(
+    dynamodb_local, queue, bad_event, error
+):
+    # A copy sent to the queue would be received and replayed by the same redrive, and copied again.
+    context = lambda_context("ecs-state-test-task_state_change", {"custom": {dead_letters.REDRIVE_MARKER: "true"}})
+    with pytest.raises(error):
+        invoke(bad_event(dynamodb_local), context)
+    assert queue() == []
+
+
+@pytest.mark.parametrize("client_context", [None, {}, {"custom": None}, {"custom": {"someone-else": "true"}}])
+def test_without_the_redrive_marker_the_event_is_still_dead_lettered(dynamodb_local, queue, client_context):
+    context = lambda_context("ecs-state-test-task_state_change", client_context)
+    assert invoke(unversioned(1), context)["outcome"] == "dead_lettered"
+    assert len(queue()) == 1
 
 
 def test_a_transient_failure_still_raises_for_lambdas_retries_and_sends_nothing(dynamodb_local, queue, monkeypatch):
