@@ -17,6 +17,12 @@ A pass, per cluster:
    mark included). A stage without the read index finds them by scanning one
    of SWEEP_SEGMENTS slices of the tables per pass instead (a day's passes
    cover the tables at the default schedule).
+3. Takes the mark off an item ECS lists or describes again, even at the
+   stored version (ECS can answer MISSING for a moment): one UpdateItem,
+   conditioned on that version and the mark, so a newer event is never
+   undone. Marked ghosts are described again on every pass for that; the
+   marks are read with the stored versions, so a mark costs a write only
+   when it goes.
 
 Time: a pass stops before the next ECS call once less than
 STOP_MARGIN_SECONDS of the function's time is left, and says it is not
@@ -133,6 +139,7 @@ class Pass:
             "written": {"created": self.counts["created"], "updated": self.counts["updated"]},
             "unchanged": self.counts["unchanged"],
             "missing": self.counts["missing"],
+            "cleared": self.counts["cleared"],
             "refused": self.counts["refused"],
             "complete": self.complete,
             "duration_ms": duration_ms,
@@ -201,13 +208,15 @@ class Pass:
     def _write(self, table: TableSpec, changes: Sequence[StateChange],
                stored: Optional[Mapping[str, StoredVersion]] = None) -> None:
         """Write the snapshots whose key holds nothing or an older version (read in bulk first,
-        unless the caller read them already)."""
+        unless the caller read them already), and take the mark off the ghosts among the others."""
         if stored is None:
             stored = self.store.stored_versions(table, [change.key for change in changes]) if changes else {}
         for change in changes:
             known = stored.get(change.key)
             if known is not None and known.version is not None and known.version >= change.version:
-                self.counts["unchanged"] += 1
+                # ECS knows it: a mark goes, conditioned on the version read (not this older one)
+                cleared = known.missing_since is not None and self.store.clear_missing(table, change.key, known.version)
+                self.counts["cleared" if cleared else "unchanged"] += 1
                 continue
             try:
                 result = self.store.put_if_newer(change)
@@ -219,10 +228,12 @@ class Pass:
     # -- ghosts --------------------------------------------------------------------
 
     def _confirm_ghosts(self, table: TableSpec, cluster: str, candidates: Mapping[str, StoredVersion]) -> None:
-        """Describe stored, unfinished, unmarked items ECS did not list; mark those it calls MISSING."""
-        unmarked = [key for key, stored in candidates.items() if stored.missing_since is None and stored.version is not None]
-        for key in self._snapshots(table, cluster, unmarked, candidates):  # described after all: snapshot written
-            if self.store.mark_missing(table, key, candidates[key].version, self.taken_at):
+        """Describe stored, unfinished items ECS did not list, marked ones too; mark those it calls
+        MISSING (once). Those it describes after all get their snapshot, or lose their mark."""
+        comparable = [key for key, stored in candidates.items() if stored.version is not None]
+        for key in self._snapshots(table, cluster, comparable, candidates):
+            if candidates[key].missing_since is None and self.store.mark_missing(
+                    table, key, candidates[key].version, self.taken_at):
                 self.counts["missing"] += 1
 
     def _sweep(self, segment: int, listed: Mapping[str, Mapping[TableSpec, Set[str]]]) -> None:
@@ -230,13 +241,11 @@ class Pass:
         the listings of this pass (items of clusters not reconciled in it wait for a later pass)."""
         for table in (TASKS, CONTAINER_INSTANCES):
             candidates: Dict[str, Dict[str, StoredVersion]] = {}
-            for item in self.store.scan_open_items(table, segment, SWEEP_SEGMENTS):
-                cluster = item.get(table.cluster_index.hash_key, {}).get("S")
-                key = item[table.key]["S"]
-                if cluster in listed and key not in listed[cluster][table] and "N" in item.get("version", {}):
-                    candidates.setdefault(cluster, {})[key] = StoredVersion(int(item["version"]["N"]), None)
-            for cluster, stored in candidates.items():
-                self._confirm_ghosts(table, cluster, stored)
+            for key, cluster, stored in self.store.scan_open_items(table, segment, SWEEP_SEGMENTS):
+                if cluster in listed and key not in listed[cluster][table]:
+                    candidates.setdefault(cluster, {})[key] = stored
+            for cluster, stored_versions in candidates.items():
+                self._confirm_ghosts(table, cluster, stored_versions)
 
     # -- errors --------------------------------------------------------------------
 

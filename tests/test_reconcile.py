@@ -1,4 +1,5 @@
 """The reconciler against the fake ECS API (tools/fake_ecs.py) and Amazon's DynamoDB Local."""
+import contextlib
 import threading
 import uuid
 from typing import Any, Dict, List
@@ -235,8 +236,7 @@ def test_a_task_whose_stopped_event_was_lost_is_marked_not_deleted_and_expires(f
     assert item["cw_missing_since"] == events.iso_time(1_800_000_000)
     assert item["cw_expires_at"] == events.expires_at(1_800_000_000, 14 * 86_400)
     requests = count_requests(settings.dynamodb_client())
-    assert run_pass()["missing"] == 0  # marked once; the next pass does not describe it again
-    assert "UpdateItem" not in requests and "describe_tasks" not in run_pass()["ecs_calls"]
+    assert run_pass()["missing"] == 0 and "UpdateItem" not in requests  # marked once
 
 
 def lost_stop(fake):
@@ -322,6 +322,105 @@ def test_without_the_read_index_ghosts_are_found_by_the_sweep(fake, monkeypatch)
     assert sum(found) == 6
     assert "Query" not in requests and requests["Scan"] >= 2
     assert all("cw_missing_since" in stored_raw(TASKS, arn) for arn in arns)
+
+
+@contextlib.contextmanager
+def ecs_forgets_for_a_moment(monkeypatch, arn, described=False):
+    """Inside the block, ECS leaves ``arn`` out of every listing and (unless ``described``) answers
+    MISSING when asked to describe it, though it still knows it: as its API may for a moment."""
+    call = EcsReader._call
+
+    def forgetful(reader, operation, **params):
+        response = call(reader, operation, **params)
+        for member in ("taskArns", "containerInstanceArns"):
+            if member in response:
+                response[member] = [listed for listed in response[member] if listed != arn]
+        for member, key in (("tasks", "taskArn"), ("containerInstances", "containerInstanceArn")):
+            if not described and any(found[key] == arn for found in response.get(member, [])):
+                response[member] = [found for found in response[member] if found[key] != arn]
+                response["failures"] = response.get("failures", []) + [{"arn": arn, "reason": "MISSING"}]
+        return response
+
+    with monkeypatch.context() as patch:
+        patch.setattr(EcsReader, "_call", forgetful)
+        yield
+
+
+def a_task_marked_by_mistake(fake, monkeypatch):
+    """A running task recorded from its event, marked a ghost by a pass in which ECS answered MISSING for it."""
+    fake.add_cluster("web")
+    arn = fake.add_task("web")
+    recorder.record(fake.event_for_task(arn))
+    with ecs_forgets_for_a_moment(monkeypatch, arn):
+        assert run_pass()["missing"] == 1
+    assert {"cw_missing_since", "cw_expires_at"} <= set(stored_raw(TASKS, arn))
+    return arn
+
+
+def test_a_mark_goes_when_ecs_lists_the_item_again_at_the_same_version(fake, monkeypatch):
+    arn = a_task_marked_by_mistake(fake, monkeypatch)
+    before = stored_raw(TASKS, arn)
+    requests = count_requests(settings.dynamodb_client())
+    summary = run_pass()  # ECS lists it again, at the version stored
+    assert (summary["cleared"], summary["unchanged"], summary["written"]) == (1, 0, {"created": 0, "updated": 0})
+    assert requests.get("UpdateItem") == 1 and "PutItem" not in requests  # one conditioned write, the mark only
+    after = stored_raw(TASKS, arn)
+    assert after == {name: value for name, value in before.items() if name not in ("cw_missing_since", "cw_expires_at")}
+    requests.clear()
+    summary = run_pass()  # nothing left to clear: reads only
+    assert (summary["cleared"], summary["unchanged"]) == (0, 1) and set(requests) <= {"BatchGetItem", "Query"}
+    assert stored_raw(TASKS, arn) == after
+
+
+def test_a_mark_goes_when_ecs_describes_the_item_again_though_it_does_not_list_it(fake, monkeypatch):
+    arn = a_task_marked_by_mistake(fake, monkeypatch)
+    with ecs_forgets_for_a_moment(monkeypatch, arn, described=True):
+        summary = run_pass()
+    assert summary["cleared"] == 1 and summary["ecs_calls"]["describe_tasks"] == 1  # the ghost, described again
+    assert not {"cw_missing_since", "cw_expires_at"} & set(stored_raw(TASKS, arn))
+
+
+def test_a_ghost_still_missing_is_described_again_but_not_written(fake):
+    arn, _ = lost_stop(fake)
+    assert run_pass()["missing"] == 1
+    marked = stored_raw(TASKS, arn)
+    requests = count_requests(settings.dynamodb_client())
+    summary = run_pass()
+    assert (summary["missing"], summary["cleared"], summary["ecs_calls"]["describe_tasks"]) == (0, 0, 1)
+    assert set(requests) <= {"BatchGetItem", "Query"} and stored_raw(TASKS, arn) == marked
+
+
+def test_clearing_a_mark_never_undoes_a_newer_event(fake, monkeypatch):
+    """The task stops, and its STOPPED event lands between the pass's read and its clearing write."""
+    arn = a_task_marked_by_mistake(fake, monkeypatch)
+    fake.transition_task(arn, "STOPPED")
+    stopped = fake.event_for_task(arn)
+    clear_missing = reconciler.StateStore.clear_missing
+
+    def event_lands_first(store, *args, **kwargs):
+        assert recorder.record(stopped)["outcome"] == "updated"
+        return clear_missing(store, *args, **kwargs)
+
+    monkeypatch.setattr(reconciler.StateStore, "clear_missing", event_lands_first)
+    # ECS lists it, and describes it as it was at the stored version (just before it stopped):
+    monkeypatch.setattr(reconciler, "task_detail", _older_version({arn: int(stopped["detail"]["version"]) - 1}))
+    summary = run_pass()
+    assert summary["cleared"] == 0
+    item = stored_item(settings.dynamodb_client(), TASKS, arn)
+    assert item["lastStatus"] == "STOPPED" and "cw_missing_since" not in item
+    assert item["cw_expires_at"] == events.expires_at(
+        events.parse_time(stopped["detail"]["stoppedAt"], "stoppedAt"), settings.retention_seconds()
+    )
+
+
+def test_a_finished_item_is_never_marked_and_keeps_its_own_expiry(fake):
+    fake.add_cluster("web")
+    arn = fake.add_task("web", last_status="STOPPED")
+    recorder.record(fake.event_for_task(arn))
+    stored = stored_raw(TASKS, arn)
+    store = reconciler.StateStore(settings.dynamodb_client())
+    assert not store.mark_missing(TASKS, arn, int(stored["version"]["N"]), events.now())
+    assert stored_raw(TASKS, arn) == stored
 
 
 # -- time budget and rotation ------------------------------------------------------------------
