@@ -43,6 +43,7 @@ def log_reconcile(summary: Dict[str, Any], request_id: Any) -> None:
         "updated": summary["written"]["updated"],
         "unchanged": summary["unchanged"],
         "missing": summary["missing"],
+        "cleared": summary["cleared"],
         "refused": summary["refused"],
         "incomplete": int(not summary["complete"]),
         "failed": int(failed),

@@ -17,6 +17,18 @@ A pass, per cluster:
    mark included). A stage without the read index finds them by scanning one
    of SWEEP_SEGMENTS slices of the tables per pass instead (a day's passes
    cover the tables at the default schedule).
+3. Takes the mark off an item ECS lists or describes again, even at the
+   stored version (ECS can answer MISSING for a moment): one UpdateItem,
+   conditioned on that version and the mark, so a newer event is never
+   undone. Marked ghosts are described again on every pass for that; the
+   marks are read with the stored versions, so a mark costs a write only
+   when it goes.
+
+Failures: one item that cannot be stored (too large, another writer's
+version) is refused, counted and listed, and the pass goes on; an unexpected
+error on one item is counted the same way and fails the pass once the rest is
+done; an error in one cluster fails that cluster, the others are done; and
+whatever fails, the pass logs its summary and metrics before it raises.
 
 Time: a pass stops before the next ECS call once less than
 STOP_MARGIN_SECONDS of the function's time is left, and says it is not
@@ -27,7 +39,8 @@ of a pass is always done unless it alone outlasts the budget.
 """
 import time
 from collections import Counter
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -47,7 +60,8 @@ _clock = time.monotonic  # the pass's time budget runs on it (tests move it)
 
 
 class ReconcileFailed(RuntimeError):
-    """Some clusters could not be reconciled: the pass summary says which and why."""
+    """The pass failed (a cluster, the account, a setting, or an unexpected error on an item):
+    its summary, logged already, says which and why."""
 
     def __init__(self, summary: Mapping[str, Any]) -> None:
         super().__init__(f"reconcile pass failed: {'; '.join(summary['errors'])}")
@@ -60,20 +74,25 @@ def reconcile(event: Mapping[str, Any], context: Any = None, budget_seconds: Opt
     The time budget is the function's remaining time less STOP_MARGIN_SECONDS,
     or ``budget_seconds`` without a Lambda context (none: unbounded). Returns
     the summary, logged as one line with a metric per count; raises
-    ReconcileFailed after logging it if some cluster failed.
+    ReconcileFailed after logging it if anything failed, even before the pass
+    could start.
     """
     started = _clock()
     if context is not None and hasattr(context, "get_remaining_time_in_millis"):
         budget_seconds = context.get_remaining_time_in_millis() / 1000 - STOP_MARGIN_SECONDS
     deadline = started + budget_seconds if budget_seconds is not None else float("inf")
-    taken_at = events.now()
-    scheduled_at = events.parse_time(event["time"], "time") if isinstance(event.get("time"), str) else taken_at
-    passes = int(scheduled_at // (settings.reconcile_minutes() * 60))
-    read_index = settings.read_index_enabled()
-    store = StateStore(settings.dynamodb_client())  # no high-water marks: a pass writes each key at most once
-    ecs = EcsReader(settings.ecs_client(), Pace(settings.ecs_calls_per_second()), lambda: _clock() < deadline)
-    pass_ = Pass(ecs, store, settings.item_rules(), taken_at, read_index)
-    pass_.run(passes, settings.reconcile_clusters())
+    pass_ = Pass(events.now())
+    try:
+        scheduled_at = events.parse_time(event["time"], "time") if isinstance(event.get("time"), str) else pass_.taken_at
+        passes = int(scheduled_at // (settings.reconcile_minutes() * 60))
+        pass_.start(
+            EcsReader(settings.ecs_client(), Pace(settings.ecs_calls_per_second()), lambda: _clock() < deadline),
+            StateStore(settings.dynamodb_client()),  # no high-water marks: a pass writes each key at most once
+            settings.item_rules(),
+        )
+        pass_.run(passes, settings.reconcile_clusters())
+    except Exception as error:  # it could not start (a setting the stage got wrong, no region): said all the same
+        pass_.failed("pass", error)
     summary = pass_.summary(round((_clock() - started) * 1000))
     observability.log_reconcile(summary, getattr(context, "aws_request_id", None))
     if pass_.errors:
@@ -84,18 +103,22 @@ def reconcile(event: Mapping[str, Any], context: Any = None, budget_seconds: Opt
 class Pass:
     """One reconciliation pass: its counts, and the work per cluster."""
 
-    def __init__(self, ecs: EcsReader, store: StateStore, rules: ItemRules, taken_at: float, read_index: bool) -> None:
-        self.ecs = ecs
-        self.store = store
-        self.rules = rules
+    def __init__(self, taken_at: float) -> None:
         self.taken_at = taken_at  # every snapshot of the pass carries it (cw_time)
-        self.read_index = read_index
         self.counts: Counter = Counter()
-        self.errors: List[str] = []  # what failed the pass (ECS, DynamoDB)
-        self.refusals: List[str] = []  # single snapshots not stored, for good reason; the pass goes on
+        self.ecs_calls: Counter = Counter()  # per operation (the ECS reader's, once started)
+        self.errors: List[str] = []  # what failed the pass (ECS, DynamoDB, a cluster, a bug)
+        self.refusals: List[str] = []  # single items not stored, for good reason or not; the pass goes on
         self.complete = True
         self.clusters_in_account = 0
         self.first_cluster: Optional[str] = None
+
+    def start(self, ecs: EcsReader, store: StateStore, rules: ItemRules) -> None:
+        self.ecs = ecs
+        self.ecs_calls = ecs.calls
+        self.store = store
+        self.rules = rules
+        self.read_index = rules.read_index
 
     # -- the pass ------------------------------------------------------------------
 
@@ -110,8 +133,10 @@ class Pass:
             for cluster in clusters[start:] + clusters[:start]:
                 try:
                     listed[cluster] = self._cluster(cluster)
-                except (ClientError, BotoCoreError) as error:
-                    self._failed(cluster, error)
+                except OutOfTime:
+                    raise
+                except Exception as error:  # ECS or DynamoDB after their retries, or a bug: the next cluster
+                    self.failed(cluster, error)
                     if _code(error) in THROTTLED:
                         break  # ECS's bucket is the account's: the other clusters would fail alike
                 else:
@@ -120,8 +145,8 @@ class Pass:
                 self._sweep(pass_number % SWEEP_SEGMENTS, listed)
         except OutOfTime:
             self.complete = False
-        except (ClientError, BotoCoreError) as error:  # listing the clusters, or the sweep
-            self._failed("account", error)
+        except Exception as error:  # listing the clusters, or the sweep
+            self.failed("account", error)
 
     def summary(self, duration_ms: int) -> Dict[str, Any]:
         return {
@@ -133,10 +158,11 @@ class Pass:
             "written": {"created": self.counts["created"], "updated": self.counts["updated"]},
             "unchanged": self.counts["unchanged"],
             "missing": self.counts["missing"],
+            "cleared": self.counts["cleared"],
             "refused": self.counts["refused"],
             "complete": self.complete,
             "duration_ms": duration_ms,
-            "ecs_calls": dict(self.ecs.calls),
+            "ecs_calls": dict(self.ecs_calls),
             "errors": self.errors[:MAX_ERRORS_REPORTED],
             "refusals": self.refusals[:MAX_ERRORS_REPORTED],
         }
@@ -152,7 +178,7 @@ class Pass:
         for name in wanted:
             arn = name if name in clusters else by_name.get(name)
             if arn is None:
-                self._failed(name, f"no such cluster in this account and region ({settings.RECONCILE_CLUSTERS_ENV})")
+                self.failed(name, f"no such cluster in this account and region ({settings.RECONCILE_CLUSTERS_ENV})")
             elif arn not in chosen:
                 chosen.append(arn)
         return sorted(chosen)
@@ -191,62 +217,102 @@ class Pass:
         return self.ecs.describe_container_instances(cluster, arns)
 
     def _snapshot(self, table: TableSpec, cluster: str, api_object: Mapping[str, Any]) -> Optional[StateChange]:
-        detail = task_detail(api_object) if table is TASKS else container_instance_detail(api_object, cluster)
-        try:
+        with self._one_item(str(api_object.get(table.key, cluster))):
+            # InvalidEvent, e.g. over DynamoDB's 400 KB: an event could not store it either
+            detail = task_detail(api_object) if table is TASKS else container_instance_detail(api_object, cluster)
             return parse_snapshot(table, detail, self.taken_at, self.rules)
-        except InvalidEvent as error:  # e.g. over DynamoDB's 400 KB: an event could not store it either
-            self._refused(f"{detail.get(table.key, cluster)}: {error}")
-            return None
+        return None  # refused
 
     def _write(self, table: TableSpec, changes: Sequence[StateChange],
                stored: Optional[Mapping[str, StoredVersion]] = None) -> None:
         """Write the snapshots whose key holds nothing or an older version (read in bulk first,
-        unless the caller read them already)."""
+        unless the caller read them already), and take the mark off the ghosts among the others."""
         if stored is None:
             stored = self.store.stored_versions(table, [change.key for change in changes]) if changes else {}
         for change in changes:
-            known = stored.get(change.key)
-            if known is not None and known.version is not None and known.version >= change.version:
-                self.counts["unchanged"] += 1
-                continue
-            try:
-                result = self.store.put_if_newer(change)
-            except StoredItemConflict as error:  # another writer's item: left alone, as an event leaves it
-                self._refused(str(error))
-                continue
-            self.counts[result.outcome if result.written else "unchanged"] += 1  # (not written: an event was first)
+            with self._one_item(change.key):
+                known = stored.get(change.key)
+                if known is not None and known.version is not None and known.version >= change.version:
+                    # ECS knows it: a mark goes, conditioned on the version read (not this older one)
+                    cleared = known.missing_since is not None and self.store.clear_missing(table, change.key, known.version)
+                    self.counts["cleared" if cleared else "unchanged"] += 1
+                    continue
+                result = self.store.put_if_newer(change)  # another writer's version: StoredItemConflict
+                self.counts[result.outcome if result.written else "unchanged"] += 1  # (not written: an event was first)
 
     # -- ghosts --------------------------------------------------------------------
 
     def _confirm_ghosts(self, table: TableSpec, cluster: str, candidates: Mapping[str, StoredVersion]) -> None:
-        """Describe stored, unfinished, unmarked items ECS did not list; mark those it calls MISSING."""
-        unmarked = [key for key, stored in candidates.items() if stored.missing_since is None and stored.version is not None]
-        for key in self._snapshots(table, cluster, unmarked, candidates):  # described after all: snapshot written
-            if self.store.mark_missing(table, key, candidates[key].version, self.taken_at):
-                self.counts["missing"] += 1
+        """Describe stored, unfinished items ECS did not list, marked ones too; mark those it calls
+        MISSING (once). Those it describes after all get their snapshot, or lose their mark."""
+        for key in self._snapshots(table, cluster, list(candidates), candidates):
+            stored = candidates[key]
+            if stored.missing_since is not None:
+                continue  # marked on an earlier pass, and still a ghost
+            if stored.version is None:  # another writer's: the mark is conditioned on the version
+                self._refused(key, StoredItemConflict(f"{table.key} {key}: ECS no longer knows it, but the stored "
+                                                      "version is not a whole number, so it was not marked"))
+                continue
+            with self._one_item(key):
+                if self.store.mark_missing(table, key, stored.version, self.taken_at):
+                    self.counts["missing"] += 1
 
     def _sweep(self, segment: int, listed: Mapping[str, Mapping[TableSpec, Set[str]]]) -> None:
         """Without the read index: one slice of each table, its unfinished items checked against
         the listings of this pass (items of clusters not reconciled in it wait for a later pass)."""
         for table in (TASKS, CONTAINER_INSTANCES):
             candidates: Dict[str, Dict[str, StoredVersion]] = {}
-            for item in self.store.scan_open_items(table, segment, SWEEP_SEGMENTS):
-                cluster = item.get(table.cluster_index.hash_key, {}).get("S")
-                key = item[table.key]["S"]
-                if cluster in listed and key not in listed[cluster][table] and "N" in item.get("version", {}):
-                    candidates.setdefault(cluster, {})[key] = StoredVersion(int(item["version"]["N"]), None)
-            for cluster, stored in candidates.items():
-                self._confirm_ghosts(table, cluster, stored)
+            for key, cluster, stored in self.store.scan_open_items(table, segment, SWEEP_SEGMENTS):
+                if cluster in listed and key not in listed[cluster][table]:
+                    candidates.setdefault(cluster, {})[key] = stored
+            for cluster, stored_versions in candidates.items():
+                self._confirm_ghosts(table, cluster, stored_versions)
 
     # -- errors --------------------------------------------------------------------
 
-    def _failed(self, where: str, error: Any) -> None:
+    def failed(self, where: str, error: Any) -> None:
+        """``where`` (a cluster, the account, the pass) could not be reconciled: the pass fails."""
         self.complete = False
-        self.errors.append(f"{where}: {error}")
+        self.errors.append(f"{where}: {_text(error)}")
+        if isinstance(error, Exception) and not isinstance(error, (ClientError, BotoCoreError)):
+            self._log_unexpected(where)
 
-    def _refused(self, text: str) -> None:
+    @contextmanager
+    def _one_item(self, key: str) -> Iterator[None]:
+        """One item's work. An item DynamoDB or ecs-state cannot store is refused: counted and
+        listed, and the pass goes on. An unexpected error is counted the same way, and fails the
+        pass once the rest is done. ECS and DynamoDB errors (after their retries) and running out
+        of time are not the item's: they stop its cluster, or the pass."""
+        try:
+            yield
+        except (OutOfTime, BotoCoreError):
+            raise
+        except (InvalidEvent, StoredItemConflict) as error:  # ItemTooLarge among them
+            self._refused(key, error)
+        except ClientError as error:
+            if _code(error) != "ValidationException":  # not the item's fault: DynamoDB's
+                raise
+            self._refused(key, error)  # refused for its data, which the checks before the request missed
+        except Exception as error:  # a bug, on this item's data: the rest of the pass still runs
+            self._refused(key, error)
+            self.errors.append(f"{key}: {_text(error)}")
+            self._log_unexpected(key)
+
+    def _refused(self, key: str, error: Exception) -> None:
         self.counts["refused"] += 1
+        text = _text(error) if isinstance(error, StoredItemConflict) else f"{key}: {_text(error)}"  # (names the key)
         self.refusals.append(text)
+
+    def _log_unexpected(self, where: str) -> None:
+        if len(self.errors) <= MAX_ERRORS_REPORTED:  # with its traceback; the summary says the rest
+            observability.log_failure("reconcile error", {"key": where}, None)
+
+
+def _text(error: Any) -> str:
+    """An error as the summary names it: ECS's and DynamoDB's say what they are, others get their type."""
+    if isinstance(error, (ClientError, BotoCoreError, InvalidEvent, StoredItemConflict)) or not isinstance(error, Exception):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
 
 
 def _code(error: Exception) -> Optional[str]:

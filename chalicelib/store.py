@@ -7,7 +7,8 @@ condition fails, DynamoDB returns the stored item with the failure, which tells
 a duplicate from a stale event, or an expired one, without a second request.
 
 The reconciler's reads are here too: stored versions in bulk, a cluster's
-unfinished items, and the mark it puts on an item ECS no longer knows.
+unfinished items, and the mark it puts on an item ECS no longer knows (and
+takes off when ECS knows it again).
 """
 import json
 import time
@@ -150,10 +151,7 @@ class StateStore:
             ExpressionAttributeNames={"#key": table.key, "#version": VERSION, "#missing": MISSING_SINCE},
         )
         # Keys left unprocessed stay unknown: their snapshots take the conditional write.
-        return {
-            key: StoredVersion(_stored_version(item), item.get(MISSING_SINCE, {}).get("S"))
-            for key, item in items.items()
-        }
+        return {key: _stored(item) for key, item in items.items()}
 
     def open_keys(self, table: TableSpec, cluster_arn: str) -> Iterator[str]:
         """The keys of a cluster's unfinished items, from the read index (a query, never a scan)."""
@@ -167,24 +165,26 @@ class StateStore:
         }
         yield from (item[table.key]["S"] for item in self._pages("query", request))
 
-    def scan_open_items(self, table: TableSpec, segment: int, total_segments: int) -> Iterator[Mapping[str, Any]]:
-        """One segment of the table's unfinished, unmarked items (key, clusterArn, version): the
-        ghost search of a stage without the read index, a slice of the table per pass."""
-        finished = sorted(table.finished_statuses)
+    def scan_open_items(self, table: TableSpec, segment: int, total_segments: int
+                        ) -> Iterator[Tuple[str, Optional[str], StoredVersion]]:
+        """One segment of the table's unfinished items, ghosts included: (key, clusterArn, stored
+        version and mark) of each. The ghost search of a stage without the read index, a slice of
+        the table per pass (a scan is billed by what it reads, filtered or not)."""
+        condition, names, values = _unfinished(table)
         request = {
             "TableName": self._table_name(table),
             "Segment": segment,
             "TotalSegments": total_segments,
-            "ProjectionExpression": "#key, #cluster, #version",
-            "FilterExpression": "attribute_not_exists(#missing) AND (attribute_not_exists(#status) OR NOT (#status IN ("
-            + ", ".join(f":finished{n}" for n in range(len(finished))) + ")))",
+            "ProjectionExpression": "#key, #cluster, #version, #missing",
+            "FilterExpression": condition,
             "ExpressionAttributeNames": {
                 "#key": table.key, "#cluster": table.cluster_index.hash_key, "#version": VERSION,
-                "#missing": MISSING_SINCE, "#status": table.status_field,
+                "#missing": MISSING_SINCE, **names,
             },
-            "ExpressionAttributeValues": {f":finished{n}": {"S": status} for n, status in enumerate(finished)},
+            "ExpressionAttributeValues": values,
         }
-        yield from self._pages("scan", request)
+        for item in self._pages("scan", request):
+            yield item[table.key]["S"], item.get(table.cluster_index.hash_key, {}).get("S"), _stored(item)
 
     def _pages(self, operation: str, request: Dict[str, Any]) -> Iterator[Mapping[str, Any]]:
         call = getattr(self._client, operation)
@@ -198,23 +198,39 @@ class StateStore:
     def mark_missing(self, table: TableSpec, key: str, version: int, since: float) -> bool:
         """Mark an item ECS no longer knows (a ghost): never delete it, let it expire.
 
-        Conditioned on the version the reconciler read: an event that raced in
+        Conditioned on the version the reconciler read and on the item being
+        unfinished (a finished item keeps its own expiry): an event that raced in
         first wins, and the next event or snapshot, replacing the whole item,
         clears the mark. Returns whether the mark was set.
         """
         retention = self._retention_seconds if self._retention_seconds is not None else settings.retention_seconds()
+        return self._update_ghost(
+            table, key, version, "SET #missing = :since, #expires = :expires", "attribute_not_exists(#missing)",
+            {":since": {"S": events.iso_time(since)}, ":expires": {"N": str(events.expires_at(since, retention))}},
+        )
+
+    def clear_missing(self, table: TableSpec, key: str, version: int) -> bool:
+        """ECS knows a marked item again (it listed or described it at ``version``, the stored one
+        the reconciler read): remove the mark and the expiry it brought, nothing else.
+
+        Conditioned on that version, the mark, and the item being unfinished: a
+        newer event that raced in (which replaced the whole item, mark included)
+        is never undone, and a finished item never loses its own expiry.
+        Returns whether the mark was removed.
+        """
+        return self._update_ghost(table, key, version, "REMOVE #missing, #expires", "attribute_exists(#missing)", {})
+
+    def _update_ghost(self, table: TableSpec, key: str, version: int, update: str, mark_condition: str,
+                      values: Mapping[str, Any]) -> bool:
+        unfinished, names, finished = _unfinished(table)
         try:
             self._client.update_item(
                 TableName=self._table_name(table),
                 Key={table.key: {"S": key}},
-                UpdateExpression="SET #missing = :since, #expires = :expires",
-                ConditionExpression="#version = :version AND attribute_not_exists(#missing)",
-                ExpressionAttributeNames={"#missing": MISSING_SINCE, "#expires": EXPIRES_AT, "#version": VERSION},
-                ExpressionAttributeValues={
-                    ":since": {"S": events.iso_time(since)},
-                    ":expires": {"N": str(events.expires_at(since, retention))},
-                    ":version": {"N": str(version)},
-                },
+                UpdateExpression=update,
+                ConditionExpression=f"#version = :version AND {mark_condition} AND {unfinished}",
+                ExpressionAttributeNames={"#missing": MISSING_SINCE, "#expires": EXPIRES_AT, "#version": VERSION, **names},
+                ExpressionAttributeValues={":version": {"N": str(version)}, **finished, **values},
             )
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
@@ -277,6 +293,21 @@ def keep_only_the_version(response_dict: Any, **kwargs: Any) -> None:
         # An item always has its key, so keeping one attribute keeps "it existed".
         response[member] = {VERSION: item[VERSION]} if VERSION in item else dict([next(iter(item.items()))])
         response_dict["body"] = json.dumps(response).encode()
+
+
+def _unfinished(table: TableSpec) -> Tuple[str, Dict[str, str], Dict[str, Any]]:
+    """A condition that holds for an item whose status is not a finished one: (expression, names, values)."""
+    finished = sorted(table.finished_statuses)
+    placeholders = ", ".join(f":finished{n}" for n in range(len(finished)))
+    return (
+        f"(attribute_not_exists(#status) OR NOT (#status IN ({placeholders})))",
+        {"#status": table.status_field},
+        {f":finished{n}": {"S": status} for n, status in enumerate(finished)},
+    )
+
+
+def _stored(item: Mapping[str, Any]) -> StoredVersion:
+    return StoredVersion(_stored_version(item), item.get(MISSING_SINCE, {}).get("S"))
 
 
 def _stored_version(item: Mapping[str, Any]) -> Optional[int]:

@@ -20,7 +20,7 @@ from chalice.utils import to_cfn_resource_name
 from app import app
 from chalicelib import tables
 from chalicelib.tables import TableSpec
-from tests import policies
+from tools import policies
 from tests.helpers import legacy_index_definition
 from tools import deploy
 from tools.local_dynamodb import TIME_TO_LIVE
@@ -337,7 +337,7 @@ def role_statements(package: Package, function: Dict[str, Any], parameters: Dict
 
 
 def template_resources(spec: "TableSpec | None", function: str) -> Dict[str, Any]:
-    """tests/policies.py's resources as the packaged stack names them: exact ARNs."""
+    """tools/policies.py's resources as the packaged stack names them: exact ARNs."""
     def table(spec: TableSpec) -> Dict[str, Any]:
         base = logical_id(spec)
         existing = "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${Existing%sTableName}" % base

@@ -1,9 +1,12 @@
 """Least privilege, proven three ways: the policy files of `chalice deploy` and the roles of
-resources.json grant exactly tests/policies.py's list, on the stage's own resources in this
-account and region only; and that list is exactly what the code calls (run on moto).
+resources.json grant exactly tools/policies.py's list, on the stage's own resources in this
+account and region only; and that list is exactly what the code calls (run on moto). And
+every stage deploys, with either read index setting, only with the calls its functions make
+allowed: `make deploy` refuses a stage whose files do not allow them.
 """
 import json
-from typing import Any, Dict, Iterator, List
+import shutil
+from typing import Any, Dict, Iterator, List, Tuple
 
 import boto3
 import pytest
@@ -11,59 +14,29 @@ from botocore.client import BaseClient
 from moto import mock_aws
 
 from chalicelib import events, settings, tables
-from tests import policies
-from tests.helpers import task_event
+from tests.helpers import container_instance_event, task_event
+from tools import deploy, policies, policy_files
 from tools.fake_ecs import FakeECS
 from tools.local_dynamodb import create_tables
-from tools.stage import ROOT, chalice_config, deployable_stages, stage_plan
+from tools.stage import ROOT, DeployError, StagePlan, deployable_stages, stage_plan
 
 CONFIG = json.loads((ROOT / ".chalice" / "config.json").read_text())
 STAGES = sorted(deployable_stages(CONFIG["stages"]))
 MERGE_TEMPLATE = json.loads((ROOT / "resources.json").read_text())
-# The account and region of every ARN, through IAM policy variables; any partition (aws, aws-cn, aws-us-gov).
-ARN = "arn:*:{service}:${{aws:RequestedRegion}}:${{aws:PrincipalAccount}}:{resource}"
-
-
-def policy_arn(service: str, resource: str) -> str:
-    return ARN.format(service=service, resource=resource)
-
-
-def stage_functions(stage: str) -> Iterator[tuple]:
-    """(function kind, deployed name, policy file, the event handler's table or None) of each function."""
-    plan = stage_plan(stage)
-    config = chalice_config(stage)
-    from tools.stage import handler_names
-
-    event_handlers, [reconcile] = handler_names()
-    for handler, name in zip(event_handlers, plan.event_function_names):
-        spec = {f"{s.kind}_state_change": s for s in tables.ALL}[handler]
-        yield policies.EVENT, name, config.scope(chalice_stage=stage, function_name=handler).iam_policy_file, spec
-    yield policies.RECONCILE, plan.reconcile_function_name, config.scope(chalice_stage=stage, function_name=reconcile).iam_policy_file, None
-    yield policies.API, plan.api_function_name, f"policy-{stage}.json", None  # the stage's default policy
+MOTO_ACCOUNT, REGION = "123456789012", "us-east-1"
+VARIABLES = {"${aws:RequestedRegion}": REGION, "${aws:PrincipalAccount}": MOTO_ACCOUNT}  # the policy files' values on moto
 
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_each_policy_file_grants_exactly_what_its_function_calls_on_the_stage_resources(stage):
     plan = stage_plan(stage)
-    index = tables.CLUSTER_INDEX.name
-    for kind, function, policy_file, own_table in stage_functions(stage):
-        assert policy_file, f"{function} has no iam_policy_file: it would get policy-{stage}.json"
-        resources = {
-            "own-table": policy_arn("dynamodb", f"table/{plan.table_names[own_table]}") if own_table else None,
-            "tables": [policy_arn("dynamodb", f"table/{name}") for name in plan.table_names.values()],
-            "index": [policy_arn("dynamodb", f"table/{name}/index/{index}") for name in plan.table_names.values()],
-            "own-log-group": policy_arn("logs", f"log-group:/aws/lambda/{function}:*"),
-            "queue": policy_arn("sqs", plan.queue_name),
-            "any": "*",
-            "clusters": policy_arn("ecs", "cluster/*"),
-            "tasks": policy_arn("ecs", "task/*"),
-            "container-instances": policy_arn("ecs", "container-instance/*"),
-        }
-        in_clusters = {"ArnLike": {"ecs:cluster": policy_arn("ecs", "cluster/*")}}
-        statements = json.loads((ROOT / ".chalice" / policy_file).read_text())["Statement"]
-        assert policies.normalized(statements) == policies.rendered(
-            policies.grants(kind, plan.item_rules.read_index), resources.__getitem__, lambda condition: in_clusters
-        ), policy_file
+    for function in policy_files.stage_functions(plan):
+        if function.kind != policies.API:  # the stage's default policy is the API's
+            assert function.policy_file not in (None, f"policy-{stage}.json"), f"{function.name}: no file of its own"
+        statements = json.loads((ROOT / ".chalice" / function.policy_file).read_text())["Statement"]
+        required = policy_files.required_statements(plan, function)
+        assert policies.normalized(statements) == policies.normalized(required), function.policy_file
+    assert policy_files.policy_gaps(plan) == {} and deploy.check_policies(plan) is None
 
 
 def policy_documents(node: Any) -> Iterator[Dict[str, Any]]:
@@ -108,20 +81,27 @@ def all_policy_statements() -> Iterator[tuple]:
 
 def test_no_policy_leaves_the_account_or_the_region_open():
     checked = 0
-    for where, statement in all_policy_statements():
-        if "Fn::If" in statement:  # a statement only some stacks have: check what it holds
-            statement = statement["Fn::If"][1]
-        for arn in arn_strings([statement.get("Resource"), statement.get("Condition")]):
-            region, account = policies.arn_positions(arn)
-            assert region and "*" not in region and "?" not in region, f"{where}: {arn} leaves the region open"
-            assert account and "*" not in account and "?" not in account, f"{where}: {arn} leaves the account open"
-            checked += 1
-        if "*" in policies.as_list(statement.get("Resource")):
-            # Only actions without resource-level permissions, each restricted by a condition where IAM has one.
-            assert set(policies.as_list(statement["Action"])) <= {"ecs:ListClusters", "ecs:ListTasks"}, (where, statement)
-            if "ecs:ListTasks" in policies.as_list(statement["Action"]):
-                assert "ecs:cluster" in statement["Condition"]["ArnLike"], (where, statement)
+    for where, either in all_policy_statements():
+        # A statement that depends on a parameter (ReadIndex): each of the two it can be.
+        for statement in either["Fn::If"][1:] if "Fn::If" in either else [either]:
+            checked += check_account_and_region(where, statement)
     assert checked > 40
+
+
+def check_account_and_region(where: str, statement: Dict[str, Any]) -> int:
+    """Assert that ``statement`` names only this account and region; return how many ARNs it names."""
+    checked = 0
+    for arn in arn_strings([statement.get("Resource"), statement.get("Condition")]):
+        region, account = policies.arn_positions(arn)
+        assert region and "*" not in region and "?" not in region, f"{where}: {arn} leaves the region open"
+        assert account and "*" not in account and "?" not in account, f"{where}: {arn} leaves the account open"
+        checked += 1
+    if "*" in policies.as_list(statement.get("Resource")):
+        # Only actions without resource-level permissions, each restricted by a condition where IAM has one.
+        assert set(policies.as_list(statement["Action"])) <= {"ecs:ListClusters", "ecs:ListTasks"}, (where, statement)
+        if "ecs:ListTasks" in policies.as_list(statement["Action"]):
+            assert "ecs:cluster" in statement["Condition"]["ArnLike"], (where, statement)
+    return checked
 
 
 def test_the_arn_check_catches_an_open_account_or_region():
@@ -134,6 +114,18 @@ def test_the_arn_check_catches_an_open_account_or_region():
 # -- what the code calls ----------------------------------------------------------------------
 
 
+class Calls(List[str]):
+    """Each call as its IAM action; ``requests``: each as (service, operation, parameters)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: List[Tuple[str, str, Dict[str, Any]]] = []
+
+    def clear(self) -> None:
+        super().clear()
+        self.requests.clear()
+
+
 @pytest.fixture
 def aws(monkeypatch):
     """moto in this process, and every AWS call any client makes, as an IAM action."""
@@ -143,11 +135,12 @@ def aws(monkeypatch):
                         "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1",
                         "ECS_STATE_HIGH_WATER_ENTRIES": "0"}.items():
         monkeypatch.setenv(name, value)
-    calls: List[str] = []
+    calls = Calls()
     original = BaseClient._make_api_call
 
     def recording(client, operation, params):
         calls.append(f"{client.meta.service_model.endpoint_prefix}:{operation}")
+        calls.requests.append((client.meta.service_model.endpoint_prefix, operation, params))
         return original(client, operation, params)
 
     monkeypatch.setattr(BaseClient, "_make_api_call", recording)
@@ -231,3 +224,146 @@ def test_a_reconcile_pass_calls_exactly_what_its_policy_grants(aws, fake_ecs, mo
 
     assert summary["missing"] == 1
     assert set(aws) == policies.actions(policies.RECONCILE, read_index) - policies.LOG_ACTIONS
+
+
+# -- every stage, with either read index setting: deployed with what it calls, or refused ---------
+
+
+def stage_with_read_index(tmp_path, stage: str, read_index: str) -> StagePlan:
+    """The stage as .chalice/ holds it, but for its ECS_STATE_READ_INDEX: a copy in ``tmp_path``."""
+    shutil.copytree(ROOT / ".chalice", tmp_path / ".chalice")
+    path = tmp_path / ".chalice" / "config.json"
+    config = json.loads(path.read_text())
+    config["stages"][stage]["environment_variables"][settings.READ_INDEX_ENV] = read_index
+    path.write_text(json.dumps(config))
+    return stage_plan(stage, project_dir=tmp_path)
+
+
+def authorized(service: str, operation: str, params: Dict[str, Any]) -> List[Tuple[str, str, Dict[str, str]]]:
+    """What IAM authorizes for one call: (action, resource ARN, condition keys), per resource it names."""
+    action, arn = f"{service}:{operation}", f"arn:aws:{service}:{REGION}:{MOTO_ACCOUNT}:"
+    if service == "dynamodb":
+        names = list(params["RequestItems"]) if operation == "BatchGetItem" else [params["TableName"]]
+        index = f"/index/{params['IndexName']}" if "IndexName" in params else ""
+        return [(action, f"{arn}table/{name}{index}", {}) for name in names]
+    if service == "sqs":
+        return [(action, arn + (params.get("QueueName") or params["QueueUrl"].rsplit("/", 1)[-1]), {})]
+    assert service == "ecs", service
+    cluster = params.get("cluster")  # the reconciler names each cluster by its ARN
+    context = {"ecs:cluster": cluster} if cluster else {}
+    resources = {"ListClusters": ["*"], "ListTasks": ["*"], "ListContainerInstances": [cluster]}.get(operation)
+    return [(action, resource, context) for resource in resources or params.get("tasks") or params["containerInstances"]]
+
+
+def run_each_function(aws: Calls, plan: StagePlan, monkeypatch) -> Iterator[Tuple[policy_files.Function, List[tuple]]]:
+    """Each of the stage's functions run with its variables on moto, making every call it can:
+    (the function, the calls it made)."""
+    from chalicelib import api, reconciler, recorder
+
+    for name, value in plan.environment.items():
+        monkeypatch.setenv(name, value)
+    settings.reset_client()
+    fresh_tables(plan.item_rules.read_index)
+    boto3.client("sqs").create_queue(QueueName=plan.queue_name)
+    functions = policy_files.stage_functions(plan)
+    for function in functions:
+        if function.kind == policies.EVENT:
+            make_event = task_event if function.own_table is tables.TASKS else container_instance_event
+            aws.clear()
+            recorder.record(make_event(3))
+            assert recorder.record(make_event(4, cw_bad="reserved"))["outcome"] == "dead_lettered"  # sent by the function
+            yield function, list(aws.requests)
+    (api_function,) = [function for function in functions if function.kind == policies.API]
+    aws.clear()
+    api.list_items(tables.TASKS, {"cluster": task_event(3)["detail"]["clusterArn"]})
+    api.get_item(tables.TASKS, task_event(3)["detail"]["taskArn"], None)
+    yield api_function, list(aws.requests)
+    with FakeECS(account=MOTO_ACCOUNT) as ecs:  # ECS's ARNs in the account of moto's calls
+        monkeypatch.setenv("AWS_ENDPOINT_URL_ECS", ecs.endpoint)
+        monkeypatch.setenv(settings.ECS_CALLS_PER_SECOND_ENV, "20")
+        monkeypatch.setattr(reconciler, "SWEEP_SEGMENTS", 1)  # without the index, one pass sweeps it all
+        settings.reset_client()
+        ecs.add_cluster("web")
+        changed = ecs.add_task("web")
+        recorder.record(ecs.event_for_task(changed))
+        ecs.transition_task(changed, "DEACTIVATING")  # its event lost: updated
+        ghost = ecs.add_task("web")
+        recorder.record(ecs.event_for_task(ghost))
+        ecs.forget_task(ghost)
+        ecs.add_task("web")  # never recorded: created, with the instance
+        ecs.add_container_instance("web")
+        aws.clear()
+        summary = reconciler.reconcile({"time": events.iso_time(events.now())}, None, budget_seconds=60)
+        assert summary["written"] == {"created": 2, "updated": 1} and summary["missing"] == 1, summary
+        (reconcile_function,) = [function for function in functions if function.kind == policies.RECONCILE]
+        yield reconcile_function, list(aws.requests)
+
+
+def denied_calls(plan: StagePlan, runs: List[Tuple[policy_files.Function, List[tuple]]],
+                 added: Dict[str, List[Dict[str, Any]]]) -> Dict[str, set]:
+    """The actions each policy file (plus the statements ``added`` to it) does not allow of its function's calls."""
+    denied: Dict[str, set] = {}
+    for function, requests in runs:
+        path = plan.project_dir / ".chalice" / function.policy_file
+        granted = json.loads(path.read_text())["Statement"] + added.get(function.policy_file, [])
+        for request in requests:
+            for action, resource, context in authorized(*request):
+                if not policy_files.allows(granted, action, resource, context, VARIABLES):
+                    denied.setdefault(function.policy_file, set()).add(action)
+    return denied
+
+
+@pytest.mark.parametrize("read_index", [settings.ENABLED, settings.DISABLED])
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_stage_is_deployed_only_with_every_call_its_settings_make_allowed(aws, monkeypatch, tmp_path, stage,
+                                                                              read_index):
+    """Each function runs on moto with the stage's variables, either read index setting, and each of its
+    calls is checked against its policy file, as IAM would. Either every call is allowed and `make deploy`
+    goes ahead, or it refuses the stage before changing anything, naming statements that allow them all."""
+    plan = stage_with_read_index(tmp_path, stage, read_index)
+    runs = list(run_each_function(aws, plan, monkeypatch))
+    denied = denied_calls(plan, runs, {})
+    if not denied:
+        assert policy_files.policy_gaps(plan) == {}
+        deploy.check_policies(plan)
+        return
+    monkeypatch.setattr(deploy, "stage_plan", lambda name: plan)
+    monkeypatch.setattr(deploy, "set_up", lambda *args, **options: pytest.fail("make deploy changed something"))
+    monkeypatch.setattr(deploy, "run_chalice", lambda *args, **options: pytest.fail(f"chalice {args} ran"))
+    with pytest.raises(DeployError) as refused:
+        deploy.main(["--stage", stage])
+    for policy_file, actions in denied.items():
+        assert policy_file in str(refused.value) and all(action in str(refused.value) for action in actions)
+    assert denied_calls(plan, runs, policy_files.policy_gaps(plan)) == {}  # what it says to add is enough
+
+
+def test_the_iam_check_denies_what_a_policy_does_not_name():
+    def allows(statements, action, resource, context=None):
+        return policy_files.allows(statements, action, resource, context or {}, VARIABLES)
+
+    query = {"Effect": "Allow", "Action": "dynamodb:Query", "Resource": policy_files.policy_arn("dynamodb", "table/t/index/*")}
+    index = f"arn:aws:dynamodb:{REGION}:{MOTO_ACCOUNT}:table/t/index/i"
+    assert allows([query], "dynamodb:query", index)  # actions are case-insensitive
+    assert not allows([query], "dynamodb:Scan", index)
+    assert not allows([query], "dynamodb:Query", index.replace("/index/i", ""))
+    assert not allows([query], "dynamodb:Query", index.replace(MOTO_ACCOUNT, "111122223333"))
+    assert not allows([query, {**query, "Effect": "Deny"}], "dynamodb:Query", index)
+    list_tasks = {"Effect": "Allow", "Action": "ecs:ListTasks", "Resource": "*",
+                  "Condition": {"ArnLike": {"ecs:cluster": policy_files.policy_arn("ecs", "cluster/*")}}}
+    cluster = f"arn:aws:ecs:{REGION}:{MOTO_ACCOUNT}:cluster/web"
+    assert allows([list_tasks], "ecs:ListTasks", "*", {"ecs:cluster": cluster})
+    assert not allows([list_tasks], "ecs:ListTasks", "*")
+    assert not allows([list_tasks], "ecs:ListTasks", "*", {"ecs:cluster": cluster.replace(REGION, "eu-west-1")})
+
+
+def test_make_deploy_refuses_a_stage_turning_the_read_index_off_until_its_reconcile_policy_may_scan(tmp_path):
+    plan = stage_with_read_index(tmp_path, "dev", settings.DISABLED)
+    needs_scan = r"ECS_STATE_READ_INDEX=disabled.*\n.*policy-dev-reconcile\.json: .*dynamodb:Scan"
+    with pytest.raises(DeployError, match=needs_scan) as refused:
+        deploy.check_policies(plan)
+    assert f"error: {refused.value}\n" in (ROOT / "docs" / "deploy.md").read_text()  # as the docs show it
+    path = tmp_path / ".chalice" / "policy-dev-reconcile.json"
+    policy = json.loads(path.read_text())
+    policy["Statement"] += policy_files.policy_gaps(plan)["policy-dev-reconcile.json"]
+    path.write_text(json.dumps(policy))
+    deploy.check_policies(plan)

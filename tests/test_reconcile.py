@@ -1,8 +1,10 @@
 """The reconciler against the fake ECS API (tools/fake_ecs.py) and Amazon's DynamoDB Local."""
+import contextlib
 import threading
 import uuid
 from typing import Any, Dict, List
 
+import botocore.exceptions
 import botocore.retries.standard
 import pytest
 from chalice.local import LambdaContext
@@ -235,8 +237,7 @@ def test_a_task_whose_stopped_event_was_lost_is_marked_not_deleted_and_expires(f
     assert item["cw_missing_since"] == events.iso_time(1_800_000_000)
     assert item["cw_expires_at"] == events.expires_at(1_800_000_000, 14 * 86_400)
     requests = count_requests(settings.dynamodb_client())
-    assert run_pass()["missing"] == 0  # marked once; the next pass does not describe it again
-    assert "UpdateItem" not in requests and "describe_tasks" not in run_pass()["ecs_calls"]
+    assert run_pass()["missing"] == 0 and "UpdateItem" not in requests  # marked once
 
 
 def lost_stop(fake):
@@ -322,6 +323,105 @@ def test_without_the_read_index_ghosts_are_found_by_the_sweep(fake, monkeypatch)
     assert sum(found) == 6
     assert "Query" not in requests and requests["Scan"] >= 2
     assert all("cw_missing_since" in stored_raw(TASKS, arn) for arn in arns)
+
+
+@contextlib.contextmanager
+def ecs_forgets_for_a_moment(monkeypatch, arn, described=False):
+    """Inside the block, ECS leaves ``arn`` out of every listing and (unless ``described``) answers
+    MISSING when asked to describe it, though it still knows it: as its API may for a moment."""
+    call = EcsReader._call
+
+    def forgetful(reader, operation, **params):
+        response = call(reader, operation, **params)
+        for member in ("taskArns", "containerInstanceArns"):
+            if member in response:
+                response[member] = [listed for listed in response[member] if listed != arn]
+        for member, key in (("tasks", "taskArn"), ("containerInstances", "containerInstanceArn")):
+            if not described and any(found[key] == arn for found in response.get(member, [])):
+                response[member] = [found for found in response[member] if found[key] != arn]
+                response["failures"] = response.get("failures", []) + [{"arn": arn, "reason": "MISSING"}]
+        return response
+
+    with monkeypatch.context() as patch:
+        patch.setattr(EcsReader, "_call", forgetful)
+        yield
+
+
+def a_task_marked_by_mistake(fake, monkeypatch):
+    """A running task recorded from its event, marked a ghost by a pass in which ECS answered MISSING for it."""
+    fake.add_cluster("web")
+    arn = fake.add_task("web")
+    recorder.record(fake.event_for_task(arn))
+    with ecs_forgets_for_a_moment(monkeypatch, arn):
+        assert run_pass()["missing"] == 1
+    assert {"cw_missing_since", "cw_expires_at"} <= set(stored_raw(TASKS, arn))
+    return arn
+
+
+def test_a_mark_goes_when_ecs_lists_the_item_again_at_the_same_version(fake, monkeypatch):
+    arn = a_task_marked_by_mistake(fake, monkeypatch)
+    before = stored_raw(TASKS, arn)
+    requests = count_requests(settings.dynamodb_client())
+    summary = run_pass()  # ECS lists it again, at the version stored
+    assert (summary["cleared"], summary["unchanged"], summary["written"]) == (1, 0, {"created": 0, "updated": 0})
+    assert requests.get("UpdateItem") == 1 and "PutItem" not in requests  # one conditioned write, the mark only
+    after = stored_raw(TASKS, arn)
+    assert after == {name: value for name, value in before.items() if name not in ("cw_missing_since", "cw_expires_at")}
+    requests.clear()
+    summary = run_pass()  # nothing left to clear: reads only
+    assert (summary["cleared"], summary["unchanged"]) == (0, 1) and set(requests) <= {"BatchGetItem", "Query"}
+    assert stored_raw(TASKS, arn) == after
+
+
+def test_a_mark_goes_when_ecs_describes_the_item_again_though_it_does_not_list_it(fake, monkeypatch):
+    arn = a_task_marked_by_mistake(fake, monkeypatch)
+    with ecs_forgets_for_a_moment(monkeypatch, arn, described=True):
+        summary = run_pass()
+    assert summary["cleared"] == 1 and summary["ecs_calls"]["describe_tasks"] == 1  # the ghost, described again
+    assert not {"cw_missing_since", "cw_expires_at"} & set(stored_raw(TASKS, arn))
+
+
+def test_a_ghost_still_missing_is_described_again_but_not_written(fake):
+    arn, _ = lost_stop(fake)
+    assert run_pass()["missing"] == 1
+    marked = stored_raw(TASKS, arn)
+    requests = count_requests(settings.dynamodb_client())
+    summary = run_pass()
+    assert (summary["missing"], summary["cleared"], summary["ecs_calls"]["describe_tasks"]) == (0, 0, 1)
+    assert set(requests) <= {"BatchGetItem", "Query"} and stored_raw(TASKS, arn) == marked
+
+
+def test_clearing_a_mark_never_undoes_a_newer_event(fake, monkeypatch):
+    """The task stops, and its STOPPED event lands between the pass's read and its clearing write."""
+    arn = a_task_marked_by_mistake(fake, monkeypatch)
+    fake.transition_task(arn, "STOPPED")
+    stopped = fake.event_for_task(arn)
+    clear_missing = reconciler.StateStore.clear_missing
+
+    def event_lands_first(store, *args, **kwargs):
+        assert recorder.record(stopped)["outcome"] == "updated"
+        return clear_missing(store, *args, **kwargs)
+
+    monkeypatch.setattr(reconciler.StateStore, "clear_missing", event_lands_first)
+    # ECS lists it, and describes it as it was at the stored version (just before it stopped):
+    monkeypatch.setattr(reconciler, "task_detail", _older_version({arn: int(stopped["detail"]["version"]) - 1}))
+    summary = run_pass()
+    assert summary["cleared"] == 0
+    item = stored_item(settings.dynamodb_client(), TASKS, arn)
+    assert item["lastStatus"] == "STOPPED" and "cw_missing_since" not in item
+    assert item["cw_expires_at"] == events.expires_at(
+        events.parse_time(stopped["detail"]["stoppedAt"], "stoppedAt"), settings.retention_seconds()
+    )
+
+
+def test_a_finished_item_is_never_marked_and_keeps_its_own_expiry(fake):
+    fake.add_cluster("web")
+    arn = fake.add_task("web", last_status="STOPPED")
+    recorder.record(fake.event_for_task(arn))
+    stored = stored_raw(TASKS, arn)
+    store = reconciler.StateStore(settings.dynamodb_client())
+    assert not store.mark_missing(TASKS, arn, int(stored["version"]["N"]), events.now())
+    assert stored_raw(TASKS, arn) == stored
 
 
 # -- time budget and rotation ------------------------------------------------------------------
@@ -446,6 +546,124 @@ def test_the_handler_returns_and_logs_the_summary_with_a_metric_per_count(fake, 
     assert {"reconcile_clusters", "reconcile_tasks_seen", "reconcile_created", "reconcile_missing",
             "reconcile_duration"} <= names
     assert metrics["reconcile_created"] == [12.0]
+
+
+# -- one bad item, one bad cluster: counted, logged, and the pass goes on -------------------------
+
+
+def reconcile_pass_lines(lines):
+    """The pass's log line and its metrics (EMF) line."""
+    (logged,) = [line for line in lines if line.get("message") == "reconcile pass"]
+    (metrics,) = [line for line in lines if "reconcile_failed" in line]
+    return logged, metrics
+
+
+def test_another_writers_fractional_version_is_refused_by_the_sweep_and_the_pass_goes_on(fake, monkeypatch, capsys):
+    monkeypatch.setenv(settings.READ_INDEX_ENV, settings.DISABLED)
+    for table in (TASKS, CONTAINER_INSTANCES):
+        monkeypatch.setenv(table.name_env, settings.table_name(table) + "-bare")
+    client = settings.dynamodb_client()
+    create_tables(client, {table: settings.table_name(table) for table in (TASKS, CONTAINER_INSTANCES)}, read_index=False)
+    monkeypatch.setattr(reconciler, "SWEEP_SEGMENTS", 1)  # every pass sweeps the whole table
+    fake.add_cluster("web")
+    ghost = fake.add_task("web")
+    recorder.record(fake.event_for_task(ghost))
+    fake.forget_task(ghost)
+    odd = dict(parse_event(fake.event_for_task(fake.add_task("web"))).item, version={"N": "5.5"})  # another writer's
+    fake.forget_task(odd["taskArn"]["S"])
+    client.put_item(TableName=settings.table_name(TASKS), Item=odd)
+    with logs_and_metrics(capsys, monkeypatch) as lines:
+        summary = run_pass()
+    assert (summary["missing"], summary["refused"], summary["errors"]) == (1, 1, [])
+    assert odd["taskArn"]["S"] in summary["refusals"][0] and "cw_missing_since" in stored_raw(TASKS, ghost)
+    assert stored_raw(TASKS, odd["taskArn"]["S"]) == odd  # left alone
+    logged, metrics = reconcile_pass_lines(lines)
+    assert logged["refusals"] == summary["refusals"] and metrics["reconcile_refused"] == [1.0]
+
+
+class RefusesOneItem:
+    """A DynamoDB client that answers PutItem for one key as DynamoDB answers an item over 400 KB."""
+
+    def __init__(self, client, key):
+        self._client, self._key = client, key
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def put_item(self, **request):
+        if request["Item"]["taskArn"]["S"] == self._key:
+            raise botocore.exceptions.ClientError(
+                {"Error": {"Code": "ValidationException", "Message": "Item size has exceeded the maximum allowed size"}},
+                "PutItem")
+        return self._client.put_item(**request)
+
+
+def test_an_item_dynamodb_refuses_for_its_size_is_counted_and_the_pass_goes_on(fake, monkeypatch, capsys):
+    fake.add_cluster("web")
+    too_large, fine = fake.add_task("web"), fake.add_task("web")  # the refused one first
+    client = settings.dynamodb_client()
+    monkeypatch.setattr(settings, "dynamodb_client", lambda: RefusesOneItem(client, too_large))
+    with logs_and_metrics(capsys, monkeypatch) as lines:
+        summary = run_pass()
+    assert (summary["written"]["created"], summary["refused"], summary["errors"]) == (1, 1, [])
+    assert too_large in summary["refusals"][0] and "maximum allowed size" in summary["refusals"][0]
+    assert stored_raw(TASKS, fine) and stored_raw(TASKS, too_large) is None
+    logged, metrics = reconcile_pass_lines(lines)
+    assert logged["refused"] == 1 and metrics["reconcile_refused"] == [1.0] and metrics["reconcile_failed"] == [0.0]
+
+
+def test_an_unexpected_error_on_one_item_fails_the_pass_only_after_the_rest_is_done(fake, monkeypatch, capsys):
+    from chalicelib.snapshots import task_detail
+
+    fake.add_cluster("web")
+    broken, fine = fake.add_task("web"), fake.add_task("web")
+
+    def bug_on_one(task):
+        if task["taskArn"] == broken:
+            raise KeyError("containers")
+        return task_detail(task)
+
+    monkeypatch.setattr(reconciler, "task_detail", bug_on_one)
+    with logs_and_metrics(capsys, monkeypatch) as lines, pytest.raises(reconciler.ReconcileFailed) as failed:
+        run_pass()
+    summary = failed.value.summary
+    assert summary["written"]["created"] == 1 and stored_raw(TASKS, fine) and summary["complete"]
+    assert summary["refused"] == 1 and broken in summary["refusals"][0] and "KeyError" in summary["refusals"][0]
+    assert broken in summary["errors"][0]
+    logged, metrics = reconcile_pass_lines(lines)
+    assert logged["level"] == "ERROR" and logged["errors"] == summary["errors"] and metrics["reconcile_failed"] == [1.0]
+    assert any(line.get("key") == broken and "KeyError" in line.get("exception", "") for line in lines)  # its traceback
+
+
+def test_an_unexpected_error_in_one_cluster_fails_it_and_the_others_are_done(fake, monkeypatch, capsys):
+    for name in ("a", "b"):
+        fake.add_cluster(name)
+        fake.add_task(name)
+    listing = EcsReader.container_instance_arns
+
+    def bug_in_a(reader, cluster):
+        if cluster.endswith("/a"):
+            raise RuntimeError("a bug")
+        return listing(reader, cluster)
+
+    monkeypatch.setattr(EcsReader, "container_instance_arns", bug_in_a)
+    with logs_and_metrics(capsys, monkeypatch) as lines, pytest.raises(reconciler.ReconcileFailed) as failed:
+        run_pass()
+    summary = failed.value.summary
+    assert summary["clusters"] == 1 and not summary["complete"]
+    assert len(summary["errors"]) == 1 and summary["errors"][0].endswith("/a: RuntimeError: a bug")
+    assert {item["clusterArn"]["S"].rsplit("/", 1)[-1] for item in _all_items(TASKS)} == {"a", "b"}  # a's tasks were done
+    logged, metrics = reconcile_pass_lines(lines)
+    assert logged["errors"] == summary["errors"] and metrics["reconcile_failed"] == [1.0]
+
+
+def test_a_pass_that_cannot_start_still_logs_its_summary_and_metrics(fake, monkeypatch, capsys):
+    monkeypatch.setenv(settings.ECS_CALLS_PER_SECOND_ENV, "fast")
+    with logs_and_metrics(capsys, monkeypatch) as lines, pytest.raises(reconciler.ReconcileFailed, match="ECS_STATE_ECS_CALLS"):
+        run_pass()
+    logged, metrics = reconcile_pass_lines(lines)
+    assert logged["level"] == "ERROR" and not logged["complete"] and metrics["reconcile_failed"] == [1.0]
+    assert fake.calls == {}
 
 
 # -- the ECS reader ------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from chalicelib import events, settings
 from tools.migrate import DEPLOY, Confirm, confirm_on_terminal, ensure_tables
+from tools.policy_files import policy_gaps
 from tools.stage import DeployError, StagePlan, cli, report, run_chalice, stage_plan
 
 SET_UP, CHALICE_DEPLOY, EVENT_INVOKE_CONFIGS, RECONCILE_PASS = (
@@ -252,6 +253,22 @@ def start_reconcile_pass(client: Any, name: str) -> List[str]:
             f"its summary is logged to /aws/lambda/{name}"]
 
 
+def check_policies(plan: StagePlan) -> None:
+    """Refuse, before anything changes, a stage whose policy files do not allow every call its
+    functions make with its settings (a stage turning the read index off, say, whose reconciler
+    then scans the tables: the files hold one setting's list, tools/policies.py)."""
+    gaps = policy_gaps(plan)
+    if gaps:
+        read_index = plan.environment.get(settings.READ_INDEX_ENV) or settings.ENABLED
+        raise DeployError(
+            f"stage {plan.stage!r}: its policy files do not allow every call its functions make with its settings "
+            f"({settings.READ_INDEX_ENV}={read_index}, its tables and queue), so nothing was changed. "
+            "Add these statements (docs/deploy.md, \"The policies name the account and region\"):"
+            + "".join(f"\n  .chalice/{file}: " + ", ".join(json.dumps(statement) for statement in statements)
+                      for file, statements in gaps.items())
+        )
+
+
 def main(argv: "List[str] | None" = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stage", required=True, help="a stage of .chalice/config.json")
@@ -268,6 +285,7 @@ def main(argv: "List[str] | None" = None) -> int:
     import boto3
 
     plan = stage_plan(args.stage)
+    check_policies(plan)
     session = boto3.session.Session()
     if SET_UP in steps:
         print(f"{SET_UP}: tables, dead-letter queue, alarm and log groups of stage {plan.stage}")

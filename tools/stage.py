@@ -37,6 +37,7 @@ class StagePlan:
     reconcile_function_name: str
     api_function_name: str  # the read API's function: Chalice names it <app>-<stage>
     queue_name: str  # the dead-letter queue (ECS_STATE_DEAD_LETTER_QUEUE)
+    project_dir: Path = ROOT  # where its .chalice/ (config.json, policy files) is
 
     @property
     def deployment(self) -> str:
@@ -106,6 +107,7 @@ def stage_plan(stage: str, project_dir: Path = ROOT) -> StagePlan:
         reconcile_function_name=f"{config.app_name}-{stage}-{reconcile_handler}",
         api_function_name=f"{config.app_name}-{stage}",
         queue_name=queue_name,
+        project_dir=project_dir,
     )
 
 

@@ -1,5 +1,6 @@
 """What each function's role may do: the one list that the policy files, resources.json
-and the code's own calls are checked against (tests/test_policies.py, tests/test_package.py).
+and the code's own calls are checked against (tests/test_policies.py, tests/test_package.py),
+and that `make deploy` checks a stage's policy files against (tools/policy_files.py).
 
 A grant names its resource abstractly ("own-table", "index", ...); each kind of
 template renders it: the chalice deploy policy files with IAM policy variables
@@ -74,12 +75,16 @@ def normalized(statements: Iterable[Dict[str, Any]]) -> List[Statement]:
     return sorted(found, key=repr)
 
 
-def rendered(grant_list: Iterable[Grant], render_resource: Any, render_condition: Any) -> List[Statement]:
-    return normalized(
+def as_statements(grant_list: Iterable[Grant], render_resource: Any, render_condition: Any) -> List[Dict[str, Any]]:
+    return [
         {"Effect": "Allow", "Action": sorted(grant.actions), "Resource": render_resource(grant.resource),
          **({"Condition": render_condition(grant.condition)} if grant.condition else {})}
         for grant in grant_list
-    )
+    ]
+
+
+def rendered(grant_list: Iterable[Grant], render_resource: Any, render_condition: Any) -> List[Statement]:
+    return normalized(as_statements(grant_list, render_resource, render_condition))
 
 
 def as_list(value: Any) -> List[Any]:
@@ -92,3 +97,4 @@ def arn_positions(arn: str) -> Tuple[str, str]:
     parts = re.split(r":(?![^{]*\})", arn)  # the colons outside ${...}
     assert len(parts) >= 6 and parts[0] == "arn", f"not an ARN: {arn}"
     return parts[3], parts[4]
+
