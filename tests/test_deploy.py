@@ -5,15 +5,17 @@ for and what is left alone, not AWS's own validation; nothing here is concurrent
 The table work on an existing table is also proven on DynamoDB Local
 (tests/test_migrate.py).
 """
+import io
 import json
+import time
 from typing import Any, Dict
 
 import boto3
 import pytest
 from moto import mock_aws
 
-from chalicelib import tables
-from tests.helpers import create_older_ecs_state_table
+from chalicelib import attributes, events, tables
+from tests.helpers import DAY, EVENT_TIME, create_older_ecs_state_table, iso, task_event
 from tools import deploy, destroy, migrate, stage
 
 REGION = "us-east-1"
@@ -186,10 +188,10 @@ def create_docs_example_table(dynamodb, name, spec=tables.TASKS):
     dynamodb.create_table(**request, ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 5})
 
 
-def ensure_table(dynamodb, spec, name, confirm=yes, rules=None, options=migrate.DEPLOY):
+def ensure_table(dynamodb, spec, name, confirm=yes, rules=None, options=migrate.DEPLOY, now=None):
     plan = stage.stage_plan("prod")
     return migrate.ensure_tables(dynamodb, {spec: name}, rules or plan.item_rules, plan.deployment, options, confirm,
-                                 pause=lambda seconds: None)
+                                 pause=lambda seconds: None, now=now)
 
 
 def test_the_docs_example_table_keeps_its_billing_and_gains_index_expiry_and_backups(session):
@@ -197,11 +199,12 @@ def test_the_docs_example_table_keeps_its_billing_and_gains_index_expiry_and_bac
     create_docs_example_table(dynamodb, "ECSTaskState")
     shown = []
 
-    changes = ensure_table(dynamodb, tables.TASKS, "ECSTaskState", confirm=lambda lines: shown.extend(lines) or True)
+    changes = ensure_table(dynamodb, tables.TASKS, "ECSTaskState", confirm=lambda lines: shown.extend(lines()) or True)
 
     assert shown == [
         "ECSTaskState: add index clusterArn-cw_phase-index (provisioned like the table: 5 read and 5 write capacity units)",
         "ECSTaskState: add cw_phase and cw_expires_at to the items stored without them (a scan of the table)",
+        "ECSTaskState: 0 of 0 items lack cw_phase and cw_expires_at",
         "ECSTaskState: turn on TTL on cw_expires_at",
         "ECSTaskState: encrypt with the AWS managed KMS key",
         "ECSTaskState: turn on point-in-time recovery",
@@ -249,10 +252,12 @@ class Terminal:
 @pytest.mark.parametrize("answer, goes_ahead", [("yes\n", True), ("y\n", True), ("\n", False), ("no\n", False)])
 def test_confirmation_on_a_terminal_lists_the_changes_and_takes_a_yes(answer, goes_ahead, capsys):
     confirm = migrate.confirm_on_terminal(False, stdin=Terminal(answer))
-    assert confirm(["ECSTaskState: turn on TTL on cw_expires_at"]) is goes_ahead
+    assert confirm(lambda: ["ECSTaskState: turn on TTL on cw_expires_at"]) is goes_ahead
     out = capsys.readouterr().out
     assert "ecs-state did not create these tables" in out and "  - ECSTaskState: turn on TTL on cw_expires_at" in out
-    assert migrate.confirm_on_terminal(True, stdin=Terminal("no\n"))(["anything"]) is True  # --yes asks nothing
+    # --yes asks nothing, and without a terminal nothing is asked: neither lists (scans) the tables.
+    assert migrate.confirm_on_terminal(True, stdin=Terminal("no\n"))(lambda: pytest.fail("listed")) is True
+    assert migrate.confirm_on_terminal(False, stdin=io.StringIO("yes\n"))(lambda: pytest.fail("listed")) is False
 
 
 @pytest.mark.parametrize("attribute_type", ["N", "B"])
@@ -561,3 +566,90 @@ def test_terraform_steps_and_destroy_without_chalice(session, monkeypatch):
 
     assert session.client("dynamodb").list_tables()["TableNames"] == []
     assert session.client("sqs").list_queues().get("QueueUrls", []) == []
+
+
+# -- what the code an upgrade replaces writes -----------------------------------------------------
+
+
+class OldWriter:
+    """What the code an upgrade replaces writes, and the docs example's Lambda too: whole items by
+    PutItem, the detail and cw_version, without cw_phase or cw_expires_at (even over an item that
+    had them)."""
+
+    def __init__(self, session, plan):
+        self.client, self.plan = session.client("dynamodb"), plan
+
+    def write(self, event):
+        spec = tables.BY_DETAIL_TYPE[event["detail-type"]]
+        item = {"cw_version": event["version"], **event["detail"]}
+        self.client.put_item(TableName=self.plan.table_names[spec],
+                             Item={name: attributes.encode(value)[0] for name, value in item.items()})
+
+
+def every_item(session, plan):
+    """The items of the stage's tables (those that exist), decoded."""
+    dynamodb = session.client("dynamodb")
+    existing = dynamodb.list_tables()["TableNames"]
+    return [(spec, {name: attributes.decode(value) for name, value in item.items()})
+            for spec, name in plan.table_names.items() if name in existing
+            for item in dynamodb.scan(TableName=name)["Items"]]
+
+
+# -- the history of the docs example's tables (issue 13, point 8) ---------------------------------
+
+
+def with_history(session, plan):
+    """The docs example's task table with three tasks stopped today, 30 and 90 days ago, one running."""
+    create_docs_example_table(session.client("dynamodb"), plan.table_names[tables.TASKS])
+    writer = OldWriter(session, plan)
+    for n, days_ago in enumerate((0, 30, 90)):
+        writer.write(task_event(4, task_id=f"{n:032x}", lastStatus="STOPPED", stoppedAt=iso(EVENT_TIME - days_ago * DAY)))
+    writer.write(task_event(2, task_id="f" * 32))
+
+
+def utc(epoch_seconds):
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(epoch_seconds))
+
+
+def test_the_confirmation_says_how_many_items_will_expire_when_and_what_the_floor_keeps(session):
+    plan = stage.stage_plan("prod")
+    with_history(session, plan)
+    shown = []
+
+    ensure_table(session.client("dynamodb"), tables.TASKS, "ECSTaskState",
+                 confirm=lambda lines: shown.extend(lines()) or True, now=EVENT_TIME)
+
+    floor = events.expires_at(EVENT_TIME, plan.item_rules.retention_seconds)
+    assert shown[1:4] == [
+        "ECSTaskState: add cw_phase and cw_expires_at to the items stored without them (a scan of the table)",
+        "ECSTaskState: 4 of 4 items lack cw_phase and cw_expires_at",
+        f"ECSTaskState: 3 finished items will get cw_expires_at on {utc(floor)}, none sooner than 16 days after "
+        "this upgrade (TTL deletes an item within days of its date); dated from when they finished "
+        "(EXPIRE_HISTORY=yes, --expire-history), 2 of them would be deleted at once",
+    ]
+    assert "ECSTaskState: turn on point-in-time recovery" in shown  # make deploy does: no advice needed
+    assert not [line for line in shown if "point-in-time recovery is off" in line]
+    expiries = [item["cw_expires_at"] for spec, item in every_item(session, plan) if "cw_expires_at" in item]
+    assert expiries == [floor] * 3  # what it said is what it did
+
+
+def test_asked_to_expire_history_make_migrate_says_what_ttl_will_delete_and_advises_backups(session):
+    plan = stage.stage_plan("prod")
+    with_history(session, plan)
+    shown = []
+
+    ensure_table(session.client("dynamodb"), tables.TASKS, "ECSTaskState", options=migrate.MIGRATE._replace(
+        expire_history=True), confirm=lambda lines: shown.extend(lines()) or True, now=EVENT_TIME)
+
+    retention = plan.item_rules.retention_seconds
+    assert shown[2:5] == [
+        "ECSTaskState: 4 of 4 items lack cw_phase and cw_expires_at",
+        f"ECSTaskState: 3 finished items will get cw_expires_at dated from when they finished (--expire-history), "
+        f"from {utc(events.expires_at(EVENT_TIME - 90 * DAY, retention))} to {utc(events.expires_at(EVENT_TIME, retention))}; "
+        "2 of them are past, and TTL deletes those within days",
+        "ECSTaskState: point-in-time recovery is off, so nothing TTL deletes can be restored: turn it on before "
+        "that (aws dynamodb update-continuous-backups --table-name ECSTaskState "
+        "--point-in-time-recovery-specification PointInTimeRecoveryEnabled=true)",
+    ]
+    expiries = sorted(item["cw_expires_at"] for spec, item in every_item(session, plan) if "cw_expires_at" in item)
+    assert expiries == [events.expires_at(EVENT_TIME - days * DAY, retention) for days in (90, 30, 0)]

@@ -36,7 +36,7 @@ import uuid
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from chalicelib import events, settings
-from tools.migrate import DEPLOY, Confirm, confirm_on_terminal, ensure_tables
+from tools.migrate import DEPLOY, EXPIRE_HISTORY_HELP, Confirm, confirm_on_terminal, ensure_tables
 from tools.stage import DeployError, StagePlan, cli, report, run_chalice, stage_plan
 
 SET_UP, CHALICE_DEPLOY, EVENT_INVOKE_CONFIGS, RECONCILE_PASS = (
@@ -160,11 +160,12 @@ def dynamodb_client(session: Any) -> Any:
 
 def set_up(
     session: Any, plan: StagePlan, confirm: Confirm = confirm_on_terminal(False), notify: Optional[str] = None,
-    pause: Callable[[float], None] = time.sleep,
+    pause: Callable[[float], None] = time.sleep, now: Optional[float] = None, expire_history: bool = False,
 ) -> Tuple[str, List[str]]:
-    """Step 1: tables, queue, alarm and log groups. Returns the queue ARN and every change made."""
-    changes = ensure_tables(dynamodb_client(session), plan.table_names, plan.item_rules, plan.deployment, DEPLOY,
-                            confirm, pause)
+    """Step 1: tables, queue, alarm and log groups. Returns the queue ARN and every change made.
+    ``now`` and ``expire_history`` date the backfill's expiries (tools/migrate.py's Upgrade)."""
+    changes = ensure_tables(dynamodb_client(session), plan.table_names, plan.item_rules, plan.deployment,
+                            DEPLOY._replace(expire_history=expire_history), confirm, pause, now)
     queue, queue_changes = ensure_queue(session.client("sqs"), plan.queue_name)
     changes += queue_changes
     topic = None
@@ -252,7 +253,8 @@ def start_reconcile_pass(client: Any, name: str) -> List[str]:
             f"its summary is logged to /aws/lambda/{name}"]
 
 
-def main(argv: "List[str] | None" = None) -> int:
+def main(argv: "List[str] | None" = None, now: Optional[float] = None) -> int:
+    """``now``: the upgrade's time (default: the clock's)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stage", required=True, help="a stage of .chalice/config.json")
     parser.add_argument(
@@ -263,6 +265,7 @@ def main(argv: "List[str] | None" = None) -> int:
     parser.add_argument("--yes", action="store_true", help="change tables ecs-state did not create without asking")
     parser.add_argument("--notify", metavar="TOPIC_ARN_OR_EMAIL",
                         help="the alarm notifies this SNS topic, or this e-mail address through a topic of its own")
+    parser.add_argument("--expire-history", action="store_true", help=EXPIRE_HISTORY_HELP)
     args = parser.parse_args(argv)
     steps = args.only or STEPS
     import boto3
@@ -271,7 +274,8 @@ def main(argv: "List[str] | None" = None) -> int:
     session = boto3.session.Session()
     if SET_UP in steps:
         print(f"{SET_UP}: tables, dead-letter queue, alarm and log groups of stage {plan.stage}")
-        report(set_up(session, plan, confirm_on_terminal(args.yes), args.notify)[1])
+        report(set_up(session, plan, confirm_on_terminal(args.yes), args.notify, now=now,
+                      expire_history=args.expire_history)[1])
     if CHALICE_DEPLOY in steps:
         print(f"{CHALICE_DEPLOY}: chalice deploy --stage {plan.stage}")
         run_chalice("deploy", "--stage", plan.stage)
