@@ -64,7 +64,8 @@ package-terraform: $(VENV)/.installed
 	$(CHALICE_PACKAGE) --pkg-format terraform --stage $(STAGE) out/tf-$(STAGE)
 
 # Tables, queue and alarm (boto3), then chalice deploy, then each function's retries and OnFailure
-# queue, then one reconcile pass. See docs/deploy.md.
+# queue, then the repair of items the replaced code wrote without their lifecycle fields, then one
+# reconcile pass. See docs/deploy.md.
 deploy: $(VENV)/.installed
 	$(BIN)/python -m tools.deploy --stage $(STAGE) $(if $(call is_set,$(YES)),--yes) $(if $(NOTIFY),--notify '$(NOTIFY)') \
 		$(if $(call is_set,$(EXPIRE_HISTORY)),--expire-history)

@@ -247,6 +247,26 @@ def test_an_upgrade_deletes_none_of_the_history_sooner_than_a_retention_period_a
     assert min(expiries) >= expires_at(before, RETENTION) > before + RETENTION
 
 
+def test_a_repair_pass_mends_exactly_the_items_a_whole_item_writer_stripped(docs_example_tables):
+    """The scan's filter (IN, attribute_not_exists) and projection, as DynamoDB Local answers them."""
+    name = names()[TASKS]
+    migrate.ensure_tables(WithoutTaggingBackupsOrEncryption(docs_example_tables), {TASKS: name}, PLAN.item_rules,
+                          PLAN.deployment, migrate.DEPLOY, lambda changes: True, short_pause, UPGRADE_TIME)
+    # The docs example's put_item, its rule left on: a backfilled task stops again, a new one starts.
+    for event in (task_event(20, task_id=f"{1:032x}", lastStatus="STOPPED", stoppedAt=iso(EVENT_TIME)),
+                  task_event(1, task_id="f" * 32)):
+        docs_example_tables.put_item(TableName=name, Item=encoded({"cw_version": event["version"], **event["detail"]}))
+
+    count = migrate.backfill(docs_example_tables, TASKS, name, at_upgrade_time())
+
+    assert (count.read, count.updated, count.requests, count.expiring, count.past_own_date) == (13, 2, 1, 1, 0)
+    assert count.read_units > 0  # DynamoDB Local reports the scan's capacity
+    assert count.earliest == count.latest == expires_at(UPGRADE_TIME, RETENTION)
+    for item in docs_example_tables.scan(TableName=name)["Items"]:
+        assert "cw_phase" in item and ("cw_expires_at" in item) == (item["lastStatus"]["S"] == "STOPPED")
+    assert migrate.backfill(docs_example_tables, TASKS, name, at_upgrade_time()).updated == 0
+
+
 # -- make migrate ---------------------------------------------------------------------------------
 
 

@@ -143,6 +143,7 @@ def inspect_table(
     indexes = {index["IndexName"]: index for index in table.get("GlobalSecondaryIndexes", [])}
     has_read_index = spec.cluster_index.name in indexes
     add_read_index_needed = rules.read_index and not has_read_index
+    upgraded = _upgraded(spec, table, ttl, rules)
     stale_indexes = [spec.legacy_index] if spec.legacy_index in indexes and not options.keep_legacy_index else []
     if has_read_index and not rules.read_index:
         stale_indexes.append(spec.cluster_index.name)
@@ -160,12 +161,13 @@ def inspect_table(
         settled()
         count = backfill(client, spec, name, upgrade)
         added = [f"added {lifecycle_names(rules)} to {count.updated} of {count.read} items of {name}"] if count.updated else []
-        return added + backfill_notes(client, name, count, upgrade, check_backups=not options.protect)
+        return added + backfill_notes(client, name, count, upgrade, upgraded, check_backups=not options.protect)
 
     def forecast() -> List[str]:
         count = backfill(client, spec, name, upgrade, write=False)
         return ([f"{name}: {count.updated} of {count.read} items lack {lifecycle_names(rules)}"]
-                + backfill_notes(client, name, count, upgrade, check_backups=not options.protect, done=False))
+                + backfill_notes(client, name, count, upgrade, upgraded=False, check_backups=not options.protect,
+                                 done=False))
 
     def delete_index(index: str) -> List[str]:
         settled()
@@ -186,6 +188,21 @@ def inspect_table(
     if options.protect:
         steps += _protection_steps(client, name, table, settled, pause)
     return TableWork(name, _tagged(client, table["TableArn"]), steps)
+
+
+def upgraded(client: Any, spec: TableSpec, name: str, rules: ItemRules) -> bool:
+    """Whether the table is already ecs-state's (read index as the stage says, TTL on, no old index),
+    so that an item lacking its lifecycle fields was written so since (False if it does not exist)."""
+    try:
+        table = client.describe_table(TableName=name)["Table"]
+    except client.exceptions.ResourceNotFoundException:
+        return False
+    return _upgraded(spec, table, _time_to_live(client, name), rules)
+
+
+def _upgraded(spec: TableSpec, table: Dict[str, Any], ttl: str, rules: ItemRules) -> bool:
+    indexes = {index["IndexName"] for index in table.get("GlobalSecondaryIndexes", [])}
+    return ttl == "ENABLED" and spec.legacy_index not in indexes and (spec.cluster_index.name in indexes) == rules.read_index
 
 
 def _check_schema(spec: TableSpec, table: Dict[str, Any], rules: ItemRules) -> None:
@@ -426,10 +443,10 @@ def _observed_at(detail: Mapping[str, Any], now: float) -> float:
         return now
 
 
-def backfill_notes(client: Any, name: str, count: BackfillCount, upgrade: Upgrade, check_backups: bool,
-                   done: bool = True) -> List[str]:
+def backfill_notes(client: Any, name: str, count: BackfillCount, upgrade: Upgrade, upgraded: bool,
+                   check_backups: bool, done: bool = True) -> List[str]:
     """What a backfill pass means beyond its count: when the items it dated expire (and what
-    --expire-history changes), and point-in-time recovery if off."""
+    --expire-history changes), point-in-time recovery if off, and a writer still stripping items."""
     notes = []
     if count.expiring:
         span = (f"on {_when(count.earliest)}" if _when(count.earliest) == _when(count.latest)
@@ -454,6 +471,14 @@ def backfill_notes(client: Any, name: str, count: BackfillCount, upgrade: Upgrad
                 f"before that (aws dynamodb update-continuous-backups --table-name {name} "
                 "--point-in-time-recovery-specification PointInTimeRecoveryEnabled=true)"
             )
+    if upgraded and count.updated:
+        notes.append(
+            f"{name}: {count.updated} items lacked {lifecycle_names(upgrade.rules)} though the table was already "
+            "upgraded: another writer wrote them whole (the docs example's Lambda; an older ecs-state, until "
+            "this deploy replaced it). If the next run finds more, disable that writer's EventBridge rule: "
+            "until repaired, its items are missing from listings and from the reconciler's ghost query, and "
+            "finished ones do not expire"
+        )
     return notes
 
 
