@@ -15,8 +15,12 @@ CHALICE_PACKAGE := AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-$${AWS_REGION:-us-e
 DELETE_TABLES ?=
 FORCE ?=
 # `make deploy` / `make migrate`: YES=1 changes tables ecs-state did not create without asking;
+# EXPIRE_HISTORY=yes dates the expiry of the finished items already stored from when they finished,
+# even if that is past (TTL deletes those within days); without it, none expires sooner than one
+# retention period after the upgrade.
 # `make deploy NOTIFY=<SNS topic ARN or e-mail>` makes the dead-letter alarm notify it.
 YES ?=
+EXPIRE_HISTORY ?=
 NOTIFY ?=
 # `make migrate`: other tables than the stage's (a packaged stack's, Terraform's), its ReadIndex, and
 # KEEP_LEGACY_INDEX=yes between a packaged stack's two updates (its second one drops that index).
@@ -60,9 +64,11 @@ package-terraform: $(VENV)/.installed
 	$(CHALICE_PACKAGE) --pkg-format terraform --stage $(STAGE) out/tf-$(STAGE)
 
 # Tables, queue and alarm (boto3), then chalice deploy, then each function's retries and OnFailure
-# queue, then one reconcile pass. See docs/deploy.md.
+# queue, then the repair of items the replaced code wrote without their lifecycle fields, then one
+# reconcile pass. See docs/deploy.md.
 deploy: $(VENV)/.installed
-	$(BIN)/python -m tools.deploy --stage $(STAGE) $(if $(call is_set,$(YES)),--yes) $(if $(NOTIFY),--notify '$(NOTIFY)')
+	$(BIN)/python -m tools.deploy --stage $(STAGE) $(if $(call is_set,$(YES)),--yes) $(if $(NOTIFY),--notify '$(NOTIFY)') \
+		$(if $(call is_set,$(EXPIRE_HISTORY)),--expire-history)
 
 destroy: $(VENV)/.installed
 	$(BIN)/python -m tools.destroy --stage $(STAGE) $(if $(filter yes,$(DELETE_TABLES)),--delete-tables) $(if $(call is_set,$(FORCE)),--force)
@@ -72,7 +78,7 @@ migrate: $(VENV)/.installed
 	$(BIN)/python -m tools.migrate --stage $(STAGE) $(if $(TASK_TABLE),--task-table '$(TASK_TABLE)') \
 		$(if $(CONTAINER_INSTANCE_TABLE),--container-instance-table '$(CONTAINER_INSTANCE_TABLE)') \
 		$(if $(READ_INDEX),--read-index $(READ_INDEX)) $(if $(call is_set,$(KEEP_LEGACY_INDEX)),--keep-legacy-index) \
-		$(if $(call is_set,$(YES)),--yes)
+		$(if $(call is_set,$(YES)),--yes) $(if $(call is_set,$(EXPIRE_HISTORY)),--expire-history)
 
 # One reconcile pass from this machine, with your credentials and the stage's settings; e.g.
 # make reconcile STAGE=dev ARGS="--budget-seconds 600"

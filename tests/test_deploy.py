@@ -5,15 +5,18 @@ for and what is left alone, not AWS's own validation; nothing here is concurrent
 The table work on an existing table is also proven on DynamoDB Local
 (tests/test_migrate.py).
 """
+import dataclasses
+import io
 import json
+import time
 from typing import Any, Dict
 
 import boto3
 import pytest
 from moto import mock_aws
 
-from chalicelib import tables
-from tests.helpers import create_older_ecs_state_table
+from chalicelib import attributes, events, tables
+from tests.helpers import DAY, EVENT_TIME, container_instance_event, create_older_ecs_state_table, iso, task_event
 from tools import deploy, destroy, migrate, stage
 
 REGION = "us-east-1"
@@ -186,10 +189,10 @@ def create_docs_example_table(dynamodb, name, spec=tables.TASKS):
     dynamodb.create_table(**request, ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 5})
 
 
-def ensure_table(dynamodb, spec, name, confirm=yes, rules=None, options=migrate.DEPLOY):
+def ensure_table(dynamodb, spec, name, confirm=yes, rules=None, options=migrate.DEPLOY, now=None):
     plan = stage.stage_plan("prod")
     return migrate.ensure_tables(dynamodb, {spec: name}, rules or plan.item_rules, plan.deployment, options, confirm,
-                                 pause=lambda seconds: None)
+                                 pause=lambda seconds: None, now=now)
 
 
 def test_the_docs_example_table_keeps_its_billing_and_gains_index_expiry_and_backups(session):
@@ -197,11 +200,12 @@ def test_the_docs_example_table_keeps_its_billing_and_gains_index_expiry_and_bac
     create_docs_example_table(dynamodb, "ECSTaskState")
     shown = []
 
-    changes = ensure_table(dynamodb, tables.TASKS, "ECSTaskState", confirm=lambda lines: shown.extend(lines) or True)
+    changes = ensure_table(dynamodb, tables.TASKS, "ECSTaskState", confirm=lambda lines: shown.extend(lines()) or True)
 
     assert shown == [
         "ECSTaskState: add index clusterArn-cw_phase-index (provisioned like the table: 5 read and 5 write capacity units)",
         "ECSTaskState: add cw_phase and cw_expires_at to the items stored without them (a scan of the table)",
+        "ECSTaskState: 0 of 0 items lack cw_phase and cw_expires_at",
         "ECSTaskState: turn on TTL on cw_expires_at",
         "ECSTaskState: encrypt with the AWS managed KMS key",
         "ECSTaskState: turn on point-in-time recovery",
@@ -249,10 +253,12 @@ class Terminal:
 @pytest.mark.parametrize("answer, goes_ahead", [("yes\n", True), ("y\n", True), ("\n", False), ("no\n", False)])
 def test_confirmation_on_a_terminal_lists_the_changes_and_takes_a_yes(answer, goes_ahead, capsys):
     confirm = migrate.confirm_on_terminal(False, stdin=Terminal(answer))
-    assert confirm(["ECSTaskState: turn on TTL on cw_expires_at"]) is goes_ahead
+    assert confirm(lambda: ["ECSTaskState: turn on TTL on cw_expires_at"]) is goes_ahead
     out = capsys.readouterr().out
     assert "ecs-state did not create these tables" in out and "  - ECSTaskState: turn on TTL on cw_expires_at" in out
-    assert migrate.confirm_on_terminal(True, stdin=Terminal("no\n"))(["anything"]) is True  # --yes asks nothing
+    # --yes asks nothing, and without a terminal nothing is asked: neither lists (scans) the tables.
+    assert migrate.confirm_on_terminal(True, stdin=Terminal("no\n"))(lambda: pytest.fail("listed")) is True
+    assert migrate.confirm_on_terminal(False, stdin=io.StringIO("yes\n"))(lambda: pytest.fail("listed")) is False
 
 
 @pytest.mark.parametrize("attribute_type", ["N", "B"])
@@ -323,21 +329,29 @@ def test_a_stage_turning_the_read_index_off_drops_it(session):
     assert not dynamodb.describe_table(TableName=name)["Table"].get("GlobalSecondaryIndexes")
 
 
-def create_function(session, name: str) -> str:
+def create_function(session, name: str, environment=None, timeout: int = 3) -> str:
     iam = session.client("iam")
     role = iam.create_role(RoleName=f"{name}-role", AssumeRolePolicyDocument=json.dumps({
         "Version": "2012-10-17",
         "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}],
     }))["Role"]["Arn"]
     return session.client("lambda").create_function(
-        FunctionName=name, Runtime="python3.11", Role=role, Handler="app.handler", Code={"ZipFile": b"PK\x05\x06" + b"\0" * 18}
+        FunctionName=name, Runtime="python3.11", Role=role, Handler="app.handler", Code={"ZipFile": b"PK\x05\x06" + b"\0" * 18},
+        Environment={"Variables": dict(environment or {})}, Timeout=timeout,
     )["FunctionArn"]
 
 
 def create_functions(session, plan):
-    """What `chalice deploy` (or terraform apply) creates, as far as the later steps look."""
+    """What `chalice deploy` (or terraform apply) leaves, as far as the later steps look: every
+    function, with the stage's settings and timeouts, replacing what was deployed."""
+    client = session.client("lambda")
     for name in plan.function_names:
-        create_function(session, name)
+        timeout = 300 if name == plan.reconcile_function_name else 30
+        try:
+            client.update_function_configuration(
+                FunctionName=name, Environment={"Variables": dict(plan.environment)}, Timeout=timeout)
+        except client.exceptions.ResourceNotFoundException:
+            create_function(session, name, plan.environment, timeout)
 
 
 def lambda_as_aws_answers(client):
@@ -532,7 +546,7 @@ def test_make_deploy_runs_set_up_chalice_deploy_invoke_configs_then_a_pass(sessi
 
     monkeypatch.setattr(deploy, "run_chalice", fake_chalice)
 
-    assert deploy.main(["--stage", "dev"]) == 0
+    assert deploy.main(["--stage", "dev"], pause=pytest.fail) == 0  # nothing to wait for
 
     assert calls == [("deploy", "--stage", "dev")]
     queue_arn = deploy.queue_arn(session.client("sqs"), plan.queue_name)
@@ -544,9 +558,11 @@ def test_make_deploy_runs_set_up_chalice_deploy_invoke_configs_then_a_pass(sessi
     assert f"started a reconcile pass: {plan.reconcile_function_name}" in out
 
     monkeypatch.setattr(deploy, "run_chalice", lambda *args, **options: calls.append(args))
-    assert deploy.main(["--stage", "dev"]) == 0
+    assert deploy.main(["--stage", "dev"], pause=pytest.fail) == 0  # the code replaced wrote every field
     out = capsys.readouterr().out
     assert out.count("  - nothing to change") == 2  # set-up and event-invoke-configs
+    for name in plan.table_names.values():
+        assert f"  - {name}: 0 items read (1 requests, " in out and "repaired 0 that lacked cw_phase and cw_expires_at" in out
 
 
 def test_terraform_steps_and_destroy_without_chalice(session, monkeypatch):
@@ -561,3 +577,194 @@ def test_terraform_steps_and_destroy_without_chalice(session, monkeypatch):
 
     assert session.client("dynamodb").list_tables()["TableNames"] == []
     assert session.client("sqs").list_queues().get("QueueUrls", []) == []
+
+
+# -- what the code an upgrade replaces writes -----------------------------------------------------
+
+
+class OldWriter:
+    """What the code an upgrade replaces writes, and the docs example's Lambda too: whole items by
+    PutItem, the detail and cw_version, without cw_phase or cw_expires_at (even over an item that
+    had them)."""
+
+    def __init__(self, session, plan):
+        self.client, self.plan = session.client("dynamodb"), plan
+
+    def write(self, event):
+        spec = tables.BY_DETAIL_TYPE[event["detail-type"]]
+        item = {"cw_version": event["version"], **event["detail"]}
+        self.client.put_item(TableName=self.plan.table_names[spec],
+                             Item={name: attributes.encode(value)[0] for name, value in item.items()})
+
+
+def every_item(session, plan):
+    """The items of the stage's tables (those that exist), decoded."""
+    dynamodb = session.client("dynamodb")
+    existing = dynamodb.list_tables()["TableNames"]
+    return [(spec, {name: attributes.decode(value) for name, value in item.items()})
+            for spec, name in plan.table_names.items() if name in existing
+            for item in dynamodb.scan(TableName=name)["Items"]]
+
+
+# -- the history of the docs example's tables (issue 13, point 8) ---------------------------------
+
+
+def with_history(session, plan):
+    """The docs example's task table with three tasks stopped today, 30 and 90 days ago, one running."""
+    create_docs_example_table(session.client("dynamodb"), plan.table_names[tables.TASKS])
+    writer = OldWriter(session, plan)
+    for n, days_ago in enumerate((0, 30, 90)):
+        writer.write(task_event(4, task_id=f"{n:032x}", lastStatus="STOPPED", stoppedAt=iso(EVENT_TIME - days_ago * DAY)))
+    writer.write(task_event(2, task_id="f" * 32))
+
+
+def utc(epoch_seconds):
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(epoch_seconds))
+
+
+def test_the_confirmation_says_how_many_items_will_expire_when_and_what_the_floor_keeps(session):
+    plan = stage.stage_plan("prod")
+    with_history(session, plan)
+    shown = []
+
+    ensure_table(session.client("dynamodb"), tables.TASKS, "ECSTaskState",
+                 confirm=lambda lines: shown.extend(lines()) or True, now=EVENT_TIME)
+
+    floor = events.expires_at(EVENT_TIME, plan.item_rules.retention_seconds)
+    assert shown[1:4] == [
+        "ECSTaskState: add cw_phase and cw_expires_at to the items stored without them (a scan of the table)",
+        "ECSTaskState: 4 of 4 items lack cw_phase and cw_expires_at",
+        f"ECSTaskState: 3 finished items will get cw_expires_at on {utc(floor)}, none sooner than 16 days after "
+        "this upgrade (TTL deletes an item within days of its date); dated from when they finished "
+        "(EXPIRE_HISTORY=yes, --expire-history), 2 of them would be deleted at once",
+    ]
+    assert "ECSTaskState: turn on point-in-time recovery" in shown  # make deploy does: no advice needed
+    assert not [line for line in shown if "point-in-time recovery is off" in line]
+    expiries = [item["cw_expires_at"] for spec, item in every_item(session, plan) if "cw_expires_at" in item]
+    assert expiries == [floor] * 3  # what it said is what it did
+
+
+def test_asked_to_expire_history_make_migrate_says_what_ttl_will_delete_and_advises_backups(session):
+    plan = stage.stage_plan("prod")
+    with_history(session, plan)
+    shown = []
+
+    ensure_table(session.client("dynamodb"), tables.TASKS, "ECSTaskState", options=migrate.MIGRATE._replace(
+        expire_history=True), confirm=lambda lines: shown.extend(lines()) or True, now=EVENT_TIME)
+
+    retention = plan.item_rules.retention_seconds
+    assert shown[2:5] == [
+        "ECSTaskState: 4 of 4 items lack cw_phase and cw_expires_at",
+        f"ECSTaskState: 3 finished items will get cw_expires_at dated from when they finished (--expire-history), "
+        f"from {utc(events.expires_at(EVENT_TIME - 90 * DAY, retention))} to {utc(events.expires_at(EVENT_TIME, retention))}; "
+        "2 of them are past, and TTL deletes those within days",
+        "ECSTaskState: point-in-time recovery is off, so nothing TTL deletes can be restored: turn it on before "
+        "that (aws dynamodb update-continuous-backups --table-name ECSTaskState "
+        "--point-in-time-recovery-specification PointInTimeRecoveryEnabled=true)",
+    ]
+    expiries = sorted(item["cw_expires_at"] for spec, item in every_item(session, plan) if "cw_expires_at" in item)
+    assert expiries == [events.expires_at(EVENT_TIME - days * DAY, retention) for days in (90, 30, 0)]
+
+
+# -- an upgrade while the old code writes (issue 13, point 1) -------------------------------------
+
+
+def deployed_by_an_older_ecs_state(session, plan) -> OldWriter:
+    """What an older `make deploy` left: untagged tables with the index keyed by status and no TTL,
+    items without lifecycle fields, and event functions (30 s) without the settings that came with
+    those fields (nor a reconcile function: it came with them)."""
+    dynamodb = session.client("dynamodb")
+    for spec, name in plan.table_names.items():
+        create_older_ecs_state_table(dynamodb, name, spec)
+    older = {name: value for name, value in plan.environment.items() if name not in deploy.LIFECYCLE_SETTINGS}
+    for name in (*plan.event_function_names, plan.api_function_name):
+        create_function(session, name, older, timeout=30)
+    writer = OldWriter(session, plan)
+    writer.write(task_event(3, task_id="a" * 32))
+    writer.write(task_event(5, task_id="b" * 32, lastStatus="STOPPED", stoppedAt=iso(EVENT_TIME - 90 * DAY)))
+    writer.write(container_instance_event(2))
+    return writer
+
+
+def assert_every_item_has_its_lifecycle_fields(session, plan, upgraded_at):
+    items = every_item(session, plan)
+    for spec, item in items:
+        finished = item.get(spec.status_field) in spec.finished_statuses
+        assert item.get("cw_phase") == ("finished" if finished else "open"), item
+        if finished:
+            assert item["cw_expires_at"] >= events.expires_at(upgraded_at, plan.item_rules.retention_seconds), item
+    return items
+
+
+def test_make_deploy_leaves_no_item_without_its_lifecycle_fields_whatever_the_old_code_wrote(session, monkeypatch,
+                                                                                               capsys):
+    plan = stage.stage_plan("dev")
+    writer = deployed_by_an_older_ecs_state(session, plan)
+    timeline = []
+
+    def after_time_to_live(**kwargs):  # the task table's comes after its backfill, the first of the two
+        timeline.append("TTL")
+        if timeline.count("TTL") == 1:  # the old code writes after the set-up step backfilled ...
+            writer.write(task_event(4, task_id="a" * 32))  # over an item the backfill gave its fields
+            writer.write(task_event(1, task_id="c" * 32))  # a new task
+
+    session.events.register("after-call.dynamodb.UpdateTimeToLive", after_time_to_live)
+    session.events.register("before-call.dynamodb.Scan", lambda **kwargs: timeline.append("scan"))
+    monkeypatch.setattr(boto3.session, "Session", lambda *args, **kwargs: session)  # main's, with these hooks
+
+    def chalice_deploy(*args, **options):  # ... and while chalice deploy replaces it
+        writer.write(task_event(6, task_id="b" * 32, lastStatus="STOPPED", stoppedAt=iso(EVENT_TIME)))
+        writer.write(task_event(2, task_id="d" * 32, lastStatus="STOPPED", stoppedAt=iso(EVENT_TIME)))
+        create_functions(session, plan)
+        timeline.append("chalice deploy")
+
+    monkeypatch.setattr(deploy, "run_chalice", chalice_deploy)
+
+    assert deploy.main(["--stage", "dev", "--yes"], pause=lambda seconds: timeline.append(seconds), now=EVENT_TIME) == 0
+
+    deployed = timeline.index("chalice deploy")
+    since_deployed = timeline[deployed:]
+    assert len(assert_every_item_has_its_lifecycle_fields(session, plan, EVENT_TIME)) == 5
+    # The repair scanned each table once the old code could write no more: its update done, then
+    # its timeout (30 s) and the margin.
+    assert timeline[:deployed].count("TTL") == 2 and since_deployed == ["chalice deploy", 35, "scan", "scan"]
+    out = capsys.readouterr().out
+    assert "waiting for the code chalice deploy replaced, which wrote items without them, to stop" in out
+    assert "  - ecs-state-dev-tasks: 4 items read (1 requests, " in out
+    assert "repaired 4 that lacked cw_phase and cw_expires_at" in out
+    assert "though the table was already upgraded" not in out  # the code just replaced wrote them: no other writer
+
+
+def test_a_second_make_deploy_repairs_what_another_writer_stripped_since_and_says_so(session, monkeypatch, capsys):
+    plan = stage.stage_plan("dev")
+    monkeypatch.setattr(deploy, "run_chalice", lambda *args, **options: create_functions(session, plan))
+    assert deploy.main(["--stage", "dev"], pause=pytest.fail, now=EVENT_TIME) == 0
+    # A writer ecs-state does not replace (the docs example's Lambda, its rule left on) keeps writing.
+    docs_example = OldWriter(session, plan)
+    docs_example.write(task_event(7, task_id="e" * 32, lastStatus="STOPPED", stoppedAt=iso(EVENT_TIME)))
+    docs_example.write(container_instance_event(3))
+    capsys.readouterr()
+
+    assert deploy.main(["--stage", "dev"], pause=pytest.fail, now=EVENT_TIME + DAY) == 0
+
+    assert len(assert_every_item_has_its_lifecycle_fields(session, plan, EVENT_TIME + DAY)) == 2
+    out = capsys.readouterr().out
+    for name in plan.table_names.values():
+        assert f"  - {name}: 1 items lacked cw_phase and cw_expires_at though the table was already upgraded: " \
+               "another writer wrote them whole" in out
+
+
+def test_the_wait_covers_the_replaced_functions_that_wrote_items_without_their_fields(session):
+    plan = stage.stage_plan("dev")
+    client = session.client("lambda")
+    assert deploy.replaced_writers(client, plan) == {}  # a first deploy replaces nothing
+    create_functions(session, plan)
+    assert deploy.replaced_writers(client, plan) == {}  # this ecs-state writes them: nothing to wait for
+    index_off = {**plan.environment, "ECS_STATE_READ_INDEX": "disabled"}  # a stage turning its read index on
+    client.update_function_configuration(FunctionName=plan.reconcile_function_name, Environment={"Variables": index_off})
+    assert deploy.replaced_writers(client, plan) == {plan.reconcile_function_name: 300}
+    keeping_it_off = dataclasses.replace(plan, environment=index_off)
+    assert deploy.replaced_writers(client, keeping_it_off) == {}  # ... but not one keeping it off
+    pauses = []
+    assert deploy.wait_for_replaced_code(client, {plan.reconcile_function_name: 300}, pauses.append) == 305
+    assert pauses == [305]

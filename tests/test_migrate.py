@@ -12,13 +12,17 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from chalicelib import attributes, recorder, settings
-from chalicelib.events import expires_at, parse_time
+from chalicelib import attributes, events, recorder, settings
+from chalicelib.events import expires_at
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS, TableSpec
 from tests.conftest import dynamodb_local_server
 from tests.helpers import (
+    DAY,
+    EVENT_TIME,
+    HOUR,
     container_instance_event,
     create_older_ecs_state_table,
+    iso,
     legacy_index_definition,
     stored_item,
     task_event,
@@ -27,6 +31,12 @@ from tools import migrate
 from tools.stage import stage_plan
 
 PLAN = stage_plan("prod")  # the docs example's tables, 14 days' retention
+UPGRADE_TIME = EVENT_TIME + HOUR  # when these tests' upgrades run: about when the run started
+
+
+def at_upgrade_time() -> "migrate.Upgrade":
+    """How these tests' upgrades date what they add."""
+    return migrate.Upgrade(PLAN.item_rules, UPGRADE_TIME)
 
 
 def short_pause(seconds: float) -> None:
@@ -70,12 +80,13 @@ class WithoutTaggingBackupsOrEncryption:
 
 
 def docs_example_items(count: int = 12) -> List[Dict[str, Any]]:
-    """What the docs example stores: cw_version and the detail, no ecs-state field; every third task STOPPED."""
+    """What the docs example stores: cw_version and the detail, no ecs-state field; every third task
+    STOPPED, the n-th 10 n days before the events (0, 30, 60 and 90 days: history of months)."""
     items = []
     for n in range(count):
         stopped = n % 3 == 0
         event = task_event(n + 2, task_id=f"{n:032x}", **(
-            {"lastStatus": "STOPPED", "desiredStatus": "STOPPED", "stoppedAt": f"2026-11-2{n % 10}T08:00:00.5Z"}
+            {"lastStatus": "STOPPED", "desiredStatus": "STOPPED", "stoppedAt": iso(EVENT_TIME - n * 10 * DAY + 0.5)}
             if stopped else {}
         ))
         items.append({"cw_version": event["version"], **event["detail"]})
@@ -123,7 +134,7 @@ def names() -> Dict[TableSpec, str]:
 
 def upgrade(client: Any, options: migrate.TableOptions = migrate.DEPLOY) -> List[str]:
     return migrate.ensure_tables(client, names(), PLAN.item_rules, PLAN.deployment, options,
-                                 confirm=lambda changes: True, pause=short_pause)
+                                 confirm=lambda changes: True, pause=short_pause, now=UPGRADE_TIME)
 
 
 def test_the_docs_example_tables_are_upgraded_in_place_and_a_second_run_changes_nothing(docs_example_tables):
@@ -147,10 +158,8 @@ def test_the_docs_example_tables_are_upgraded_in_place_and_a_second_run_changes_
         stored = stored_item(docs_example_tables, spec, item[spec.key])
         finished = item.get(spec.status_field) in spec.finished_statuses
         assert stored["cw_phase"] == ("finished" if finished else "open")
-        if spec is TASKS and finished:
-            assert stored["cw_expires_at"] == expires_at(parse_time(item["stoppedAt"], "stoppedAt"), RETENTION)
-        elif finished:  # no finish time of its own, no cw_time: dated from the migration
-            assert stored["cw_expires_at"] > int(parse_time("2026-11-22T00:00:00Z", "t")) + RETENTION
+        if finished:  # every one finished before the upgrade: none expires sooner than a retention after it
+            assert stored["cw_expires_at"] == expires_at(UPGRADE_TIME, RETENTION)
         else:
             assert "cw_expires_at" not in stored
         raw = docs_example_tables.get_item(TableName=names()[spec], Key={spec.key: {"S": item[spec.key]}})["Item"]
@@ -183,10 +192,15 @@ def test_an_older_ecs_state_table_between_the_packaged_stacks_two_updates(dynamo
             dynamodb_local.put_item(TableName=name, Item=encoded(item))
 
     changes = migrate.ensure_tables(WithoutTaggingBackupsOrEncryption(dynamodb_local), {TASKS: name}, PLAN.item_rules,
-                                    PLAN.deployment, migrate.MIGRATE, lambda changes: True, pause=short_pause)
+                                    PLAN.deployment, migrate.MIGRATE, lambda changes: True, pause=short_pause,
+                                    now=UPGRADE_TIME)
 
-    assert changes == [f"added cw_phase and cw_expires_at to 12 of 12 items of {name}",
-                       f"deleted index clusterArn-lastStatus-index from {name}"]
+    added, expiry, backups, deleted = changes
+    assert added == f"added cw_phase and cw_expires_at to 12 of 12 items of {name}"
+    floor = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at_upgrade_time().floor))
+    assert expiry.startswith(f"{name}: 4 finished items got cw_expires_at on {floor}, none sooner than 16 days after")
+    assert backups.startswith(f"{name}: point-in-time recovery is off")  # make migrate does not turn it on
+    assert deleted == f"deleted index clusterArn-lastStatus-index from {name}"
     indexes = dynamodb_local.describe_table(TableName=name)["Table"]["GlobalSecondaryIndexes"]
     assert [index["IndexName"] for index in indexes] == ["clusterArn-cw_phase-index"]
 
@@ -200,7 +214,7 @@ def test_an_event_racing_the_backfill_wins(docs_example_tables):
     assert recorder.record(newer)["outcome"] == "updated"
     before = stored_item(docs_example_tables, TASKS, arn)
 
-    assert migrate.backfill_item(docs_example_tables, TASKS, name, read, PLAN.item_rules) is False
+    assert migrate.backfill_item(docs_example_tables, TASKS, name, read, at_upgrade_time()) is False
 
     assert stored_item(docs_example_tables, TASKS, arn) == before
 
@@ -210,12 +224,47 @@ def test_the_backfill_never_overwrites_what_an_item_has(docs_example_tables):
     item = encoded({**docs_example_items()[0], "cw_expires_at": 12345})  # STOPPED, with an expiry of its own
     docs_example_tables.put_item(TableName=name, Item=item)
 
-    assert migrate.backfill_item(docs_example_tables, TASKS, name, item, PLAN.item_rules) is True
+    assert migrate.backfill_item(docs_example_tables, TASKS, name, item, at_upgrade_time()) is True
 
     stored = stored_item(docs_example_tables, TASKS, item["taskArn"]["S"])
     assert (stored["cw_phase"], stored["cw_expires_at"]) == ("finished", 12345)
     assert migrate.backfill_item(docs_example_tables, TASKS, name, docs_example_tables.get_item(
-        TableName=name, Key={"taskArn": item["taskArn"]})["Item"], PLAN.item_rules) is False
+        TableName=name, Key={"taskArn": item["taskArn"]})["Item"], at_upgrade_time()) is False
+
+
+def test_an_upgrade_deletes_none_of_the_history_sooner_than_a_retention_period_after_it(docs_example_tables):
+    """Dated from stoppedAt, the tasks stopped 30 to 90 days ago got an expiry in the past: TTL would
+    have deleted them within days of the upgrade, with no point-in-time recovery to undo it."""
+    before = events.now()
+
+    migrate.ensure_tables(WithoutTaggingBackupsOrEncryption(docs_example_tables), names(), PLAN.item_rules,
+                          PLAN.deployment, migrate.MIGRATE, lambda changes: True, pause=short_pause)
+
+    items = [item for name in names().values() for item in docs_example_tables.scan(TableName=name)["Items"]]
+    assert len(items) == 13  # none gone: DynamoDB Local's TTL deletes an item whose date is past at once
+    expiries = [int(item["cw_expires_at"]["N"]) for item in items if "cw_expires_at" in item]
+    assert len(expiries) == 5  # four stopped tasks, one deregistered instance
+    assert min(expiries) >= expires_at(before, RETENTION) > before + RETENTION
+
+
+def test_a_repair_pass_mends_exactly_the_items_a_whole_item_writer_stripped(docs_example_tables):
+    """The scan's filter (IN, attribute_not_exists) and projection, as DynamoDB Local answers them."""
+    name = names()[TASKS]
+    migrate.ensure_tables(WithoutTaggingBackupsOrEncryption(docs_example_tables), {TASKS: name}, PLAN.item_rules,
+                          PLAN.deployment, migrate.DEPLOY, lambda changes: True, short_pause, UPGRADE_TIME)
+    # The docs example's put_item, its rule left on: a backfilled task stops again, a new one starts.
+    for event in (task_event(20, task_id=f"{1:032x}", lastStatus="STOPPED", stoppedAt=iso(EVENT_TIME)),
+                  task_event(1, task_id="f" * 32)):
+        docs_example_tables.put_item(TableName=name, Item=encoded({"cw_version": event["version"], **event["detail"]}))
+
+    count = migrate.backfill(docs_example_tables, TASKS, name, at_upgrade_time())
+
+    assert (count.read, count.updated, count.requests, count.expiring, count.past_own_date) == (13, 2, 1, 1, 0)
+    assert count.read_units > 0  # DynamoDB Local reports the scan's capacity
+    assert count.earliest == count.latest == expires_at(UPGRADE_TIME, RETENTION)
+    for item in docs_example_tables.scan(TableName=name)["Items"]:
+        assert "cw_phase" in item and ("cw_expires_at" in item) == (item["lastStatus"]["S"] == "STOPPED")
+    assert migrate.backfill(docs_example_tables, TASKS, name, at_upgrade_time()).updated == 0
 
 
 # -- make migrate ---------------------------------------------------------------------------------
@@ -249,6 +298,25 @@ def test_make_migrate_runs_the_table_part_on_named_tables(moto_session, capsys):
     assert "  - turned on TTL on cw_expires_at of stack-container-instances" in out
     assert sorted(dynamodb.list_tables()["TableNames"]) == ["stack-container-instances", "stack-tasks"]  # none created
     assert "point-in-time" not in out and "encrypt" not in out  # the stack (or Terraform) owns those
+
+
+def test_make_migrate_with_yes_reports_what_will_expire_and_advises_point_in_time_recovery(moto_session, capsys):
+    dynamodb = moto_session.client("dynamodb")
+    for spec, name in names().items():
+        request = spec.create_table_request(name, read_index=False)  # the docs example's: key only, untagged
+        dynamodb.create_table(**request)
+    for item in docs_example_items():
+        dynamodb.put_item(TableName=names()[TASKS if "taskArn" in item else CONTAINER_INSTANCES], Item=encoded(item))
+
+    assert migrate.main(["--stage", "prod", "--yes"], now=UPGRADE_TIME) == 0
+
+    out = capsys.readouterr().out
+    floor = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at_upgrade_time().floor))
+    task_table = names()[TASKS]
+    assert (f"  - {task_table}: 4 finished items got cw_expires_at on {floor}, none sooner than 16 days after this "
+            "upgrade (TTL deletes an item within days of its date); dated from when they finished "
+            "(EXPIRE_HISTORY=yes, --expire-history), 3 of them would be deleted at once") in out
+    assert f"  - {task_table}: point-in-time recovery is off, so nothing TTL deletes can be restored" in out
 
 
 def test_make_migrate_refuses_a_table_that_does_not_exist(moto_session):

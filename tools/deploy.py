@@ -18,15 +18,23 @@ dead-letter setting. So:
    (none: the next scheduled pass follows a failed one). `chalice deploy` keeps
    these; it rewrites rule targets on every deploy, so the rule-level
    dead-letter queue exists only in the packaged stack (resources.json).
-4. ``start_reconcile_pass``: invoke the reconcile function once, asynchronously,
+4. ``repair``: the code `chalice deploy` replaced kept writing while step 1
+   backfilled, and an older ecs-state writes whole items without cw_phase and
+   cw_expires_at (as does the docs example's Lambda, if still running). Once
+   that code can no longer write (``wait_for_replaced_code``: the update done,
+   then its timeout), one more backfill pass gives every item what it lacks.
+   On every deploy, so that a second one repairs what another writer broke
+   since; it says so when it finds such items on tables already upgraded.
+5. ``start_reconcile_pass``: invoke the reconcile function once, asynchronously,
    as its schedule would, so the tables fill within minutes of a first deploy.
 
-Steps 1 and 3 also serve Terraform users (`--only set-up`, `terraform apply`,
-`--only event-invoke-configs`): Chalice's Terraform output names the functions
-as `chalice deploy` does, <app>-<stage>-<handler>.
+Steps 1, 3 and 4 also serve Terraform users (`--only set-up`, `terraform apply`,
+`--only event-invoke-configs`, `--only repair`): Chalice's Terraform output names
+the functions as `chalice deploy` does, <app>-<stage>-<handler>.
 
-Every step returns the list of changes it made; the tests run them against
-moto and check that a second run returns none.
+Every step returns the list of changes it made (the repair also what its scan
+read); the tests run them against moto and check that a second run changes
+nothing.
 """
 import argparse
 import json
@@ -36,14 +44,16 @@ import uuid
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from chalicelib import events, settings
-from tools.migrate import DEPLOY, Confirm, confirm_on_terminal, ensure_tables
+from chalicelib.events import ItemRules
+from tools import migrate
+from tools.migrate import DEPLOY, EXPIRE_HISTORY_HELP, Confirm, Upgrade, confirm_on_terminal, ensure_tables
 from tools.policy_files import policy_gaps
 from tools.stage import DeployError, StagePlan, cli, report, run_chalice, stage_plan
 
-SET_UP, CHALICE_DEPLOY, EVENT_INVOKE_CONFIGS, RECONCILE_PASS = (
-    "set-up", "chalice-deploy", "event-invoke-configs", "reconcile-pass"
+SET_UP, CHALICE_DEPLOY, EVENT_INVOKE_CONFIGS, REPAIR, RECONCILE_PASS = (
+    "set-up", "chalice-deploy", "event-invoke-configs", "repair", "reconcile-pass"
 )
-STEPS = (SET_UP, CHALICE_DEPLOY, EVENT_INVOKE_CONFIGS, RECONCILE_PASS)
+STEPS = (SET_UP, CHALICE_DEPLOY, EVENT_INVOKE_CONFIGS, REPAIR, RECONCILE_PASS)
 
 # The same values as resources.json (tests/test_package.py proves they agree).
 DEAD_LETTER_QUEUE_ATTRIBUTES = {
@@ -56,6 +66,12 @@ EVENT_INVOKE_MAX_EVENT_AGE_SECONDS = 6 * 3600
 # A failed pass is followed by the next scheduled one: retrying it would only overlap that.
 RECONCILE_INVOKE_CONFIG = {"MaximumRetryAttempts": 0}
 LOG_RETENTION_DAYS = 30  # one line per event: a month to investigate, no year-long storage bill
+# A replaced function's invocation may write until its timeout; the margin covers a request sent at
+# its last moment, and lets DynamoDB's eventually consistent scan see that write.
+REPLACED_CODE_MARGIN_SECONDS = 5
+# The stage settings that came with cw_phase and cw_expires_at: a function deployed without any of
+# them runs an ecs-state that writes neither.
+LIFECYCLE_SETTINGS = (settings.READ_INDEX_ENV, settings.RETENTION_DAYS_ENV)
 SNS_TOPIC_ARN = re.compile(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}")
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
@@ -161,11 +177,12 @@ def dynamodb_client(session: Any) -> Any:
 
 def set_up(
     session: Any, plan: StagePlan, confirm: Confirm = confirm_on_terminal(False), notify: Optional[str] = None,
-    pause: Callable[[float], None] = time.sleep,
+    pause: Callable[[float], None] = time.sleep, now: Optional[float] = None, expire_history: bool = False,
 ) -> Tuple[str, List[str]]:
-    """Step 1: tables, queue, alarm and log groups. Returns the queue ARN and every change made."""
-    changes = ensure_tables(dynamodb_client(session), plan.table_names, plan.item_rules, plan.deployment, DEPLOY,
-                            confirm, pause)
+    """Step 1: tables, queue, alarm and log groups. Returns the queue ARN and every change made.
+    ``now`` and ``expire_history`` date the backfill's expiries (tools/migrate.py's Upgrade)."""
+    changes = ensure_tables(dynamodb_client(session), plan.table_names, plan.item_rules, plan.deployment,
+                            DEPLOY._replace(expire_history=expire_history), confirm, pause, now)
     queue, queue_changes = ensure_queue(session.client("sqs"), plan.queue_name)
     changes += queue_changes
     topic = None
@@ -224,6 +241,65 @@ def ensure_event_invoke_config(client: Any, name: str, owned: Mapping[str, Any])
     return True
 
 
+def writes_lifecycle_fields(environment: Mapping[str, str], rules: ItemRules) -> bool:
+    """Whether a function deployed with this environment writes every lifecycle field the stage's
+    items need: an ecs-state that knows them (it has their settings) and writes cw_phase if needed."""
+    if not any(name in environment for name in LIFECYCLE_SETTINGS):
+        return False
+    try:
+        return settings.read_index_enabled(environment) or not rules.read_index
+    except ValueError:
+        return False
+
+
+def replaced_writers(client: Any, plan: StagePlan) -> Dict[str, int]:
+    """Before `chalice deploy`: the functions that write items (events, reconcile) whose deployed
+    code may write them without the lifecycle fields, with their timeouts in seconds."""
+    writers = {}
+    for name in (*plan.event_function_names, plan.reconcile_function_name):
+        try:
+            config = client.get_function_configuration(FunctionName=name)
+        except client.exceptions.ResourceNotFoundException:
+            continue  # nothing deployed yet: nothing replaced
+        if not writes_lifecycle_fields(config.get("Environment", {}).get("Variables", {}), plan.item_rules):
+            writers[name] = config.get("Timeout", 3)  # Lambda's default
+    return writers
+
+
+def wait_for_replaced_code(client: Any, writers: Mapping[str, int], pause: Callable[[float], None]) -> float:
+    """After `chalice deploy`: until each replaced writer's update is done (new invocations run the
+    new code), then until the last invocation of its old code has timed out. Returns the wait."""
+    if not writers:
+        return 0
+    for name in writers:
+        for _ in range(migrate.WAIT_ATTEMPTS):
+            if client.get_function_configuration(FunctionName=name).get("LastUpdateStatus") != "InProgress":
+                break
+            pause(migrate.WAIT_SECONDS)
+        else:
+            raise DeployError(f"function {name} is still being updated after {migrate.WAIT_ATTEMPTS * migrate.WAIT_SECONDS} s")
+    seconds = max(writers.values()) + REPLACED_CODE_MARGIN_SECONDS
+    pause(seconds)
+    return seconds
+
+
+def repair(client: Any, plan: StagePlan, upgrade: Upgrade, upgraded: Mapping[str, bool]) -> List[str]:
+    """Step 4: every item lacking its lifecycle fields gets them (a scan of each table, a write
+    conditioned on the version read per item lacking something). ``upgraded``: the tables that were
+    already ecs-state's before this deploy, where such an item means another writer is running."""
+    lines = []
+    fields = migrate.lifecycle_names(plan.item_rules)
+    for spec, name in plan.table_names.items():
+        try:
+            count = migrate.backfill(client, spec, name, upgrade)
+        except client.exceptions.ResourceNotFoundException:
+            raise DeployError(f"table {name} does not exist: run the {SET_UP} step first") from None
+        lines.append(f"{name}: {count.read} items read ({count.requests} requests, {count.read_units:g} read units); "
+                     f"repaired {count.updated} that lacked {fields}")
+        lines += migrate.backfill_notes(client, name, count, upgrade, upgraded.get(name, False), check_backups=False)
+    return lines
+
+
 def scheduled_event(account: str, region: str, at: float) -> Dict[str, Any]:
     """A scheduled EventBridge event, as the reconcile function's rule sends it (Chalice's
     CloudWatchEvent reads each of these fields)."""
@@ -241,7 +317,7 @@ def scheduled_event(account: str, region: str, at: float) -> Dict[str, Any]:
 
 
 def start_reconcile_pass(client: Any, name: str) -> List[str]:
-    """Step 4: one pass now, asynchronously (it may take minutes); its summary goes to its log group."""
+    """Step 5: one pass now, asynchronously (it may take minutes); its summary goes to its log group."""
     try:
         arn = client.get_function_configuration(FunctionName=name)["FunctionArn"]
     except client.exceptions.ResourceNotFoundException:
@@ -269,7 +345,9 @@ def check_policies(plan: StagePlan) -> None:
         )
 
 
-def main(argv: "List[str] | None" = None) -> int:
+def main(argv: "List[str] | None" = None, pause: Callable[[float], None] = time.sleep,
+         now: Optional[float] = None) -> int:
+    """``pause``: every wait (the tests pass one that does not sleep); ``now``: the upgrade's time."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stage", required=True, help="a stage of .chalice/config.json")
     parser.add_argument(
@@ -280,6 +358,7 @@ def main(argv: "List[str] | None" = None) -> int:
     parser.add_argument("--yes", action="store_true", help="change tables ecs-state did not create without asking")
     parser.add_argument("--notify", metavar="TOPIC_ARN_OR_EMAIL",
                         help="the alarm notifies this SNS topic, or this e-mail address through a topic of its own")
+    parser.add_argument("--expire-history", action="store_true", help=EXPIRE_HISTORY_HELP)
     args = parser.parse_args(argv)
     steps = args.only or STEPS
     import boto3
@@ -287,9 +366,16 @@ def main(argv: "List[str] | None" = None) -> int:
     plan = stage_plan(args.stage)
     check_policies(plan)
     session = boto3.session.Session()
+    upgrade = Upgrade(plan.item_rules, events.now() if now is None else now, args.expire_history)
+    dynamodb = dynamodb_client(session)
+    # Before anything changes: which tables were ecs-state's already, and which code chalice deploy replaces.
+    upgraded = {name: migrate.upgraded(dynamodb, spec, name, plan.item_rules)
+                for spec, name in plan.table_names.items()} if SET_UP in steps and REPAIR in steps else {}
+    writers = replaced_writers(session.client("lambda"), plan) if CHALICE_DEPLOY in steps and REPAIR in steps else {}
     if SET_UP in steps:
         print(f"{SET_UP}: tables, dead-letter queue, alarm and log groups of stage {plan.stage}")
-        report(set_up(session, plan, confirm_on_terminal(args.yes), args.notify)[1])
+        report(set_up(session, plan, confirm_on_terminal(args.yes), args.notify, pause, upgrade.now,
+                      args.expire_history)[1])
     if CHALICE_DEPLOY in steps:
         print(f"{CHALICE_DEPLOY}: chalice deploy --stage {plan.stage}")
         run_chalice("deploy", "--stage", plan.stage)
@@ -297,6 +383,14 @@ def main(argv: "List[str] | None" = None) -> int:
         print(f"{EVENT_INVOKE_CONFIGS}: retries and OnFailure destination of each function")
         queue = queue_arn(session.client("sqs"), plan.queue_name)
         report(apply_event_invoke_configs(session.client("lambda"), plan, queue))
+    if REPAIR in steps:
+        print(f"{REPAIR}: every item without {migrate.lifecycle_names(plan.item_rules)} gets them (a scan of each table)")
+        if writers:
+            print(f"  waiting for the code chalice deploy replaced, which wrote items without them, to stop: "
+                  f"its update, then its timeout ({max(writers.values())} s) and {REPLACED_CODE_MARGIN_SECONDS} s",
+                  flush=True)
+            wait_for_replaced_code(session.client("lambda"), writers, pause)
+        report(repair(dynamodb, plan, upgrade, upgraded))
     if RECONCILE_PASS in steps:
         print(f"{RECONCILE_PASS}: one reconcile pass now (the schedule runs one every "
               f"{settings.reconcile_minutes(plan.environment)} minutes)")

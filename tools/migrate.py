@@ -9,7 +9,10 @@ Per table, one change at a time, waiting for each:
 2. backfill: give every item stored before ecs-state kept them (by the docs
    example, or an older ecs-state) its cw_phase and, once finished, its
    cw_expires_at, with a write conditioned on the item's version being the one
-   read, so an event racing in wins; existing values are never overwritten;
+   read, so an event racing in wins; existing values are never overwritten.
+   No expiry it gives is sooner than one retention period after the run
+   (events.expires_at(now)), unless asked (--expire-history): the history of
+   the docs example's tables would otherwise be deleted within days;
 3. delete the index ecs-state had before (keyed by status; not with
    --keep-legacy-index, for a packaged stack whose second update drops it), and
    the read index if the stage turns it off;
@@ -18,12 +21,15 @@ Per table, one change at a time, waiting for each:
 `make deploy` runs the same steps (tools/deploy.py: ensure_tables), creates
 missing tables, and adds point-in-time recovery and encryption. A table
 ecs-state did not create (no DEPLOYMENT_TAG) is changed only after the user
-confirmed the list of changes on a terminal, or with --yes.
+confirmed the list of changes on a terminal (which says how many items will
+get an expiry, and when: a scan of the table before asking), or with --yes
+(the report then says it).
 """
 import argparse
 import sys
 import time
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, TextIO
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, TextIO, Tuple
 
 from botocore.exceptions import ClientError
 
@@ -38,7 +44,9 @@ TABLE_ENCRYPTION = {"Enabled": True, "SSEType": "KMS"}  # the AWS managed key aw
 WAIT_SECONDS = 5
 WAIT_ATTEMPTS = 720  # an hour: a large table's new index takes that long to fill
 PROGRESS_EVERY_ITEMS = 5_000
-Confirm = Callable[[List[str]], bool]  # shown the changes to tables ecs-state did not create; True: go ahead
+# Given a function listing the changes to tables ecs-state did not create, True: go ahead. A
+# function, as listing them scans the tables to count the expiries: only a question asked pays that.
+Confirm = Callable[[Callable[[], List[str]]], bool]
 
 
 class TableOptions(NamedTuple):
@@ -46,15 +54,41 @@ class TableOptions(NamedTuple):
     protect: bool  # point-in-time recovery and KMS encryption (make deploy)
     always_backfill: bool  # scan even when nothing says items lack their fields (make migrate)
     keep_legacy_index: bool = False  # a packaged stack's update 2 drops it: CloudFormation owns its indexes
+    expire_history: bool = False  # the backfill dates expiries from when items finished, even if that is past
 
 
 DEPLOY = TableOptions(create=True, protect=True, always_backfill=False)
 MIGRATE = TableOptions(create=False, protect=False, always_backfill=True)
 
 
+class Upgrade(NamedTuple):
+    """How a run dates what it adds: the stage's rules, when it runs, and whether history may expire."""
+
+    rules: ItemRules
+    now: float  # epoch seconds: the upgrade's time
+    expire_history: bool = False  # --expire-history: a finished item expires on its own date, even a past one
+
+    @property
+    def floor(self) -> int:
+        """The earliest expiry the upgrade gives: one retention period (at least the horizon) from now."""
+        return events.expires_at(self.now, self.rules.retention_seconds)
+
+    def missing_fields(self, spec: TableSpec, item: Mapping[str, Any]) -> Tuple[Dict[str, Any], Optional[int]]:
+        """What a scanned (encoded) item lacks of its lifecycle fields, and, if that includes an
+        expiry, the item's own date (from when it finished), which the floor may have moved."""
+        detail = {attribute: attributes.decode(value) for attribute, value in item.items()}
+        fields = events.lifecycle_fields(spec, detail, _observed_at(detail, self.now), self.rules)
+        missing = {field: value for field, value in fields.items() if field not in item}
+        own = missing.get(EXPIRES_AT)
+        if own is not None and not self.expire_history:
+            missing[EXPIRES_AT] = max(own, self.floor)
+        return missing, own
+
+
 class Step(NamedTuple):
     text: str  # what it will change, as the user confirms it
     apply: Callable[[], List[str]]  # makes the change; returns what it changed
+    forecast: Optional[Callable[[], List[str]]] = None  # more about it, for the confirmation (may scan)
 
 
 class TableWork(NamedTuple):
@@ -65,16 +99,25 @@ class TableWork(NamedTuple):
 
 def ensure_tables(
     client: Any, names: Mapping[TableSpec, str], rules: ItemRules, deployment: str, options: TableOptions,
-    confirm: Confirm, pause: Callable[[float], None] = time.sleep,
+    confirm: Confirm, pause: Callable[[float], None] = time.sleep, now: Optional[float] = None,
 ) -> List[str]:
     """Inspect every table first (refusing what ecs-state cannot use before changing anything),
-    ask once for the tables ecs-state did not create, then make the changes; return them."""
-    work = [inspect_table(client, spec, name, rules, deployment, options, pause) for spec, name in names.items()]
-    foreign = [f"{table.name}: {step.text}" for table in work if not table.ours for step in table.steps]
-    if foreign and not confirm(foreign):
+    ask once for the tables ecs-state did not create, then make the changes; return them.
+    ``now`` is the upgrade's time (default: the clock's), from which expiries are floored."""
+    upgrade = Upgrade(rules, events.now() if now is None else now, options.expire_history)
+    work = [inspect_table(client, spec, name, upgrade, deployment, options, pause) for spec, name in names.items()]
+    foreign = [(table.name, step) for table in work if not table.ours for step in table.steps]
+
+    def listing() -> List[str]:
+        return [line for name, step in foreign
+                for line in [f"{name}: {step.text}", *(step.forecast() if step.forecast else [])]]
+
+    if foreign and not confirm(listing):
         raise DeployError(
-            "not changing tables ecs-state did not create without confirmation: " + "; ".join(foreign)
-            + ". Confirm on a terminal, or add --yes (make deploy/migrate ... YES=1)"
+            "not changing tables ecs-state did not create without confirmation: "
+            + "; ".join(f"{name}: {step.text}" for name, step in foreign)
+            + ". Confirm on a terminal (it says how many items will expire, and when), "
+            "or add --yes (make deploy/migrate ... YES=1)"
         )
     changes: List[str] = []
     for table in work:
@@ -84,10 +127,11 @@ def ensure_tables(
 
 
 def inspect_table(
-    client: Any, spec: TableSpec, name: str, rules: ItemRules, deployment: str, options: TableOptions,
+    client: Any, spec: TableSpec, name: str, upgrade: Upgrade, deployment: str, options: TableOptions,
     pause: Callable[[float], None] = time.sleep,
 ) -> TableWork:
     """What the table needs, in order; raises DeployError for a table ecs-state cannot use."""
+    rules = upgrade.rules
     try:
         table = client.describe_table(TableName=name)["Table"]
     except client.exceptions.ResourceNotFoundException:
@@ -99,6 +143,7 @@ def inspect_table(
     indexes = {index["IndexName"]: index for index in table.get("GlobalSecondaryIndexes", [])}
     has_read_index = spec.cluster_index.name in indexes
     add_read_index_needed = rules.read_index and not has_read_index
+    upgraded = _upgraded(spec, table, ttl, rules)
     stale_indexes = [spec.legacy_index] if spec.legacy_index in indexes and not options.keep_legacy_index else []
     if has_read_index and not rules.read_index:
         stale_indexes.append(spec.cluster_index.name)
@@ -114,8 +159,15 @@ def inspect_table(
 
     def add_lifecycle_fields() -> List[str]:
         settled()
-        read, updated = backfill(client, spec, name, rules)
-        return [f"added {_lifecycle_names(rules)} to {updated} of {read} items of {name}"] if updated else []
+        count = backfill(client, spec, name, upgrade)
+        added = [f"added {lifecycle_names(rules)} to {count.updated} of {count.read} items of {name}"] if count.updated else []
+        return added + backfill_notes(client, name, count, upgrade, upgraded, check_backups=not options.protect)
+
+    def forecast() -> List[str]:
+        count = backfill(client, spec, name, upgrade, write=False)
+        return ([f"{name}: {count.updated} of {count.read} items lack {lifecycle_names(rules)}"]
+                + backfill_notes(client, name, count, upgrade, upgraded=False, check_backups=not options.protect,
+                                 done=False))
 
     def delete_index(index: str) -> List[str]:
         settled()
@@ -127,8 +179,8 @@ def inspect_table(
     if add_read_index_needed:
         steps.append(Step(f"add index {spec.cluster_index.name}{_throughput_note(table)}", add_read_index))
     if options.always_backfill or add_read_index_needed or spec.legacy_index in indexes or ttl != "ENABLED":
-        steps.append(Step(f"add {_lifecycle_names(rules)} to the items stored without them (a scan of the table)",
-                          add_lifecycle_fields))
+        steps.append(Step(f"add {lifecycle_names(rules)} to the items stored without them (a scan of the table)",
+                          add_lifecycle_fields, forecast))
     for index in stale_indexes:
         steps.append(Step(f"delete index {index}", lambda index=index: delete_index(index)))
     if ttl != "ENABLED":
@@ -136,6 +188,21 @@ def inspect_table(
     if options.protect:
         steps += _protection_steps(client, name, table, settled, pause)
     return TableWork(name, _tagged(client, table["TableArn"]), steps)
+
+
+def upgraded(client: Any, spec: TableSpec, name: str, rules: ItemRules) -> bool:
+    """Whether the table is already ecs-state's (read index as the stage says, TTL on, no old index),
+    so that an item lacking its lifecycle fields was written so since (False if it does not exist)."""
+    try:
+        table = client.describe_table(TableName=name)["Table"]
+    except client.exceptions.ResourceNotFoundException:
+        return False
+    return _upgraded(spec, table, _time_to_live(client, name), rules)
+
+
+def _upgraded(spec: TableSpec, table: Dict[str, Any], ttl: str, rules: ItemRules) -> bool:
+    indexes = {index["IndexName"] for index in table.get("GlobalSecondaryIndexes", [])}
+    return ttl == "ENABLED" and spec.legacy_index not in indexes and (spec.cluster_index.name in indexes) == rules.read_index
 
 
 def _check_schema(spec: TableSpec, table: Dict[str, Any], rules: ItemRules) -> None:
@@ -190,7 +257,7 @@ def _billing_mode(table: Dict[str, Any]) -> str:
     return table.get("BillingModeSummary", {}).get("BillingMode", "PROVISIONED")  # absent: created provisioned
 
 
-def _lifecycle_names(rules: ItemRules) -> str:
+def lifecycle_names(rules: ItemRules) -> str:
     return f"{PHASE} and {EXPIRES_AT}" if rules.read_index else EXPIRES_AT
 
 
@@ -279,35 +346,72 @@ def _wait_until_settled(client: Any, name: str, pause: Callable[[float], None]) 
 # -- the backfill -----------------------------------------------------------------------------
 
 
-def backfill(client: Any, spec: TableSpec, name: str, rules: ItemRules) -> "tuple[int, int]":
-    """Add the lifecycle fields to every item lacking them; return (items read, items updated)."""
+@dataclass
+class BackfillCount:
+    """What a backfill pass read and gave (or, previewing, would give)."""
+
+    read: int = 0  # items the scan read: the whole table
+    updated: int = 0  # items given what they lacked
+    read_units: float = 0.0  # the scan's read capacity (DynamoDB's answer; 0 where it gives none)
+    requests: int = 0  # Scan requests (pages)
+    expiring: int = 0  # items given a cw_expires_at
+    earliest: Optional[int] = None  # the earliest and latest of those expiries
+    latest: Optional[int] = None
+    past_own_date: int = 0  # of those, items whose own date (from when they finished) is past
+
+    def add_expiry(self, given: int, own: int, now: float) -> None:
+        self.expiring += 1
+        self.earliest = given if self.earliest is None else min(self.earliest, given)
+        self.latest = given if self.latest is None else max(self.latest, given)
+        self.past_own_date += own <= now
+
+
+def backfill(client: Any, spec: TableSpec, name: str, upgrade: Upgrade, write: bool = True) -> BackfillCount:
+    """Add the lifecycle fields to every item lacking them (``write=False``: only count them).
+
+    One Scan of the whole table, which DynamoDB bills by the size of every item it reads; the filter
+    and the projection keep the answer to the few attributes of the items that lack something."""
+    rules = upgrade.rules
     fields = [spec.key, VERSION, "cw_time", PHASE, EXPIRES_AT, spec.status_field]
     if spec.finished_at_field:
         fields.append(spec.finished_at_field)
-    names = {f"#a{n}": field for n, field in enumerate(fields)}
-    request: Dict[str, Any] = {"TableName": name, "ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
-    read = updated = 0
+    placeholder = {field: f"#a{n}" for n, field in enumerate(fields)}
+    statuses = {f":s{n}": {"S": status} for n, status in enumerate(sorted(spec.finished_statuses))}
+    lacking = (f"{placeholder[spec.status_field]} IN ({', '.join(statuses)}) "
+               f"AND attribute_not_exists({placeholder[EXPIRES_AT]})")  # finished without an expiry
+    if rules.read_index:
+        lacking = f"attribute_not_exists({placeholder[PHASE]}) OR ({lacking})"
+    request: Dict[str, Any] = {
+        "TableName": name, "ProjectionExpression": ", ".join(placeholder.values()),
+        "ExpressionAttributeNames": {value: key for key, value in placeholder.items()},
+        "FilterExpression": lacking, "ExpressionAttributeValues": statuses, "ReturnConsumedCapacity": "TOTAL",
+    }
+    count = BackfillCount()
     while True:
         page = client.scan(**request)
+        count.requests += 1
+        count.read_units += page.get("ConsumedCapacity", {}).get("CapacityUnits", 0.0)
         for item in page.get("Items", []):
-            updated += backfill_item(client, spec, name, item, rules)
-            read += 1
-            if read % PROGRESS_EVERY_ITEMS == 0:
-                print(f"    {name}: {read} items read, {updated} updated", flush=True)
+            missing, own = upgrade.missing_fields(spec, item)
+            if missing and (not write or _write_missing(client, spec, name, item, missing)):
+                count.updated += 1
+                if own is not None:
+                    count.add_expiry(missing[EXPIRES_AT], own, upgrade.now)
+        before, count.read = count.read, count.read + page.get("ScannedCount", 0)
+        if write and count.read // PROGRESS_EVERY_ITEMS > before // PROGRESS_EVERY_ITEMS:
+            print(f"    {name}: {count.read} items read, {count.updated} updated", flush=True)
         if "LastEvaluatedKey" not in page:
-            return read, updated
+            return count
         request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def backfill_item(client: Any, spec: TableSpec, name: str, item: Mapping[str, Any], rules: ItemRules) -> bool:
+def backfill_item(client: Any, spec: TableSpec, name: str, item: Mapping[str, Any], upgrade: Upgrade) -> bool:
     """Add what ``item`` lacks, unless it changed since it was read; return whether it was updated."""
-    detail = {attribute: attributes.decode(value) for attribute, value in item.items()}
-    missing = {
-        field: value for field, value in events.lifecycle_fields(spec, detail, _observed_at(detail), rules).items()
-        if field not in item
-    }
-    if not missing:
-        return False
+    missing, _ = upgrade.missing_fields(spec, item)
+    return bool(missing) and _write_missing(client, spec, name, item, missing)
+
+
+def _write_missing(client: Any, spec: TableSpec, name: str, item: Mapping[str, Any], missing: Mapping[str, Any]) -> bool:
     names = {"#version": VERSION}
     values: Dict[str, Any] = {}
     conditions = ["#version = :version" if VERSION in item else "attribute_not_exists(#version)"]
@@ -330,29 +434,88 @@ def backfill_item(client: Any, spec: TableSpec, name: str, item: Mapping[str, An
     return True
 
 
-def _observed_at(detail: Mapping[str, Any]) -> float:
+def _observed_at(detail: Mapping[str, Any], now: float) -> float:
     """When the stored state was seen: its cw_time, else now (it dates only the expiry of a finished
     item without its own finish time)."""
     try:
         return events.parse_time(detail.get("cw_time"), "cw_time")
     except InvalidEvent:
-        return events.now()
+        return now
+
+
+def backfill_notes(client: Any, name: str, count: BackfillCount, upgrade: Upgrade, upgraded: bool,
+                   check_backups: bool, done: bool = True) -> List[str]:
+    """What a backfill pass means beyond its count: when the items it dated expire (and what
+    --expire-history changes), point-in-time recovery if off, and a writer still stripping items."""
+    notes = []
+    if count.expiring:
+        span = (f"on {_when(count.earliest)}" if _when(count.earliest) == _when(count.latest)
+                else f"from {_when(count.earliest)} to {_when(count.latest)}")
+        got = "got" if done else "will get"
+        if upgrade.expire_history:
+            notes.append(
+                f"{name}: {count.expiring} finished items {got} {EXPIRES_AT} dated from when they finished "
+                f"(--expire-history), {span}; {count.past_own_date} of them are past, and TTL deletes those "
+                "within days"
+            )
+        else:
+            notes.append(
+                f"{name}: {count.expiring} finished items {got} {EXPIRES_AT} {span}, none sooner than "
+                f"{(upgrade.floor - int(upgrade.now)) // 86_400} days after this upgrade (TTL deletes an item "
+                f"within days of its date); dated from when they finished (EXPIRE_HISTORY=yes, --expire-history), "
+                f"{count.past_own_date} of them would be deleted at once"
+            )
+        if check_backups and not _point_in_time_recovery_known_on(client, name):
+            notes.append(
+                f"{name}: point-in-time recovery is off, so nothing TTL deletes can be restored: turn it on "
+                f"before that (aws dynamodb update-continuous-backups --table-name {name} "
+                "--point-in-time-recovery-specification PointInTimeRecoveryEnabled=true)"
+            )
+    if upgraded and count.updated:
+        notes.append(
+            f"{name}: {count.updated} items lacked {lifecycle_names(upgrade.rules)} though the table was already "
+            "upgraded: another writer wrote them whole (the docs example's Lambda; an older ecs-state, until "
+            "this deploy replaced it). If the next run finds more, disable that writer's EventBridge rule: "
+            "until repaired, its items are missing from listings and from the reconciler's ghost query, and "
+            "finished ones do not expire"
+        )
+    return notes
+
+
+def _when(epoch_seconds: Optional[int]) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(epoch_seconds or 0))
+
+
+def _point_in_time_recovery_known_on(client: Any, name: str) -> bool:
+    """Whether point-in-time recovery is on; False where it cannot be read (DynamoDB Local has no such API)."""
+    try:
+        return _point_in_time_recovery_enabled(client, name)
+    except ClientError:
+        return False
 
 
 # -- make migrate ------------------------------------------------------------------------------
 
 
+EXPIRE_HISTORY_HELP = (
+    "date the expiry of finished items the backfill finds from when they finished, even if that is past "
+    "(TTL deletes those within days); without it, none expires sooner than one retention period from now"
+)
+
+
 def confirm_on_terminal(assume_yes: bool, stdin: Optional[TextIO] = None) -> Confirm:
     """--yes, or a "yes" typed on a terminal (default: this process's); never without one (CI, pipes)."""
 
-    def confirm(changes: List[str]) -> bool:
+    def confirm(changes: Callable[[], List[str]]) -> bool:
         if assume_yes:
             return True
         terminal = stdin or sys.stdin
         if not terminal.isatty():
             return False
-        print("ecs-state did not create these tables; it will:")
-        for change in changes:
+        print("ecs-state did not create these tables; reading them to say what it will change...", flush=True)
+        listed = changes()
+        print("It will:")
+        for change in listed:
             print(f"  - {change}")
         print("Go ahead? Type yes: ", end="", flush=True)
         return terminal.readline().strip().lower() in ("y", "yes")
@@ -360,7 +523,8 @@ def confirm_on_terminal(assume_yes: bool, stdin: Optional[TextIO] = None) -> Con
     return confirm
 
 
-def main(argv: "List[str] | None" = None) -> int:
+def main(argv: "List[str] | None" = None, now: Optional[float] = None) -> int:
+    """``now``: the upgrade's time (default: the clock's)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stage", required=True, help="the stage whose settings apply (read index, retention)")
     for spec in tables.ALL:
@@ -371,6 +535,7 @@ def main(argv: "List[str] | None" = None) -> int:
     parser.add_argument("--keep-legacy-index", action="store_true",
                         help="leave the index of older versions: a packaged stack's second update drops it")
     parser.add_argument("--yes", action="store_true", help="change tables ecs-state did not create without asking")
+    parser.add_argument("--expire-history", action="store_true", help=EXPIRE_HISTORY_HELP)
     args = parser.parse_args(argv)
     import boto3
     from botocore.config import Config
@@ -380,9 +545,9 @@ def main(argv: "List[str] | None" = None) -> int:
     names = {spec: getattr(args, spec.kind) or plan.table_names[spec] for spec in tables.ALL}
     client = boto3.session.Session().client("dynamodb", config=Config(retries={"mode": "adaptive", "total_max_attempts": 10}))
     print(f"migrate: tables {', '.join(names.values())} (read index {environment.get(settings.READ_INDEX_ENV, settings.ENABLED)})")
-    options = MIGRATE._replace(keep_legacy_index=args.keep_legacy_index)
+    options = MIGRATE._replace(keep_legacy_index=args.keep_legacy_index, expire_history=args.expire_history)
     report(ensure_tables(client, names, settings.item_rules(environment), plan.deployment, options,
-                         confirm_on_terminal(args.yes)))
+                         confirm_on_terminal(args.yes), now=now))
     return 0
 
 
