@@ -30,7 +30,7 @@ READ_INDEX ?=
 KEEP_LEGACY_INDEX ?=
 is_set = $(filter 1 yes true,$(1))
 
-.PHONY: run local test unit clean package package-terraform deploy destroy migrate reconcile redrive bench bench-profile fuzz
+.PHONY: run local test test-moved-clock unit clean package package-terraform deploy destroy migrate reconcile redrive bench bench-profile fuzz
 
 run: $(VENV)/.installed
 	$(BIN)/python -m tools.replay $(ARGS)
@@ -40,12 +40,28 @@ run: $(VENV)/.installed
 local: $(VENV)/.installed
 	$(BIN)/python -m tools.local_api $(ARGS)
 
-# The whole suite, DynamoDB Local included. With CI=true a missing Java or npm fails it.
+# The whole suite, DynamoDB Local included, then again with the clock moved 40 and 400 days ahead.
+# With CI=true a missing Java, npm or faketime fails it.
 test: $(VENV)/.installed node_modules/.installed $(CHECKOV_VENV)/.installed
 	@command -v java >/dev/null || { \
 		if [ "$$CI" = "true" ]; then echo "ERROR: java is missing, and CI requires the DynamoDB Local tests." >&2; exit 1; fi; \
 		echo "!!! WARNING: java is missing: the DynamoDB Local tests will be SKIPPED. Install Java 17." >&2; }
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@$(MAKE) --no-print-directory test-moved-clock
+
+# No test may depend on the date it runs: the suite (but the tests marked real_clock) with the
+# clock of Python and Java moved by faketime, both offsets at once. See tests/moved_clock.py.
+MOVED_CLOCK_OFFSETS ?= +40d +400d
+test-moved-clock: $(VENV)/.installed node_modules/.installed $(CHECKOV_VENV)/.installed
+	@command -v faketime >/dev/null || $(INSTALL_FAKETIME) || { \
+		if [ "$$CI" = "true" ]; then echo "ERROR: faketime is missing and could not be installed; CI requires the moved-clock runs." >&2; exit 1; fi; \
+		echo "!!! WARNING: faketime is missing (Debian package faketime): the moved-clock runs are SKIPPED." >&2; }
+	@if command -v faketime >/dev/null; then $(BIN)/python -m tests.moved_clock $(MOVED_CLOCK_OFFSETS); fi
+
+# Debian's faketime, as root or through sudo without a password; quiet unless it fails.
+INSTALL_FAKETIME = { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo -n); \
+	$$SUDO apt-get install -y -qq faketime >/dev/null 2>&1 || \
+	{ $$SUDO apt-get update -qq >/dev/null 2>&1 && $$SUDO apt-get install -y -qq faketime >/dev/null 2>&1; }; }
 
 # The fast tests only: no Java, no DynamoDB Local.
 unit: $(VENV)/.installed

@@ -480,6 +480,7 @@ def no_backoff_sleep(monkeypatch):
     return delays
 
 
+@pytest.mark.real_clock  # botocore's adaptive rate limiter, once throttled, waits on a timed Condition
 def test_throttling_is_retried_with_backoff_and_the_pass_completes(fake, no_backoff_sleep):
     an_account(fake)
     fake.throttle(2, operation="DescribeTasks")
@@ -490,6 +491,7 @@ def test_throttling_is_retried_with_backoff_and_the_pass_completes(fake, no_back
     assert settings.ecs_client().meta.config.retries["mode"] == "adaptive"  # and slows its rate after a throttle
 
 
+@pytest.mark.real_clock  # botocore's adaptive rate limiter, once throttled, waits on a timed Condition
 def test_a_pass_throttled_beyond_its_retries_fails_and_leaves_nothing_half_written(fake, no_backoff_sleep):
     tasks, instances = an_account(fake, clusters=("a", "b", "c"))
     fake.throttle(10**6, operation="DescribeContainerInstances")

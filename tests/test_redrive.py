@@ -6,7 +6,6 @@ import base64
 import io
 import json
 import os
-import threading
 import uuid
 from typing import Any, Dict, List
 
@@ -107,16 +106,32 @@ def queue(moto_endpoint, monkeypatch):
     return Queue(sqs, url)
 
 
+MAX_RECEIVES = 200  # far more than any of these queues takes to go through
+
+
+class BoundedReceives:
+    """The queue's SQS client, failing the run once it has asked for messages MAX_RECEIVES times:
+    a redrive that would never end fails the test (with no timed wait, which a moved clock hangs)."""
+
+    def __init__(self, sqs: Any, out: io.StringIO) -> None:
+        self._sqs, self._out, self.receives = sqs, out, 0
+
+    def receive_message(self, **request: Any) -> Any:
+        self.receives += 1
+        assert self.receives <= MAX_RECEIVES, f"the redrive did not end; its output: {self._out.getvalue()}"
+        assert request["WaitTimeSeconds"] >= 1  # long polling: an empty answer means an empty queue
+        # moto answers a short poll from the whole queue; its long poll is a timed wait on a
+        # threading.Condition, which hangs when the tests run with the clock moved (make test).
+        return self._sqs.receive_message(**{**request, "WaitTimeSeconds": 0})
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sqs, name)
+
+
 def run_to_end(queue: Queue, functions: Any, **options: Any) -> redrive.Report:
-    """A redrive over the queue, which must end within a minute."""
+    """A redrive over the queue, which must end."""
     out = io.StringIO()
-    run = Redrive(queue.sqs, functions, queue.url, FUNCTIONS, out=out, **options)
-    reports: List[redrive.Report] = []
-    thread = threading.Thread(target=lambda: reports.append(run.run()), daemon=True)
-    thread.start()
-    thread.join(60)
-    assert reports, f"the redrive did not end; its output: {out.getvalue()}"
-    return reports[0]
+    return Redrive(BoundedReceives(queue.sqs, out), functions, queue.url, FUNCTIONS, out=out, **options).run()
 
 
 def lambda_record(event: Dict[str, Any], condition: str = "RetriesExhausted", error_type: str = "ClientError",
@@ -338,6 +353,7 @@ def test_make_redrive_says_where_it_runs_calls_only_what_the_docs_grant_and_exit
     calls = []
     functions = InProcessLambda()
     monkeypatch.setattr(redrive, "lambda_client", lambda session: functions)
+    monkeypatch.setattr(redrive, "WAIT_SECONDS", 0)  # moto's long poll is a timed wait: see BoundedReceives
     real_client = boto3.session.Session.client
 
     def recording_client(session, service, *args, **kwargs):
