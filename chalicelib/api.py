@@ -10,8 +10,9 @@ import base64
 import binascii
 import json
 import re
+import time
 from collections import deque
-from typing import Any, Deque, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Set, Tuple
 from urllib.parse import unquote
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -36,6 +37,12 @@ GET_PARAMETERS = ("cluster",)
 
 _STATUS = re.compile(r"[A-Za-z_]{1,64}", re.ASCII)  # matched in any case: ECS's are upper case
 _LIMIT = re.compile(r"[0-9]{1,3}", re.ASCII)  # not str.isdigit: it takes "²" and "١", which int() refuses or reads
+# A listing starts no DynamoDB request after this long: one that starts then may take up to
+# 3 attempts of 2 s connecting and 3 s reading (settings.py), and API Gateway waits 29 s in all.
+LISTING_BUDGET_SECONDS = 10.0
+# Lambda answers at most 6 MB; a page of 100 items of up to 400 KB each could be far more.
+MAX_PAGE_BYTES = 5 * 1024 * 1024
+clock: Callable[[], float] = time.monotonic  # the listing's budget runs on it
 # What a caller should wait before trying again, when DynamoDB throttles, times out or fails.
 RETRY_AFTER_SECONDS = 2
 # DynamoDB's answers that say "not now", not "not this": throttling and its own failures.
@@ -82,41 +89,73 @@ def list_items(table: TableSpec, query_params: Optional[Mapping[str, str]]) -> A
 
 def _listing(table: TableSpec, cluster: str, status: Optional[str], phase: Optional[str],
              start: Optional[Dict[str, AttributeValue]], limit: int
-             ) -> Tuple[List[Mapping[str, AttributeValue]], Optional[str]]:
-    """The page's items and its ``next`` token: the index's keys in order, each read back.
+             ) -> Tuple[List[Dict[str, Any]], Optional[str]]:
+    """The page's items (as JSON values) and its ``next`` token: the index's keys in order, each read back.
 
     Every key the index returned is read before a key after it, and the token is
     the last key read: a key whose item the read does not return (TTL deleted
     it, or an eventually consistent read missed it) is passed over, and neither
-    ends the listing nor hides the keys after it.
+    ends the listing nor hides the keys after it. A page also ends, with a token,
+    before it outgrows what Lambda may answer (MAX_PAGE_BYTES) or outlasts
+    API Gateway's wait (LISTING_BUDGET_SECONDS); with nothing read by then, it
+    answers 503.
     """
     # Every item of the finished phase has the one finished status (STOPPED, INACTIVE):
     # only a listing of an unfinished status reads past items of other statuses.
     keep_all = status is None or table.finished_statuses == {status}
+    deadline = clock() + LISTING_BUDGET_SECONDS
     pending: Deque[Mapping[str, AttributeValue]] = deque()  # keys the index returned, not read yet
     pages = _index_pages(table, cluster, phase, start, limit + 1 if keep_all else MAX_LIMIT)
     more_in_index = True
-    items: List[Mapping[str, AttributeValue]] = []
+    items: List[Dict[str, Any]] = []
+    size = 0  # of the items' JSON
+    last_read: Optional[Mapping[str, AttributeValue]] = None  # the index key the page has gone through
+    seen: Set[str] = set()  # an item moving phase mid-listing is listed once; BatchGetItem refuses repeated keys
     read = 0
+
+    def stop() -> Tuple[List[Dict[str, Any]], Optional[str]]:
+        if last_read is None:
+            raise _Busy(f"DynamoDB answered too slowly to list anything within {LISTING_BUDGET_SECONDS:g} s: retry")
+        return items, _token(table, last_read)
+
     while True:
         wanted = limit - len(items) if keep_all else MAX_LIMIT
         # Keeping all, one key more than the page tells whether anything follows.
         while more_in_index and len(pending) < (wanted + 1 if keep_all else wanted):
+            if clock() > deadline:
+                return stop()
             page_keys, last_key = next(pages)
             pending.extend(page_keys)
             more_in_index = last_key is not None
         if not pending:
             return items, None
-        batch = [pending.popleft() for _ in range(min(wanted, len(pending)))]
+        batch = []
+        while pending and len(batch) < wanted:
+            key = pending.popleft()
+            if key[table.key]["S"] in seen:
+                last_read = key
+            else:
+                seen.add(key[table.key]["S"])
+                batch.append(key)
+        if not batch:
+            continue
+        if clock() > deadline:
+            pending.extendleft(reversed(batch))
+            return stop()
         details = _batch_get(table, [key[table.key]["S"] for key in batch])
         read += len(batch)
         for position, key in enumerate(batch):
             item = details.get(key[table.key]["S"])  # None: deleted since, or not read yet
             if item is not None and (keep_all or item.get(table.status_field, {}).get("S") == status):
-                items.append(item)
+                value = to_json(item)
+                size += len(json.dumps(value, separators=(",", ":")))
+                if items and size > MAX_PAGE_BYTES:
+                    return items, _token(table, last_read)  # (it follows from the key before it)
+                items.append(value)
                 if len(items) == limit:
                     more = position < len(batch) - 1 or bool(pending) or more_in_index
                     return items, _token(table, key) if more else None
+            last_read = key
         if read >= MAX_KEYS_READ_PER_REQUEST and (pending or more_in_index):
             return items, _token(table, batch[-1])
 
@@ -171,8 +210,8 @@ def _unavailable(text: str) -> Response:
                     body={"Code": "ServiceUnavailableError", "Message": text})
 
 
-def _page(items: List[Mapping[str, AttributeValue]], next_token: Optional[str]) -> Dict[str, Any]:
-    return {"items": [to_json(item) for item in items], "next": next_token}
+def _page(items: List[Dict[str, Any]], next_token: Optional[str]) -> Dict[str, Any]:
+    return {"items": items, "next": next_token}
 
 
 def _token(table: TableSpec, key: Mapping[str, AttributeValue]) -> str:

@@ -50,7 +50,7 @@ ENABLED, DISABLED = "enabled", "disabled"
 # never less than the delivery horizon; and how young an event must be to create
 # its item, never more than it (chalicelib/events.py, docs/reconcile.md).
 RETENTION_DAYS_ENV = "ECS_STATE_RETENTION_DAYS"
-DEFAULT_RETENTION_DAYS = 14  # the dead-letter queue's retention: a redrive can still create what it holds
+DEFAULT_RETENTION_DAYS = 16  # the delivery horizon: a redrive creates what the dead-letter queue still holds
 # The floor: EventBridge redelivers for up to 24 h and Lambda retries for up to 6 h,
 # and an event older than the creation window can no longer create its item. Under
 # 30 h, an event still in automatic redelivery (say, after a day-long DynamoDB

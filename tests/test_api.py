@@ -396,6 +396,71 @@ def test_a_refusal_that_is_ecs_states_own_fault_is_still_a_500(http, monkeypatch
     assert get(http, "/tasks", cluster=TEST_CLUSTER).status_code == 500
 
 
+class SlowDynamoDB:
+    """Every DynamoDB request of the app takes ``seconds`` on the listing's clock (moved, not slept)."""
+
+    def __init__(self, monkeypatch, seconds):
+        from chalicelib import api
+
+        self.now = 0.0
+        monkeypatch.setattr(api, "clock", lambda: self.now)
+
+        def slow(**kwargs):
+            self.now += seconds
+
+        settings.dynamodb_client().meta.events.register("before-send.dynamodb", slow)
+
+
+def test_a_slow_dynamodb_ends_the_page_early_with_a_token_and_nothing_is_skipped(http, monkeypatch):
+    from chalicelib import api
+
+    for number in range(12):
+        post_events(http, task_event(1, task_id=f"{number:032x}", lastStatus="RUNNING" if number % 3 == 0 else "PENDING"))
+    monkeypatch.setattr(api, "MAX_LIMIT", 2)  # a status listing reads 2 keys a request: many requests
+    SlowDynamoDB(monkeypatch, seconds=1.0)
+    monkeypatch.setattr(api, "LISTING_BUDGET_SECONDS", 2.5)
+    items, pages = all_pages(http, "/tasks", cluster=TEST_CLUSTER, status="RUNNING", limit=2)
+    assert sorted(item["taskArn"][-2:] for item in items) == ["00", "03", "06", "09"]
+    assert pages > 2  # the budget, not the limit, ended some pages
+
+
+def test_a_dynamodb_too_slow_to_list_anything_answers_503_with_retry_after(http, monkeypatch):
+    from chalicelib import api
+
+    post_events(http, task_event(1))
+    SlowDynamoDB(monkeypatch, seconds=30.0)
+    response = get(http, "/tasks", cluster=TEST_CLUSTER)
+    assert response.status_code == 503 and response.headers["Retry-After"] == "2"
+    assert message(response) == f"DynamoDB answered too slowly to list anything within {api.LISTING_BUDGET_SECONDS:g} s: retry"
+
+
+def test_a_page_stops_short_of_what_lambda_may_answer(http, monkeypatch):
+    from chalicelib import api
+
+    padding = "x" * 2000
+    for number in range(9):
+        post_events(http, task_event(1, task_id=f"{number:032x}", padding=padding))
+    monkeypatch.setattr(api, "MAX_PAGE_BYTES", 5000)  # two such items, not three
+    items, pages = all_pages(http, "/tasks", cluster=TEST_CLUSTER, limit=10)
+    assert len({item["taskArn"] for item in items}) == len(items) == 9
+    assert pages == 5
+
+
+def test_a_key_the_index_lists_twice_is_read_and_listed_once(http):
+    """An item that moves from the open to the finished phase while a listing goes through the
+    index can be listed in both; BatchGetItem refuses a key given twice (a 400 for a valid request)."""
+    for number in range(3):
+        post_events(http, task_event(1, task_id=f"{number:032x}"))
+
+    def twice(parsed, **kwargs):
+        parsed["Items"] = parsed.get("Items", []) + parsed.get("Items", [])[:1]
+
+    settings.dynamodb_client().meta.events.register("after-call.dynamodb.Query", twice)
+    response = get(http, "/tasks", cluster=TEST_CLUSTER)
+    assert response.status_code == 200, response.body
+    assert len(response.json_body["items"]) == 3
+
+
 # -- what is written can be read: one definition of an ARN ------------------------
 
 SAMPLES_ACCOUNT = "0123456789"  # the aws-samples stopped-task event's account: 10 digits, not 12

@@ -17,7 +17,6 @@ from tests.helpers import ACCOUNT
 from tests.test_api import BATCH_EC2, WEB_PROD, expected_keys
 from tools import local_api
 from tools.local_dynamodb import LOOPBACK, ROOT, free_port, stop_process
-from tools.local_api import SAMPLE_EVENTS
 from tools.replay import expected_state, recent_events
 
 BANNER = re.compile(r"ecs-state local API: (http://127\.0\.0\.1:\d+)  \(chalice local PID (\d+)\)")
@@ -61,15 +60,16 @@ def test_make_local_records_posted_events_and_serves_them_back(request, tmp_path
     else:
         where = ["--dynamodb-port", "0"]
     log_path = tmp_path / "make-local.log"
+    samples = tmp_path / "local-events"  # each run its own: another may run at once (make test-moved-clock)
     with open(log_path, "wb") as log:
         wrapper = subprocess.Popen(
-            [sys.executable, "-m", "tools.local_api", "--port", str(free_port()), *where],
+            [sys.executable, "-m", "tools.local_api", "--port", str(free_port()), *where, "--sample-events", str(samples)],
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
     chalice_pid = None
     try:
         url, chalice_pid = wait_for_banner(wrapper, log_path)
-        for path in sorted(SAMPLE_EVENTS.glob("*.json")):  # dated yesterday by make local
+        for path in sorted(samples.glob("*.json")):  # dated yesterday by make local
             status, results = call(f"{url}/events", data=path.read_bytes())
             assert status == 200, results
             assert len(results) == len(json.loads(path.read_text()))

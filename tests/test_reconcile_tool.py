@@ -48,7 +48,7 @@ def test_a_pass_says_where_it_runs_then_prints_its_summary(ecs, capsys):
     items = boto3.client("dynamodb").scan(TableName="ecs-state-dev-tasks")["Items"]  # the stage's own table
     assert [item["cw_source"]["S"] for item in items] == ["reconcile"]
     assert "cw_expires_at" not in items[0] and items[0]["cw_phase"] == {"S": "open"}  # the stage's read index
-    assert os.environ["ECS_STATE_RETENTION_DAYS"] == "14"  # the stage's settings, loaded through Chalice
+    assert os.environ["ECS_STATE_RETENTION_DAYS"] == "16"  # the stage's settings, loaded through Chalice
 
 
 def test_a_failed_pass_exits_non_zero(ecs, capsys):

@@ -208,23 +208,26 @@ def test_good_events_are_recorded_and_deleted_bad_ones_left_with_their_errors_an
     functions = InProcessLambda()
     report = run_to_end(queue, functions)
 
-    assert dict(report.recorded) == {"created": 2, "updated": 1, "duplicate": 1, "stale": 1, "expired": 1}
+    assert dict(report.recorded) == {"created": 2, "updated": 1, "duplicate": 1, "stale": 1}
     assert {id: error_type for id, error_type, _ in report.left[CANNOT_BE_STORED]} == bad
     assert {id: error_type for id, error_type, _ in report.left[NOT_ECS]} == not_ecs and not report.left[FAILED]
-    assert report.left_count == 6 and not report.sent_again and not report.came_back
+    [(too_old, error_type, error)] = report.left[redrive.TOO_OLD]  # nothing stored: its message stays
+    assert too_old == good[-1] and error_type == "expired" and "ECS_STATE_RETENTION_DAYS and 16 days" in error
+    assert report.left_count == 7 and not report.sent_again and not report.came_back
     after = queue.bodies()  # visible again at once: the left messages, unchanged; nothing added
-    assert after == {id: body for id, body in before.items() if id not in good}
+    assert after == {id: body for id, body in before.items() if id not in good[:-1]}
     assert sorted(functions.calls) == sorted(json.loads(before[id]).get("requestPayload", json.loads(before[id]))["id"]
                                              for id in [*good, *bad])  # each once; the not-ECS ones never
     assert stored_version(dynamodb_local, created) == 1 and stored_version(dynamodb_local, updated) == 2
     assert stored_version(dynamodb_local, stored) == 5 and stored_version(dynamodb_local, expired) is None
     assert stored_item(dynamodb_local, CONTAINER_INSTANCES, instance["detail"]["containerInstanceArn"])["version"] == 1
     lines = report.lines()
-    assert lines[0] == "recorded and deleted 6: created 2, duplicate 1, expired 1, stale 1, updated 1"
-    assert lines[1] == "left in the queue 6"
+    assert lines[0] == "recorded and deleted 5: created 2, duplicate 1, stale 1, updated 1"
+    assert lines[1] == "left in the queue 7"
     assert lines[2].startswith("  still cannot be stored 3: InvalidEvent 2 (e.g. detail.")
     assert "; StoredItemConflict 1 (e.g. taskArn arn:aws:ecs:" in lines[2]
-    assert lines[3] == ("  not an ECS event of this stage 3: another event 1 (e.g. source 'aws.events', "
+    assert lines[3].startswith("  older than the creation window, nothing stored 1: expired 1 (e.g. arn:aws:ecs:")
+    assert lines[4] == ("  not an ECS event of this stage 3: another event 1 (e.g. source 'aws.events', "
                         "detail-type 'Scheduled Event'); no event 2 (e.g. the body holds no JSON object)")
 
 

@@ -139,7 +139,7 @@ def test_the_defaults(monkeypatch):
                      settings.READ_INDEX_ENV):
         monkeypatch.delenv(variable, raising=False)
     assert (settings.reconcile_minutes(), settings.ecs_calls_per_second(), settings.retention_seconds(),
-            settings.read_index_enabled()) == (15, 10.0, 14 * 86_400, True)
+            settings.read_index_enabled()) == (15, 10.0, 16 * 86_400, True)
 
 
 def test_a_client_is_published_only_once_its_hooks_are_registered(monkeypatch):

@@ -83,6 +83,12 @@ def start_chalice_local(project: Path, port: int) -> subprocess.Popen:
     )
 
 
+def _shown(path: Path) -> str:
+    """A path as typed from the project's folder."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def _stop_on_sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # the same clean shutdown as Ctrl-C
 
@@ -95,6 +101,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                        help="serve the embedded DynamoDB on this port instead of the stage's (0: a free one)")
     where.add_argument("--dynamodb-endpoint", default=None,
                        help=f"use this running DynamoDB, e.g. DynamoDB Local at http://{LOOPBACK}:8001")
+    parser.add_argument("--sample-events", type=Path, default=SAMPLE_EVENTS, metavar="DIR",
+                        help="where to write the sample events, dated yesterday (default: out/local-events)")
     args = parser.parse_args(argv)
     config = json.loads(CONFIG.read_text())
     environment = stage_environment(config)
@@ -135,9 +143,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         url = f"http://{LOOPBACK}:{api_port}"
         print(f"\necs-state local API: {url}  (chalice local PID {chalice.pid})", flush=True)
         print(f"DynamoDB: {endpoint}, tables " + ", ".join(names.values()))
-        samples = write_recent_event_files(SAMPLE_EVENTS)
-        print(f"Sample events from events/, dated yesterday (older ones may not create items): {SAMPLE_EVENTS.relative_to(ROOT)}/")
-        print(f"Try:  curl --data @{samples[-1].relative_to(ROOT)} {url}/events")
+        samples = write_recent_event_files(args.sample_events)
+        print(f"Sample events from events/, dated yesterday (older ones may not create items): {_shown(args.sample_events)}/")
+        print(f"Try:  curl --data @{_shown(samples[-1])} {url}/events")
         print(f"      curl '{url}/tasks?cluster=arn:aws:ecs:us-east-1:111122223333:cluster/web-prod'")
         print("Ctrl-C stops both.\n", flush=True)
         try:

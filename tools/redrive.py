@@ -2,8 +2,9 @@
 
 Each message's event is sent to its event function synchronously; the message
 is deleted only once the function answers that the event is recorded (created,
-updated, duplicate, stale or expired: replaying is safe, an older or equal
-version never overwrites what is stored). The Invoke request carries the
+updated, duplicate or stale: replaying is safe, an older or equal version never
+overwrites what is stored). An event answered "expired" (older than the
+creation window, nothing stored) is left, with what to do about it. The Invoke request carries the
 redrive marker in its ClientContext (chalicelib/dead_letters.py), so an event
 that still cannot be stored fails its invocation instead of being sent to the
 queue again, and its message stays where it is.
@@ -12,8 +13,8 @@ The run ends: a message is tried once per run (its id is remembered), messages
 left are hidden for --visibility-timeout meanwhile, and the run stops when a
 receive brings nothing new. Then the messages left become visible again at
 once, and it prints the count of each outcome and of the messages left in the
-queue (events that still cannot be stored, failures that may pass on a later
-run, messages that are not ECS events), with their errors; it exits non-zero
+queue (events that still cannot be stored, events too old to create their
+item, failures that may pass on a later run, messages that are not ECS events), with their errors; it exits non-zero
 if any are left. Your credentials need sqs:GetQueueUrl, ReceiveMessage,
 DeleteMessage and ChangeMessageVisibility on the queue, and
 lambda:InvokeFunction on the two event functions.
@@ -29,12 +30,14 @@ from typing import Any, Dict, List, Mapping, Optional, Set, TextIO, Tuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib import dead_letters, recorder
-from chalicelib.store import OUTCOMES
+from chalicelib import dead_letters, recorder, settings
+from chalicelib.events import DELIVERY_HORIZON_SECONDS
+from chalicelib.store import EXPIRED, OUTCOMES
 from tools.stage import DeployError, StagePlan, cli, stage_plan
 
 # What the function answers for an event it has recorded: its message may go.
-RECORDED = frozenset(OUTCOMES)
+# (Not "expired": an event older than the creation window stored nothing, and must not be lost.)
+RECORDED = frozenset(OUTCOMES) - {EXPIRED}
 # SQS's limits: a receive returns at most 10 messages; a visibility timeout is at most 12 hours.
 BATCH = 10
 MAX_VISIBILITY_SECONDS = 43_200
@@ -46,10 +49,12 @@ WAIT_SECONDS = 1
 CLIENT_CONTEXT = base64.b64encode(
     json.dumps({"custom": {dead_letters.REDRIVE_MARKER: "true"}}).encode()
 ).decode()
+DELIVERY_HORIZON_DAYS = DELIVERY_HORIZON_SECONDS // 86_400
 # Why a message is left in the queue.
 CANNOT_BE_STORED = "still cannot be stored"
 FAILED = "failed, may pass on a later run"
 NOT_ECS = "not an ECS event of this stage"
+TOO_OLD = "older than the creation window, nothing stored"
 
 
 def _error_names(classes: Tuple[type, ...]) -> Set[str]:
@@ -88,7 +93,7 @@ class Report:
                          + "".join(f"{', ' if i else ': '}{outcome} {count}"
                                    for i, (outcome, count) in enumerate(sorted(self.recorded.items()))))
         lines.append(f"left in the queue {self.left_count}")
-        for reason in (CANNOT_BE_STORED, FAILED, NOT_ECS):
+        for reason in (CANNOT_BE_STORED, TOO_OLD, FAILED, NOT_ECS):
             if self.left.get(reason):
                 lines.append(f"  {reason} {len(self.left[reason])}: {_summary(self.left[reason])}")
         if self.sent_again:
@@ -222,6 +227,11 @@ class Redrive:
                                    f"{not_deleted}")
             self.report.recorded[outcome] += 1
             return None
+        if outcome == EXPIRED:
+            return self._leave(message, TOO_OLD, EXPIRED, (
+                f"{answer.get('key')} version {answer.get('version')}, sent {event.get('time')}: an event creates its "
+                f"item only while younger than {settings.RETENTION_DAYS_ENV} and {DELIVERY_HORIZON_DAYS} days, "
+                f"whichever is less; at {DELIVERY_HORIZON_DAYS} days or more, a redrive stores it (docs/reconcile.md)"))
         if outcome == recorder.DEAD_LETTERED:
             # A function that ignores the marker sent a copy, which keeps the event: it is not replayed,
             # and the original goes, so that the queue holds the event once.
