@@ -8,7 +8,9 @@ A pass, per cluster:
    versions only). A snapshot goes through the events' own conditional write
    (store.put_if_newer) only where nothing or an older version is stored: a
    snapshot never lowers a version, a newer event always replaces it, and a
-   pass over an account where nothing changed writes nothing.
+   pass over an account where nothing changed writes nothing. A key whose
+   version DynamoDB left unread (shedding load) is deferred to a later pass:
+   never written blind.
 2. Finds ghosts: the cluster's stored items that are not finished (the read
    index's open phase: a query, never a scan) and that ECS no longer lists.
    Each is described once more; one ECS calls MISSING is marked, never
@@ -160,6 +162,7 @@ class Pass:
             "missing": self.counts["missing"],
             "cleared": self.counts["cleared"],
             "refused": self.counts["refused"],
+            "deferred": self.counts["deferred"],
             "complete": self.complete,
             "duration_ms": duration_ms,
             "ecs_calls": dict(self.ecs_calls),
@@ -193,7 +196,7 @@ class Pass:
         if self.read_index:
             for table in (TASKS, CONTAINER_INSTANCES):
                 stored_open = [key for key in self.store.open_keys(table, cluster) if key not in listed[table]]
-                self._confirm_ghosts(table, cluster, self.store.stored_versions(table, stored_open))
+                self._confirm_ghosts(table, cluster, self._stored_versions(table, stored_open)[0])
         return listed
 
     # -- snapshots -----------------------------------------------------------------
@@ -227,9 +230,12 @@ class Pass:
                stored: Optional[Mapping[str, StoredVersion]] = None) -> None:
         """Write the snapshots whose key holds nothing or an older version (read in bulk first,
         unless the caller read them already), and take the mark off the ghosts among the others."""
+        unread: Set[str] = set()
         if stored is None:
-            stored = self.store.stored_versions(table, [change.key for change in changes]) if changes else {}
+            stored, unread = self._stored_versions(table, [change.key for change in changes])
         for change in changes:
+            if change.key in unread:
+                continue  # deferred: a write without the stored version would be blind
             with self._one_item(change.key):
                 known = stored.get(change.key)
                 if known is not None and known.version is not None and known.version >= change.version:
@@ -239,6 +245,16 @@ class Pass:
                     continue
                 result = self.store.put_if_newer(change)  # another writer's version: StoredItemConflict
                 self.counts[result.outcome if result.written else "unchanged"] += 1  # (not written: an event was first)
+
+    def _stored_versions(self, table: TableSpec, keys: Sequence[str]) -> Tuple[Dict[str, StoredVersion], Set[str]]:
+        """The stored versions of ``keys``, and those DynamoDB left unread (shedding load), which wait
+        for a later pass: counted ``deferred``. A conditional write refused is billed at the stored
+        item's size, and takes the write capacity the events need, so none is sent blind."""
+        if not keys:
+            return {}, set()
+        found, unread = self.store.stored_versions(table, keys)
+        self.counts["deferred"] += len(unread)
+        return found, set(unread)
 
     # -- ghosts --------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import pytest
 from chalice.local import LambdaContext
 
 from app import app
-from chalicelib import events, reconciler, recorder, settings
+from chalicelib import events, reconciler, recorder, settings, store
 from chalicelib.ecs import EcsReader, OutOfTime, Pace
 from chalicelib.events import parse_event
 from chalicelib.snapshots import TIMESTAMP_FIELDS
@@ -216,6 +216,41 @@ def test_a_changed_task_is_the_only_one_written(fake):
     fake.transition_task(tasks[0], "DEACTIVATING")
     summary = run_pass()
     assert summary["written"] == {"created": 0, "updated": 1} and summary["unchanged"] == 11
+
+
+class LeavesEveryKeyUnprocessed:
+    """A DynamoDB client whose BatchGetItem reads nothing: DynamoDB shedding load, every time."""
+
+    def __init__(self, client):
+        self._client = client
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def batch_get_item(self, RequestItems):
+        return {"Responses": {}, "UnprocessedKeys": RequestItems}
+
+
+def test_keys_dynamodb_left_unread_are_deferred_never_written_blind(fake, monkeypatch, capsys):
+    """A conditional write refused is billed at the stored item's size: no snapshot is written, no
+    ghost marked, unless the stored version was read."""
+    fake.add_cluster("web")
+    for _ in range(50):
+        fake.add_task("web")
+    ghost = fake.add_task("web")
+    run_pass()
+    fake.forget_task(ghost)
+    monkeypatch.setattr(store.time, "sleep", lambda seconds: None)  # batch_get's backoff
+    client = settings.dynamodb_client()
+    monkeypatch.setattr(settings, "dynamodb_client", lambda: LeavesEveryKeyUnprocessed(client))
+    requests = count_requests(client)
+    with logs_and_metrics(capsys, monkeypatch) as lines:
+        summary = run_pass()
+    assert requests == {"Query": 2}  # no PutItem, no UpdateItem (the unread BatchGetItems are the wrapper's)
+    assert (summary["deferred"], summary["unchanged"], summary["missing"], summary["errors"]) == (51, 0, 0, [])
+    assert "cw_missing_since" not in stored_raw(TASKS, ghost)
+    logged, metrics = reconcile_pass_lines(lines)
+    assert logged["deferred"] == 51 and metrics["reconcile_deferred"] == [51.0]
 
 
 # -- ghosts ---------------------------------------------------------------------------------
