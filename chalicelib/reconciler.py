@@ -112,6 +112,7 @@ class Pass:
         self.errors: List[str] = []  # what failed the pass (ECS, DynamoDB, a cluster, a bug)
         self.refusals: List[str] = []  # single items not stored, for good reason or not; the pass goes on
         self.complete = True
+        self.throttled = False  # ECS throttled beyond its retries: no more ECS calls this pass
         self.clusters_in_account = 0
         self.first_cluster: Optional[str] = None
 
@@ -131,23 +132,20 @@ class Pass:
                 return
             start = pass_number % len(clusters)
             self.first_cluster = clusters[start]
-            listed: Dict[str, Dict[TableSpec, Set[str]]] = {}
+            listed: Dict[str, Dict[TableSpec, Set[str]]] = {}  # the clusters done: what ECS listed in each
             for cluster in clusters[start:] + clusters[:start]:
-                try:
+                with self._in_cluster(cluster):
                     listed[cluster] = self._cluster(cluster)
-                except OutOfTime:
-                    raise
-                except Exception as error:  # ECS or DynamoDB after their retries, or a bug: the next cluster
-                    self.failed(cluster, error)
-                    if _code(error) in THROTTLED:
-                        break  # ECS's bucket is the account's: the other clusters would fail alike
-                else:
                     self.counts["clusters"] += 1
-            if not self.read_index and self.complete:
+                if self.throttled:
+                    break  # ECS's bucket is the account's: the other clusters would fail alike
+            if not self.read_index and not self.throttled:
+                # Against the clusters done, whichever others failed (a stale name in the settings,
+                # a cluster ECS denied): one of them must not switch ghost detection off everywhere.
                 self._sweep(pass_number % SWEEP_SEGMENTS, listed)
         except OutOfTime:
             self.complete = False
-        except Exception as error:  # listing the clusters, or the sweep
+        except Exception as error:  # listing the clusters, or the sweep's scan
             self.failed("account", error)
 
     def summary(self, duration_ms: int) -> Dict[str, Any]:
@@ -275,14 +273,18 @@ class Pass:
 
     def _sweep(self, segment: int, listed: Mapping[str, Mapping[TableSpec, Set[str]]]) -> None:
         """Without the read index: one slice of each table, its unfinished items checked against
-        the listings of this pass (items of clusters not reconciled in it wait for a later pass)."""
+        the listings of this pass (items of clusters not reconciled in it wait for a later pass).
+        A cluster whose ghosts cannot be confirmed fails alone."""
         for table in (TASKS, CONTAINER_INSTANCES):
             candidates: Dict[str, Dict[str, StoredVersion]] = {}
             for key, cluster, stored in self.store.scan_open_items(table, segment, SWEEP_SEGMENTS):
                 if cluster in listed and key not in listed[cluster][table]:
                     candidates.setdefault(cluster, {})[key] = stored
             for cluster, stored_versions in candidates.items():
-                self._confirm_ghosts(table, cluster, stored_versions)
+                if self.throttled:
+                    return
+                with self._in_cluster(cluster):
+                    self._confirm_ghosts(table, cluster, stored_versions)
 
     # -- errors --------------------------------------------------------------------
 
@@ -292,6 +294,18 @@ class Pass:
         self.errors.append(f"{where}: {_text(error)}")
         if isinstance(error, Exception) and not isinstance(error, (ClientError, BotoCoreError)):
             self._log_unexpected(where)
+
+    @contextmanager
+    def _in_cluster(self, cluster: str) -> Iterator[None]:
+        """Work in one cluster. An error (ECS or DynamoDB after their retries, or a bug) fails that
+        cluster, and the pass goes on with the others; running out of time stops the pass."""
+        try:
+            yield
+        except OutOfTime:
+            raise
+        except Exception as error:
+            self.failed(cluster, error)
+            self.throttled = self.throttled or _code(error) in THROTTLED
 
     @contextmanager
     def _one_item(self, key: str) -> Iterator[None]:

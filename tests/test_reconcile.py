@@ -341,12 +341,29 @@ def test_finished_and_listed_items_are_never_ghosts(fake):
     assert summary["missing"] == 0 and summary["ecs_calls"]["describe_tasks"] == 2  # the listed ones only
 
 
-def test_without_the_read_index_ghosts_are_found_by_the_sweep(fake, monkeypatch):
+def without_the_read_index(monkeypatch, segments=1):
+    """The stage without the read index, on tables of its own; the sweep covers them in ``segments`` passes."""
     monkeypatch.setenv(settings.READ_INDEX_ENV, settings.DISABLED)
     for table in (TASKS, CONTAINER_INSTANCES):
         monkeypatch.setenv(table.name_env, settings.table_name(table) + "-bare")
-    create_tables(settings.dynamodb_client(), {table: settings.table_name(table) for table in (TASKS, CONTAINER_INSTANCES)})
-    monkeypatch.setattr(reconciler, "SWEEP_SEGMENTS", 2)
+    client = settings.dynamodb_client()
+    create_tables(client, {table: settings.table_name(table) for table in (TASKS, CONTAINER_INSTANCES)}, read_index=False)
+    monkeypatch.setattr(reconciler, "SWEEP_SEGMENTS", segments)
+    return client
+
+
+def forgotten_tasks(fake, cluster, count):
+    """``count`` running tasks of ``cluster`` recorded from their events, which ECS then forgets (ghosts)."""
+    fake.add_cluster(cluster)
+    arns = [fake.add_task(cluster) for _ in range(count)]
+    for arn in arns:
+        recorder.record(fake.event_for_task(arn))
+        fake.forget_task(arn)
+    return arns
+
+
+def test_without_the_read_index_ghosts_are_found_by_the_sweep(fake, monkeypatch):
+    without_the_read_index(monkeypatch, segments=2)
     fake.add_cluster("web")
     arns = [fake.add_task("web") for _ in range(6)]
     run_pass()
@@ -358,6 +375,52 @@ def test_without_the_read_index_ghosts_are_found_by_the_sweep(fake, monkeypatch)
     assert sum(found) == 6
     assert "Query" not in requests and requests["Scan"] >= 2
     assert all("cw_missing_since" in stored_raw(TASKS, arn) for arn in arns)
+
+
+def test_without_the_read_index_a_cluster_that_fails_does_not_stop_the_sweep(fake, monkeypatch):
+    """A stale cluster name in the settings fails the pass, but the other clusters' ghosts are marked."""
+    without_the_read_index(monkeypatch)
+    ghosts = forgotten_tasks(fake, "web", 3)
+    monkeypatch.setenv(settings.RECONCILE_CLUSTERS_ENV, "web,old-cluster")
+    with pytest.raises(reconciler.ReconcileFailed, match="old-cluster: no such cluster") as failed:
+        run_pass()
+    assert failed.value.summary["missing"] == 3 and not failed.value.summary["complete"]
+    assert all("cw_missing_since" in stored_raw(TASKS, arn) for arn in ghosts)
+
+
+def test_the_sweep_goes_on_with_the_other_clusters_when_one_fails(fake, monkeypatch):
+    without_the_read_index(monkeypatch)
+    forgotten_tasks(fake, "a", 2)
+    ghosts = forgotten_tasks(fake, "b", 2)
+    describe = EcsReader.describe_tasks
+
+    def bug_in_a(reader, cluster, arns):  # only the sweep describes in a: ECS lists nothing there
+        if cluster.endswith("/a"):
+            raise RuntimeError("a bug")
+        return describe(reader, cluster, arns)
+
+    monkeypatch.setattr(EcsReader, "describe_tasks", bug_in_a)
+    with pytest.raises(reconciler.ReconcileFailed) as failed:
+        run_pass()
+    summary = failed.value.summary
+    assert summary["errors"] == [f"{fake.add_cluster('a')}: RuntimeError: a bug"] and summary["missing"] == 2
+    assert all("cw_missing_since" in stored_raw(TASKS, arn) for arn in ghosts)
+
+
+def test_a_pass_ecs_throttles_beyond_its_retries_does_not_sweep(fake, monkeypatch):
+    """ECS's bucket is the account's: after a throttled cluster the sweep's describes would be throttled too."""
+    without_the_read_index(monkeypatch)
+    forgotten_tasks(fake, "web", 1)
+
+    def throttled(reader, cluster):
+        raise botocore.exceptions.ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}},
+                                              "ListContainerInstances")
+
+    monkeypatch.setattr(EcsReader, "container_instance_arns", throttled)
+    requests = count_requests(settings.dynamodb_client())
+    with pytest.raises(reconciler.ReconcileFailed, match="ThrottlingException") as failed:
+        run_pass()
+    assert failed.value.summary["missing"] == 0 and "Scan" not in requests
 
 
 @contextlib.contextmanager
@@ -596,12 +659,7 @@ def reconcile_pass_lines(lines):
 
 
 def test_another_writers_fractional_version_is_refused_by_the_sweep_and_the_pass_goes_on(fake, monkeypatch, capsys):
-    monkeypatch.setenv(settings.READ_INDEX_ENV, settings.DISABLED)
-    for table in (TASKS, CONTAINER_INSTANCES):
-        monkeypatch.setenv(table.name_env, settings.table_name(table) + "-bare")
-    client = settings.dynamodb_client()
-    create_tables(client, {table: settings.table_name(table) for table in (TASKS, CONTAINER_INSTANCES)}, read_index=False)
-    monkeypatch.setattr(reconciler, "SWEEP_SEGMENTS", 1)  # every pass sweeps the whole table
+    client = without_the_read_index(monkeypatch)  # every pass sweeps the whole table
     fake.add_cluster("web")
     ghost = fake.add_task("web")
     recorder.record(fake.event_for_task(ghost))
