@@ -32,9 +32,10 @@ error on one item is counted the same way and fails the pass once the rest is
 done; an error in one cluster fails that cluster, the others are done; and
 whatever fails, the pass logs its summary and metrics before it raises.
 
-Time: a pass stops before the next ECS call once less than
-STOP_MARGIN_SECONDS of the function's time is left, and says it is not
-complete. Each pass starts at another cluster (the pass number, from the
+Time: a pass stops before the next ECS call or DynamoDB request once less
+than STOP_MARGIN_SECONDS of the function's time is left, and says it is not
+complete (a slow DynamoDB must not carry it into the function's timeout,
+where its summary would be lost). Each pass starts at another cluster (the pass number, from the
 schedule's time, modulo the number of clusters), so within as many passes as
 there are clusters each cluster is first in line once, and the first cluster
 of a pass is always done unless it alone outlasts the budget.
@@ -42,7 +43,7 @@ of a pass is always done unless it alone outlasts the budget.
 import time
 from collections import Counter
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -54,7 +55,7 @@ from chalicelib.snapshots import container_instance_detail, task_detail
 from chalicelib.store import StateStore, StoredVersion
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS, TableSpec
 
-STOP_MARGIN_SECONDS = 60  # longer than one ECS call may take with its retries (settings.py)
+STOP_MARGIN_SECONDS = 60  # longer than one ECS call or DynamoDB request may take with its retries (settings.py)
 SWEEP_SEGMENTS = 96  # without the read index: a slice of the tables per pass, all of them in 96 passes
 MAX_ERRORS_REPORTED = 20
 THROTTLED = {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
@@ -83,13 +84,18 @@ def reconcile(event: Mapping[str, Any], context: Any = None, budget_seconds: Opt
     if context is not None and hasattr(context, "get_remaining_time_in_millis"):
         budget_seconds = context.get_remaining_time_in_millis() / 1000 - STOP_MARGIN_SECONDS
     deadline = started + budget_seconds if budget_seconds is not None else float("inf")
+
+    def time_left() -> bool:
+        return _clock() < deadline
+
     pass_ = Pass(events.now())
     try:
         scheduled_at = events.parse_time(event["time"], "time") if isinstance(event.get("time"), str) else pass_.taken_at
         passes = int(scheduled_at // (settings.reconcile_minutes() * 60))
         pass_.start(
-            EcsReader(settings.ecs_client(), Pace(settings.ecs_calls_per_second()), lambda: _clock() < deadline),
-            StateStore(settings.dynamodb_client()),  # no high-water marks: a pass writes each key at most once
+            EcsReader(settings.ecs_client(), Pace(settings.ecs_calls_per_second()), time_left),
+            # no high-water marks: a pass writes each key at most once
+            StateStore(TimeBoxed(settings.dynamodb_client(), time_left)),
             settings.item_rules(),
         )
         pass_.run(passes, settings.reconcile_clusters())
@@ -100,6 +106,28 @@ def reconcile(event: Mapping[str, Any], context: Any = None, budget_seconds: Opt
     if pass_.errors:
         raise ReconcileFailed(summary)
     return summary
+
+
+class TimeBoxed:
+    """A client that raises OutOfTime instead of sending a request once ``time_left()`` is false:
+    the pass stops between two requests (each writes at most one item, whole), however slow or
+    throttled the service, and has the time left to log its summary."""
+
+    def __init__(self, client: Any, time_left: Callable[[], bool]) -> None:
+        self._client = client
+        self._time_left = time_left
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute):  # meta, exceptions
+            return attribute
+
+        def request(*args: Any, **kwargs: Any) -> Any:
+            if not self._time_left():
+                raise OutOfTime(name)
+            return attribute(*args, **kwargs)
+
+        return request
 
 
 class Pass:

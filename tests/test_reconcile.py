@@ -548,6 +548,39 @@ def test_a_pass_short_of_time_stops_cleanly_and_later_passes_cover_every_cluster
     assert len(set(firsts)) == 5 and len(covered) == 5
 
 
+class SlowDynamoDB:
+    """A DynamoDB client each of whose requests takes ``seconds`` of the pass's clock (moved, not slept)."""
+
+    def __init__(self, client, clock, seconds):
+        self._client, self._clock, self._seconds = client, clock, seconds
+
+    def __getattr__(self, name):
+        attribute = getattr(self._client, name)
+        if name == "meta" or not callable(attribute):
+            return attribute
+
+        def request(*args, **kwargs):
+            self._clock["now"] += self._seconds
+            return attribute(*args, **kwargs)
+
+        return request
+
+
+def test_a_slow_dynamodb_stops_the_pass_within_its_budget_with_nothing_half_written(fake, monkeypatch):
+    fake.add_cluster("web")
+    arns = [fake.add_task("web") for _ in range(100)]
+    clock = {"now": 0.0}
+    monkeypatch.setattr(reconciler, "_clock", lambda: clock["now"])
+    client = settings.dynamodb_client()
+    monkeypatch.setattr(settings, "dynamodb_client", lambda: SlowDynamoDB(client, clock, 0.1))
+    summary = run_pass(budget_seconds=2)
+    assert not summary["complete"] and summary["errors"] == []
+    assert summary["duration_ms"] <= 2100  # the budget, and at most the one request under way when it ran out
+    written = [arn for arn in arns if stored_raw(TASKS, arn)]
+    assert 0 < len(written) == summary["written"]["created"] < 100
+    assert all(comparable(stored_raw(TASKS, arn)) == event_item(fake.event_for_task(arn)) for arn in written)
+
+
 def _all_items(table) -> List[Dict[str, Any]]:
     return settings.dynamodb_client().scan(TableName=settings.table_name(table))["Items"]
 
@@ -800,3 +833,20 @@ def test_no_call_once_the_time_is_up():
     reader = EcsReader(_Client({}), Pace(1000), time_left=lambda: False)
     with pytest.raises(OutOfTime):
         reader.describe_tasks("cluster", ["a"])
+
+
+def test_no_dynamodb_request_once_the_time_is_up():
+    sent = []
+
+    class Client:
+        meta = "its meta"
+
+        def scan(self, **request):
+            sent.append(request)
+            return {}
+
+    assert reconciler.TimeBoxed(Client(), lambda: True).scan(Segment=0) == {} and sent == [{"Segment": 0}]
+    boxed = reconciler.TimeBoxed(Client(), lambda: False)
+    with pytest.raises(OutOfTime):
+        boxed.scan(Segment=1)
+    assert sent == [{"Segment": 0}] and boxed.meta == "its meta"
