@@ -27,7 +27,8 @@ A pass, per cluster:
    when it goes.
 
 Failures: one item that cannot be stored (too large, another writer's
-version) is refused, counted and listed, and the pass goes on; an unexpected
+version, a stored key ECS cannot be asked about) is refused, counted and
+listed, and the pass goes on; an unexpected
 error on one item is counted the same way and fails the pass once the rest is
 done; an error in one cluster fails that cluster, the others are done; and
 whatever fails, the pass logs its summary and metrics before it raises.
@@ -48,6 +49,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import events, observability, settings
+from chalicelib.arns import parse as parse_arn
 from chalicelib.ecs import DESCRIBE_LIMIT, EcsReader, OutOfTime, Pace
 from chalicelib.errors import InvalidEvent, StoredItemConflict
 from chalicelib.events import ItemRules, StateChange, parse_snapshot
@@ -241,9 +243,22 @@ class Pass:
         return gone
 
     def _describe(self, table: TableSpec, cluster: str, arns: Sequence[str]) -> Tuple[List[Dict[str, Any]], List[str]]:
-        if table is TASKS:
-            return self.ecs.describe_tasks(cluster, arns)
-        return self.ecs.describe_container_instances(cluster, arns)
+        """(what ECS described, what it no longer knows) of at most 100 ``arns``. ECS refuses a
+        whole call for one ARN it cannot take (InvalidParameterException): the call is split in
+        halves until that ARN is alone, and it is refused; the others are described."""
+        try:
+            if table is TASKS:
+                return self.ecs.describe_tasks(cluster, arns)
+            return self.ecs.describe_container_instances(cluster, arns)
+        except ClientError as error:
+            if _code(error) != "InvalidParameterException":
+                raise
+            if len(arns) == 1:
+                self._refused(arns[0], error)
+                return [], []
+        half = len(arns) // 2
+        (described, gone), (more, more_gone) = (self._describe(table, cluster, part) for part in (arns[:half], arns[half:]))
+        return described + more, gone + more_gone
 
     def _snapshot(self, table: TableSpec, cluster: str, api_object: Mapping[str, Any]) -> Optional[StateChange]:
         with self._one_item(str(api_object.get(table.key, cluster))):
@@ -286,9 +301,19 @@ class Pass:
 
     def _confirm_ghosts(self, table: TableSpec, cluster: str, candidates: Mapping[str, StoredVersion]) -> None:
         """Describe stored, unfinished items ECS did not list, marked ones too; mark those it calls
-        MISSING (once). Those it describes after all get their snapshot, or lose their mark."""
-        for key in self._snapshots(table, cluster, list(candidates), candidates):
-            stored = candidates[key]
+        MISSING (once). Those it describes after all get their snapshot, or lose their mark.
+        A key ECS cannot be asked about in this cluster (any writer may have stored any key) is
+        refused without asking: ECS would refuse the whole call it is in."""
+        askable: Dict[str, StoredVersion] = {}
+        for key, stored in candidates.items():
+            if _describable(key, table, cluster):
+                askable[key] = stored
+            else:
+                self._refused(key, StoredItemConflict(
+                    f"{table.key} {key}: not an ECS {table.arn_resource} ARN of {cluster}, its account and region, "
+                    "so ECS was not asked about it and it was not marked"))
+        for key in self._snapshots(table, cluster, list(askable), askable):
+            stored = askable[key]
             if stored.missing_since is not None:
                 continue  # marked on an earlier pass, and still a ghost
             if stored.version is None:  # another writer's: the mark is conditioned on the version
@@ -364,6 +389,15 @@ class Pass:
     def _log_unexpected(self, where: str) -> None:
         if len(self.errors) <= MAX_ERRORS_REPORTED:  # with its traceback; the summary says the rest
             observability.log_failure("reconcile error", {"key": where}, None)
+
+
+def _describable(key: str, table: TableSpec, cluster: str) -> bool:
+    """Whether ECS's Describe call in ``cluster`` takes ``key``: an ECS ARN of the table's resource
+    type, of the cluster's partition, region and account, and of that cluster (an old-format ARN
+    names none)."""
+    arn, home = parse_arn(key), parse_arn(cluster)
+    return (arn is not None and home is not None and arn.resource == table.arn_resource
+            and arn.prefix == home.prefix and arn.cluster in (None, home.ident))
 
 
 def _text(error: Any) -> str:

@@ -740,6 +740,53 @@ def test_an_item_dynamodb_refuses_for_its_size_is_counted_and_the_pass_goes_on(f
     assert logged["refused"] == 1 and metrics["reconcile_refused"] == [1.0] and metrics["reconcile_failed"] == [0.0]
 
 
+def test_a_stored_key_ecs_cannot_be_asked_about_is_refused_and_the_cluster_goes_on(fake, monkeypatch):
+    """Ghost candidates come from the table, where any writer may have put any key; ECS refuses
+    a whole Describe call for an ARN of another account or region (tools/fake_ecs.py)."""
+    web = fake.add_cluster("web")
+    template = fake.add_task("web")
+    item = parse_event(fake.event_for_task(template)).item  # unfinished, in web
+    fake.forget_task(template)
+    listed, (ghost,) = fake.add_task("web"), forgotten_tasks(fake, "web", 1)
+    task_id = uuid.uuid4().hex
+    old_format = f"arn:aws:ecs:us-east-1:111122223333:task/{task_id}"  # no cluster in it: ECS may know it
+    foreign = [
+        f"arn:aws:ecs:us-east-1:444455556666:task/web/{task_id}",  # another account
+        f"arn:aws:ecs:eu-west-1:111122223333:task/web/{task_id}",  # another region
+        f"arn:aws:ecs:us-east-1:111122223333:container-instance/web/{task_id}",  # not a task
+        f"arn:aws:ecs:us-east-1:111122223333:task/batch/{task_id}",  # another cluster's
+        f"web/{task_id}",  # not an ARN
+    ]
+    for key in foreign + [old_format]:
+        settings.dynamodb_client().put_item(TableName=settings.table_name(TASKS), Item={**item, "taskArn": {"S": key}})
+    with pytest.raises(botocore.exceptions.ClientError, match="InvalidParameterException"):
+        settings.ecs_client().describe_tasks(cluster=web, tasks=[foreign[0]])  # the whole call, as ECS answers it
+    summary = run_pass()
+    assert (summary["errors"], summary["clusters"], summary["refused"], summary["missing"]) == ([], 1, 5, 2)
+    assert all(any(key in refusal for refusal in summary["refusals"]) for key in foreign)
+    assert summary["ecs_calls"]["describe_tasks"] == 2  # the listed task; the ghost and the old-format key
+    assert stored_raw(TASKS, listed) and {"cw_missing_since"} <= set(stored_raw(TASKS, ghost)) & set(stored_raw(TASKS, old_format))
+    assert all("cw_missing_since" not in stored_raw(TASKS, key) for key in foreign)
+
+
+def test_a_describe_ecs_refuses_is_split_and_only_the_key_it_refuses_is_refused(fake, monkeypatch):
+    ghosts = forgotten_tasks(fake, "web", 3)
+    odd = ghosts[1]
+    call = EcsReader._call
+
+    def refuses_odd(reader, operation, **params):
+        if odd in params.get("tasks", []):
+            raise botocore.exceptions.ClientError(
+                {"Error": {"Code": "InvalidParameterException", "Message": "Invalid identifier"}}, "DescribeTasks")
+        return call(reader, operation, **params)
+
+    monkeypatch.setattr(EcsReader, "_call", refuses_odd)
+    summary = run_pass()
+    assert (summary["errors"], summary["refused"], summary["missing"]) == ([], 1, 2)
+    assert odd in summary["refusals"][0] and "InvalidParameterException" in summary["refusals"][0]
+    assert all(("cw_missing_since" in stored_raw(TASKS, arn)) == (arn != odd) for arn in ghosts)
+
+
 def test_an_unexpected_error_on_one_item_fails_the_pass_only_after_the_rest_is_done(fake, monkeypatch, capsys):
     from chalicelib.snapshots import task_detail
 
