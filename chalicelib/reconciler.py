@@ -28,18 +28,19 @@ A pass, per cluster:
 
 Failures: one item that cannot be stored (too large, another writer's
 version, a stored key ECS cannot be asked about) is refused, counted and
-listed, and the pass goes on; an unexpected
-error on one item is counted the same way and fails the pass once the rest is
-done; an error in one cluster fails that cluster, the others are done; and
-whatever fails, the pass logs its summary and metrics before it raises.
+listed, and the pass goes on; an unexpected error on one item is counted the
+same way and fails the pass once the rest is done; an error in one cluster
+fails that cluster, the others are done (and swept); and whatever fails, the
+pass logs its summary and metrics before it raises.
 
 Time: a pass stops before the next ECS call or DynamoDB request once less
 than STOP_MARGIN_SECONDS of the function's time is left, and says it is not
 complete (a slow DynamoDB must not carry it into the function's timeout,
-where its summary would be lost). Each pass starts at another cluster (the pass number, from the
-schedule's time, modulo the number of clusters), so within as many passes as
-there are clusters each cluster is first in line once, and the first cluster
-of a pass is always done unless it alone outlasts the budget.
+where its summary would be lost). Each pass starts at another cluster (the
+pass number, from the schedule's time, modulo the number of clusters), so
+within as many passes as there are clusters each cluster is first in line
+once, and the first cluster of a pass is always done unless it alone
+outlasts the budget.
 """
 import time
 from collections import Counter
