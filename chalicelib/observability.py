@@ -45,6 +45,7 @@ def log_reconcile(summary: Dict[str, Any], request_id: Any) -> None:
         "missing": summary["missing"],
         "cleared": summary["cleared"],
         "refused": summary["refused"],
+        "deferred": summary["deferred"],
         "incomplete": int(not summary["complete"]),
         "failed": int(failed),
         "ecs_calls": sum(summary["ecs_calls"].values()),

@@ -8,7 +8,9 @@ A pass, per cluster:
    versions only). A snapshot goes through the events' own conditional write
    (store.put_if_newer) only where nothing or an older version is stored: a
    snapshot never lowers a version, a newer event always replaces it, and a
-   pass over an account where nothing changed writes nothing.
+   pass over an account where nothing changed writes nothing. A key whose
+   version DynamoDB left unread (shedding load) is deferred to a later pass:
+   never written blind.
 2. Finds ghosts: the cluster's stored items that are not finished (the read
    index's open phase: a query, never a scan) and that ECS no longer lists.
    Each is described once more; one ECS calls MISSING is marked, never
@@ -25,26 +27,30 @@ A pass, per cluster:
    when it goes.
 
 Failures: one item that cannot be stored (too large, another writer's
-version) is refused, counted and listed, and the pass goes on; an unexpected
-error on one item is counted the same way and fails the pass once the rest is
-done; an error in one cluster fails that cluster, the others are done; and
-whatever fails, the pass logs its summary and metrics before it raises.
+version, a stored key ECS cannot be asked about) is refused, counted and
+listed, and the pass goes on; an unexpected error on one item is counted the
+same way and fails the pass once the rest is done; an error in one cluster
+fails that cluster, the others are done (and swept); and whatever fails, the
+pass logs its summary and metrics before it raises.
 
-Time: a pass stops before the next ECS call once less than
-STOP_MARGIN_SECONDS of the function's time is left, and says it is not
-complete. Each pass starts at another cluster (the pass number, from the
-schedule's time, modulo the number of clusters), so within as many passes as
-there are clusters each cluster is first in line once, and the first cluster
-of a pass is always done unless it alone outlasts the budget.
+Time: a pass stops before the next ECS call or DynamoDB request once less
+than STOP_MARGIN_SECONDS of the function's time is left, and says it is not
+complete (a slow DynamoDB must not carry it into the function's timeout,
+where its summary would be lost). Each pass starts at another cluster (the
+pass number, from the schedule's time, modulo the number of clusters), so
+within as many passes as there are clusters each cluster is first in line
+once, and the first cluster of a pass is always done unless it alone
+outlasts the budget.
 """
 import time
 from collections import Counter
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import events, observability, settings
+from chalicelib.arns import parse as parse_arn
 from chalicelib.ecs import DESCRIBE_LIMIT, EcsReader, OutOfTime, Pace
 from chalicelib.errors import InvalidEvent, StoredItemConflict
 from chalicelib.events import ItemRules, StateChange, parse_snapshot
@@ -52,7 +58,7 @@ from chalicelib.snapshots import container_instance_detail, task_detail
 from chalicelib.store import StateStore, StoredVersion
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS, TableSpec
 
-STOP_MARGIN_SECONDS = 60  # longer than one ECS call may take with its retries (settings.py)
+STOP_MARGIN_SECONDS = 60  # longer than one ECS call or DynamoDB request may take with its retries (settings.py)
 SWEEP_SEGMENTS = 96  # without the read index: a slice of the tables per pass, all of them in 96 passes
 MAX_ERRORS_REPORTED = 20
 THROTTLED = {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
@@ -81,13 +87,18 @@ def reconcile(event: Mapping[str, Any], context: Any = None, budget_seconds: Opt
     if context is not None and hasattr(context, "get_remaining_time_in_millis"):
         budget_seconds = context.get_remaining_time_in_millis() / 1000 - STOP_MARGIN_SECONDS
     deadline = started + budget_seconds if budget_seconds is not None else float("inf")
+
+    def time_left() -> bool:
+        return _clock() < deadline
+
     pass_ = Pass(events.now())
     try:
         scheduled_at = events.parse_time(event["time"], "time") if isinstance(event.get("time"), str) else pass_.taken_at
         passes = int(scheduled_at // (settings.reconcile_minutes() * 60))
         pass_.start(
-            EcsReader(settings.ecs_client(), Pace(settings.ecs_calls_per_second()), lambda: _clock() < deadline),
-            StateStore(settings.dynamodb_client()),  # no high-water marks: a pass writes each key at most once
+            EcsReader(settings.ecs_client(), Pace(settings.ecs_calls_per_second()), time_left),
+            # no high-water marks: a pass writes each key at most once
+            StateStore(TimeBoxed(settings.dynamodb_client(), time_left)),
             settings.item_rules(),
         )
         pass_.run(passes, settings.reconcile_clusters())
@@ -100,6 +111,28 @@ def reconcile(event: Mapping[str, Any], context: Any = None, budget_seconds: Opt
     return summary
 
 
+class TimeBoxed:
+    """A client that raises OutOfTime instead of sending a request once ``time_left()`` is false:
+    the pass stops between two requests (each writes at most one item, whole), however slow or
+    throttled the service, and has the time left to log its summary."""
+
+    def __init__(self, client: Any, time_left: Callable[[], bool]) -> None:
+        self._client = client
+        self._time_left = time_left
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute):  # meta, exceptions
+            return attribute
+
+        def request(*args: Any, **kwargs: Any) -> Any:
+            if not self._time_left():
+                raise OutOfTime(name)
+            return attribute(*args, **kwargs)
+
+        return request
+
+
 class Pass:
     """One reconciliation pass: its counts, and the work per cluster."""
 
@@ -110,6 +143,7 @@ class Pass:
         self.errors: List[str] = []  # what failed the pass (ECS, DynamoDB, a cluster, a bug)
         self.refusals: List[str] = []  # single items not stored, for good reason or not; the pass goes on
         self.complete = True
+        self.throttled = False  # ECS throttled beyond its retries: no more ECS calls this pass
         self.clusters_in_account = 0
         self.first_cluster: Optional[str] = None
 
@@ -129,23 +163,20 @@ class Pass:
                 return
             start = pass_number % len(clusters)
             self.first_cluster = clusters[start]
-            listed: Dict[str, Dict[TableSpec, Set[str]]] = {}
+            listed: Dict[str, Dict[TableSpec, Set[str]]] = {}  # the clusters done: what ECS listed in each
             for cluster in clusters[start:] + clusters[:start]:
-                try:
+                with self._in_cluster(cluster):
                     listed[cluster] = self._cluster(cluster)
-                except OutOfTime:
-                    raise
-                except Exception as error:  # ECS or DynamoDB after their retries, or a bug: the next cluster
-                    self.failed(cluster, error)
-                    if _code(error) in THROTTLED:
-                        break  # ECS's bucket is the account's: the other clusters would fail alike
-                else:
                     self.counts["clusters"] += 1
-            if not self.read_index and self.complete:
+                if self.throttled:
+                    break  # ECS's bucket is the account's: the other clusters would fail alike
+            if not self.read_index and not self.throttled:
+                # Against the clusters done, whichever others failed (a stale name in the settings,
+                # a cluster ECS denied): one of them must not switch ghost detection off everywhere.
                 self._sweep(pass_number % SWEEP_SEGMENTS, listed)
         except OutOfTime:
             self.complete = False
-        except Exception as error:  # listing the clusters, or the sweep
+        except Exception as error:  # listing the clusters, or the sweep's scan
             self.failed("account", error)
 
     def summary(self, duration_ms: int) -> Dict[str, Any]:
@@ -160,6 +191,7 @@ class Pass:
             "missing": self.counts["missing"],
             "cleared": self.counts["cleared"],
             "refused": self.counts["refused"],
+            "deferred": self.counts["deferred"],
             "complete": self.complete,
             "duration_ms": duration_ms,
             "ecs_calls": dict(self.ecs_calls),
@@ -193,7 +225,7 @@ class Pass:
         if self.read_index:
             for table in (TASKS, CONTAINER_INSTANCES):
                 stored_open = [key for key in self.store.open_keys(table, cluster) if key not in listed[table]]
-                self._confirm_ghosts(table, cluster, self.store.stored_versions(table, stored_open))
+                self._confirm_ghosts(table, cluster, self._stored_versions(table, stored_open)[0])
         return listed
 
     # -- snapshots -----------------------------------------------------------------
@@ -212,9 +244,22 @@ class Pass:
         return gone
 
     def _describe(self, table: TableSpec, cluster: str, arns: Sequence[str]) -> Tuple[List[Dict[str, Any]], List[str]]:
-        if table is TASKS:
-            return self.ecs.describe_tasks(cluster, arns)
-        return self.ecs.describe_container_instances(cluster, arns)
+        """(what ECS described, what it no longer knows) of at most 100 ``arns``. ECS refuses a
+        whole call for one ARN it cannot take (InvalidParameterException): the call is split in
+        halves until that ARN is alone, and it is refused; the others are described."""
+        try:
+            if table is TASKS:
+                return self.ecs.describe_tasks(cluster, arns)
+            return self.ecs.describe_container_instances(cluster, arns)
+        except ClientError as error:
+            if _code(error) != "InvalidParameterException":
+                raise
+            if len(arns) == 1:
+                self._refused(arns[0], error)
+                return [], []
+        half = len(arns) // 2
+        (described, gone), (more, more_gone) = (self._describe(table, cluster, part) for part in (arns[:half], arns[half:]))
+        return described + more, gone + more_gone
 
     def _snapshot(self, table: TableSpec, cluster: str, api_object: Mapping[str, Any]) -> Optional[StateChange]:
         with self._one_item(str(api_object.get(table.key, cluster))):
@@ -227,9 +272,12 @@ class Pass:
                stored: Optional[Mapping[str, StoredVersion]] = None) -> None:
         """Write the snapshots whose key holds nothing or an older version (read in bulk first,
         unless the caller read them already), and take the mark off the ghosts among the others."""
+        unread: Set[str] = set()
         if stored is None:
-            stored = self.store.stored_versions(table, [change.key for change in changes]) if changes else {}
+            stored, unread = self._stored_versions(table, [change.key for change in changes])
         for change in changes:
+            if change.key in unread:
+                continue  # deferred: a write without the stored version would be blind
             with self._one_item(change.key):
                 known = stored.get(change.key)
                 if known is not None and known.version is not None and known.version >= change.version:
@@ -240,13 +288,33 @@ class Pass:
                 result = self.store.put_if_newer(change)  # another writer's version: StoredItemConflict
                 self.counts[result.outcome if result.written else "unchanged"] += 1  # (not written: an event was first)
 
+    def _stored_versions(self, table: TableSpec, keys: Sequence[str]) -> Tuple[Dict[str, StoredVersion], Set[str]]:
+        """The stored versions of ``keys``, and those DynamoDB left unread (shedding load), which wait
+        for a later pass: counted ``deferred``. A conditional write refused is billed at the stored
+        item's size, and takes the write capacity the events need, so none is sent blind."""
+        if not keys:
+            return {}, set()
+        found, unread = self.store.stored_versions(table, keys)
+        self.counts["deferred"] += len(unread)
+        return found, set(unread)
+
     # -- ghosts --------------------------------------------------------------------
 
     def _confirm_ghosts(self, table: TableSpec, cluster: str, candidates: Mapping[str, StoredVersion]) -> None:
         """Describe stored, unfinished items ECS did not list, marked ones too; mark those it calls
-        MISSING (once). Those it describes after all get their snapshot, or lose their mark."""
-        for key in self._snapshots(table, cluster, list(candidates), candidates):
-            stored = candidates[key]
+        MISSING (once). Those it describes after all get their snapshot, or lose their mark.
+        A key ECS cannot be asked about in this cluster (any writer may have stored any key) is
+        refused without asking: ECS would refuse the whole call it is in."""
+        askable: Dict[str, StoredVersion] = {}
+        for key, stored in candidates.items():
+            if _describable(key, table, cluster):
+                askable[key] = stored
+            else:
+                self._refused(key, StoredItemConflict(
+                    f"{table.key} {key}: not an ECS {table.arn_resource} ARN of {cluster}, its account and region, "
+                    "so ECS was not asked about it and it was not marked"))
+        for key in self._snapshots(table, cluster, list(askable), askable):
+            stored = askable[key]
             if stored.missing_since is not None:
                 continue  # marked on an earlier pass, and still a ghost
             if stored.version is None:  # another writer's: the mark is conditioned on the version
@@ -259,14 +327,18 @@ class Pass:
 
     def _sweep(self, segment: int, listed: Mapping[str, Mapping[TableSpec, Set[str]]]) -> None:
         """Without the read index: one slice of each table, its unfinished items checked against
-        the listings of this pass (items of clusters not reconciled in it wait for a later pass)."""
+        the listings of this pass (items of clusters not reconciled in it wait for a later pass).
+        A cluster whose ghosts cannot be confirmed fails alone."""
         for table in (TASKS, CONTAINER_INSTANCES):
             candidates: Dict[str, Dict[str, StoredVersion]] = {}
             for key, cluster, stored in self.store.scan_open_items(table, segment, SWEEP_SEGMENTS):
                 if cluster in listed and key not in listed[cluster][table]:
                     candidates.setdefault(cluster, {})[key] = stored
             for cluster, stored_versions in candidates.items():
-                self._confirm_ghosts(table, cluster, stored_versions)
+                if self.throttled:
+                    return
+                with self._in_cluster(cluster):
+                    self._confirm_ghosts(table, cluster, stored_versions)
 
     # -- errors --------------------------------------------------------------------
 
@@ -276,6 +348,18 @@ class Pass:
         self.errors.append(f"{where}: {_text(error)}")
         if isinstance(error, Exception) and not isinstance(error, (ClientError, BotoCoreError)):
             self._log_unexpected(where)
+
+    @contextmanager
+    def _in_cluster(self, cluster: str) -> Iterator[None]:
+        """Work in one cluster. An error (ECS or DynamoDB after their retries, or a bug) fails that
+        cluster, and the pass goes on with the others; running out of time stops the pass."""
+        try:
+            yield
+        except OutOfTime:
+            raise
+        except Exception as error:
+            self.failed(cluster, error)
+            self.throttled = self.throttled or _code(error) in THROTTLED
 
     @contextmanager
     def _one_item(self, key: str) -> Iterator[None]:
@@ -306,6 +390,15 @@ class Pass:
     def _log_unexpected(self, where: str) -> None:
         if len(self.errors) <= MAX_ERRORS_REPORTED:  # with its traceback; the summary says the rest
             observability.log_failure("reconcile error", {"key": where}, None)
+
+
+def _describable(key: str, table: TableSpec, cluster: str) -> bool:
+    """Whether ECS's Describe call in ``cluster`` takes ``key``: an ECS ARN of the table's resource
+    type, of the cluster's partition, region and account, and of that cluster (an old-format ARN
+    names none)."""
+    arn, home = parse_arn(key), parse_arn(cluster)
+    return (arn is not None and home is not None and arn.resource == table.arn_resource
+            and arn.prefix == home.prefix and arn.cluster in (None, home.ident))
 
 
 def _text(error: Any) -> str:

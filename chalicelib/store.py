@@ -138,20 +138,20 @@ class StateStore:
 
     # -- the reconciler's reads and its mark ----------------------------------
 
-    def stored_versions(self, table: TableSpec, keys: Sequence[str]) -> Dict[str, StoredVersion]:
-        """The stored version (and ghost mark) of each of ``keys`` that is stored, read in bulk.
+    def stored_versions(self, table: TableSpec, keys: Sequence[str]) -> Tuple[Dict[str, StoredVersion], List[str]]:
+        """The stored version (and ghost mark) of each of ``keys`` that is stored, read in bulk,
+        and the keys DynamoDB left unread (after backing off): not known to be stored or not.
 
         Eventually consistent reads, at half the price: a read may miss the newest
         version, never show one that was not stored, so a key it shows at or above
         a snapshot's version really is; anything else goes to the conditional write.
         """
-        items, _ = batch_get(
+        items, unread = batch_get(
             self._client, self._table_name(table), table.key, keys,
             ProjectionExpression="#key, #version, #missing",
             ExpressionAttributeNames={"#key": table.key, "#version": VERSION, "#missing": MISSING_SINCE},
         )
-        # Keys left unprocessed stay unknown: their snapshots take the conditional write.
-        return {key: _stored(item) for key, item in items.items()}
+        return {key: _stored(item) for key, item in items.items()}, unread
 
     def open_keys(self, table: TableSpec, cluster_arn: str) -> Iterator[str]:
         """The keys of a cluster's unfinished items, from the read index (a query, never a scan)."""

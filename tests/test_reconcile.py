@@ -10,7 +10,7 @@ import pytest
 from chalice.local import LambdaContext
 
 from app import app
-from chalicelib import events, reconciler, recorder, settings
+from chalicelib import events, reconciler, recorder, settings, store
 from chalicelib.ecs import EcsReader, OutOfTime, Pace
 from chalicelib.events import parse_event
 from chalicelib.snapshots import TIMESTAMP_FIELDS
@@ -218,6 +218,41 @@ def test_a_changed_task_is_the_only_one_written(fake):
     assert summary["written"] == {"created": 0, "updated": 1} and summary["unchanged"] == 11
 
 
+class LeavesEveryKeyUnprocessed:
+    """A DynamoDB client whose BatchGetItem reads nothing: DynamoDB shedding load, every time."""
+
+    def __init__(self, client):
+        self._client = client
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def batch_get_item(self, RequestItems):
+        return {"Responses": {}, "UnprocessedKeys": RequestItems}
+
+
+def test_keys_dynamodb_left_unread_are_deferred_never_written_blind(fake, monkeypatch, capsys):
+    """A conditional write refused is billed at the stored item's size: no snapshot is written, no
+    ghost marked, unless the stored version was read."""
+    fake.add_cluster("web")
+    for _ in range(50):
+        fake.add_task("web")
+    ghost = fake.add_task("web")
+    run_pass()
+    fake.forget_task(ghost)
+    monkeypatch.setattr(store.time, "sleep", lambda seconds: None)  # batch_get's backoff
+    client = settings.dynamodb_client()
+    monkeypatch.setattr(settings, "dynamodb_client", lambda: LeavesEveryKeyUnprocessed(client))
+    requests = count_requests(client)
+    with logs_and_metrics(capsys, monkeypatch) as lines:
+        summary = run_pass()
+    assert requests == {"Query": 2}  # no PutItem, no UpdateItem (the unread BatchGetItems are the wrapper's)
+    assert (summary["deferred"], summary["unchanged"], summary["missing"], summary["errors"]) == (51, 0, 0, [])
+    assert "cw_missing_since" not in stored_raw(TASKS, ghost)
+    logged, metrics = reconcile_pass_lines(lines)
+    assert logged["deferred"] == 51 and metrics["reconcile_deferred"] == [51.0]
+
+
 # -- ghosts ---------------------------------------------------------------------------------
 
 
@@ -306,12 +341,29 @@ def test_finished_and_listed_items_are_never_ghosts(fake):
     assert summary["missing"] == 0 and summary["ecs_calls"]["describe_tasks"] == 2  # the listed ones only
 
 
-def test_without_the_read_index_ghosts_are_found_by_the_sweep(fake, monkeypatch):
+def without_the_read_index(monkeypatch, segments=1):
+    """The stage without the read index, on tables of its own; the sweep covers them in ``segments`` passes."""
     monkeypatch.setenv(settings.READ_INDEX_ENV, settings.DISABLED)
     for table in (TASKS, CONTAINER_INSTANCES):
         monkeypatch.setenv(table.name_env, settings.table_name(table) + "-bare")
-    create_tables(settings.dynamodb_client(), {table: settings.table_name(table) for table in (TASKS, CONTAINER_INSTANCES)})
-    monkeypatch.setattr(reconciler, "SWEEP_SEGMENTS", 2)
+    client = settings.dynamodb_client()
+    create_tables(client, {table: settings.table_name(table) for table in (TASKS, CONTAINER_INSTANCES)}, read_index=False)
+    monkeypatch.setattr(reconciler, "SWEEP_SEGMENTS", segments)
+    return client
+
+
+def forgotten_tasks(fake, cluster, count):
+    """``count`` running tasks of ``cluster`` recorded from their events, which ECS then forgets (ghosts)."""
+    fake.add_cluster(cluster)
+    arns = [fake.add_task(cluster) for _ in range(count)]
+    for arn in arns:
+        recorder.record(fake.event_for_task(arn))
+        fake.forget_task(arn)
+    return arns
+
+
+def test_without_the_read_index_ghosts_are_found_by_the_sweep(fake, monkeypatch):
+    without_the_read_index(monkeypatch, segments=2)
     fake.add_cluster("web")
     arns = [fake.add_task("web") for _ in range(6)]
     run_pass()
@@ -323,6 +375,52 @@ def test_without_the_read_index_ghosts_are_found_by_the_sweep(fake, monkeypatch)
     assert sum(found) == 6
     assert "Query" not in requests and requests["Scan"] >= 2
     assert all("cw_missing_since" in stored_raw(TASKS, arn) for arn in arns)
+
+
+def test_without_the_read_index_a_cluster_that_fails_does_not_stop_the_sweep(fake, monkeypatch):
+    """A stale cluster name in the settings fails the pass, but the other clusters' ghosts are marked."""
+    without_the_read_index(monkeypatch)
+    ghosts = forgotten_tasks(fake, "web", 3)
+    monkeypatch.setenv(settings.RECONCILE_CLUSTERS_ENV, "web,old-cluster")
+    with pytest.raises(reconciler.ReconcileFailed, match="old-cluster: no such cluster") as failed:
+        run_pass()
+    assert failed.value.summary["missing"] == 3 and not failed.value.summary["complete"]
+    assert all("cw_missing_since" in stored_raw(TASKS, arn) for arn in ghosts)
+
+
+def test_the_sweep_goes_on_with_the_other_clusters_when_one_fails(fake, monkeypatch):
+    without_the_read_index(monkeypatch)
+    forgotten_tasks(fake, "a", 2)
+    ghosts = forgotten_tasks(fake, "b", 2)
+    describe = EcsReader.describe_tasks
+
+    def bug_in_a(reader, cluster, arns):  # only the sweep describes in a: ECS lists nothing there
+        if cluster.endswith("/a"):
+            raise RuntimeError("a bug")
+        return describe(reader, cluster, arns)
+
+    monkeypatch.setattr(EcsReader, "describe_tasks", bug_in_a)
+    with pytest.raises(reconciler.ReconcileFailed) as failed:
+        run_pass()
+    summary = failed.value.summary
+    assert summary["errors"] == [f"{fake.add_cluster('a')}: RuntimeError: a bug"] and summary["missing"] == 2
+    assert all("cw_missing_since" in stored_raw(TASKS, arn) for arn in ghosts)
+
+
+def test_a_pass_ecs_throttles_beyond_its_retries_does_not_sweep(fake, monkeypatch):
+    """ECS's bucket is the account's: after a throttled cluster the sweep's describes would be throttled too."""
+    without_the_read_index(monkeypatch)
+    forgotten_tasks(fake, "web", 1)
+
+    def throttled(reader, cluster):
+        raise botocore.exceptions.ClientError({"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}},
+                                              "ListContainerInstances")
+
+    monkeypatch.setattr(EcsReader, "container_instance_arns", throttled)
+    requests = count_requests(settings.dynamodb_client())
+    with pytest.raises(reconciler.ReconcileFailed, match="ThrottlingException") as failed:
+        run_pass()
+    assert failed.value.summary["missing"] == 0 and "Scan" not in requests
 
 
 @contextlib.contextmanager
@@ -450,6 +548,39 @@ def test_a_pass_short_of_time_stops_cleanly_and_later_passes_cover_every_cluster
     assert len(set(firsts)) == 5 and len(covered) == 5
 
 
+class SlowDynamoDB:
+    """A DynamoDB client each of whose requests takes ``seconds`` of the pass's clock (moved, not slept)."""
+
+    def __init__(self, client, clock, seconds):
+        self._client, self._clock, self._seconds = client, clock, seconds
+
+    def __getattr__(self, name):
+        attribute = getattr(self._client, name)
+        if name == "meta" or not callable(attribute):
+            return attribute
+
+        def request(*args, **kwargs):
+            self._clock["now"] += self._seconds
+            return attribute(*args, **kwargs)
+
+        return request
+
+
+def test_a_slow_dynamodb_stops_the_pass_within_its_budget_with_nothing_half_written(fake, monkeypatch):
+    fake.add_cluster("web")
+    arns = [fake.add_task("web") for _ in range(100)]
+    clock = {"now": 0.0}
+    monkeypatch.setattr(reconciler, "_clock", lambda: clock["now"])
+    client = settings.dynamodb_client()
+    monkeypatch.setattr(settings, "dynamodb_client", lambda: SlowDynamoDB(client, clock, 0.1))
+    summary = run_pass(budget_seconds=2)
+    assert not summary["complete"] and summary["errors"] == []
+    assert summary["duration_ms"] <= 2100  # the budget, and at most the one request under way when it ran out
+    written = [arn for arn in arns if stored_raw(TASKS, arn)]
+    assert 0 < len(written) == summary["written"]["created"] < 100
+    assert all(comparable(stored_raw(TASKS, arn)) == event_item(fake.event_for_task(arn)) for arn in written)
+
+
 def _all_items(table) -> List[Dict[str, Any]]:
     return settings.dynamodb_client().scan(TableName=settings.table_name(table))["Items"]
 
@@ -561,12 +692,7 @@ def reconcile_pass_lines(lines):
 
 
 def test_another_writers_fractional_version_is_refused_by_the_sweep_and_the_pass_goes_on(fake, monkeypatch, capsys):
-    monkeypatch.setenv(settings.READ_INDEX_ENV, settings.DISABLED)
-    for table in (TASKS, CONTAINER_INSTANCES):
-        monkeypatch.setenv(table.name_env, settings.table_name(table) + "-bare")
-    client = settings.dynamodb_client()
-    create_tables(client, {table: settings.table_name(table) for table in (TASKS, CONTAINER_INSTANCES)}, read_index=False)
-    monkeypatch.setattr(reconciler, "SWEEP_SEGMENTS", 1)  # every pass sweeps the whole table
+    client = without_the_read_index(monkeypatch)  # every pass sweeps the whole table
     fake.add_cluster("web")
     ghost = fake.add_task("web")
     recorder.record(fake.event_for_task(ghost))
@@ -612,6 +738,53 @@ def test_an_item_dynamodb_refuses_for_its_size_is_counted_and_the_pass_goes_on(f
     assert stored_raw(TASKS, fine) and stored_raw(TASKS, too_large) is None
     logged, metrics = reconcile_pass_lines(lines)
     assert logged["refused"] == 1 and metrics["reconcile_refused"] == [1.0] and metrics["reconcile_failed"] == [0.0]
+
+
+def test_a_stored_key_ecs_cannot_be_asked_about_is_refused_and_the_cluster_goes_on(fake, monkeypatch):
+    """Ghost candidates come from the table, where any writer may have put any key; ECS refuses
+    a whole Describe call for an ARN of another account or region (tools/fake_ecs.py)."""
+    web = fake.add_cluster("web")
+    template = fake.add_task("web")
+    item = parse_event(fake.event_for_task(template)).item  # unfinished, in web
+    fake.forget_task(template)
+    listed, (ghost,) = fake.add_task("web"), forgotten_tasks(fake, "web", 1)
+    task_id = uuid.uuid4().hex
+    old_format = f"arn:aws:ecs:us-east-1:111122223333:task/{task_id}"  # no cluster in it: ECS may know it
+    foreign = [
+        f"arn:aws:ecs:us-east-1:444455556666:task/web/{task_id}",  # another account
+        f"arn:aws:ecs:eu-west-1:111122223333:task/web/{task_id}",  # another region
+        f"arn:aws:ecs:us-east-1:111122223333:container-instance/web/{task_id}",  # not a task
+        f"arn:aws:ecs:us-east-1:111122223333:task/batch/{task_id}",  # another cluster's
+        f"web/{task_id}",  # not an ARN
+    ]
+    for key in foreign + [old_format]:
+        settings.dynamodb_client().put_item(TableName=settings.table_name(TASKS), Item={**item, "taskArn": {"S": key}})
+    with pytest.raises(botocore.exceptions.ClientError, match="InvalidParameterException"):
+        settings.ecs_client().describe_tasks(cluster=web, tasks=[foreign[0]])  # the whole call, as ECS answers it
+    summary = run_pass()
+    assert (summary["errors"], summary["clusters"], summary["refused"], summary["missing"]) == ([], 1, 5, 2)
+    assert all(any(key in refusal for refusal in summary["refusals"]) for key in foreign)
+    assert summary["ecs_calls"]["describe_tasks"] == 2  # the listed task; the ghost and the old-format key
+    assert stored_raw(TASKS, listed) and {"cw_missing_since"} <= set(stored_raw(TASKS, ghost)) & set(stored_raw(TASKS, old_format))
+    assert all("cw_missing_since" not in stored_raw(TASKS, key) for key in foreign)
+
+
+def test_a_describe_ecs_refuses_is_split_and_only_the_key_it_refuses_is_refused(fake, monkeypatch):
+    ghosts = forgotten_tasks(fake, "web", 3)
+    odd = ghosts[1]
+    call = EcsReader._call
+
+    def refuses_odd(reader, operation, **params):
+        if odd in params.get("tasks", []):
+            raise botocore.exceptions.ClientError(
+                {"Error": {"Code": "InvalidParameterException", "Message": "Invalid identifier"}}, "DescribeTasks")
+        return call(reader, operation, **params)
+
+    monkeypatch.setattr(EcsReader, "_call", refuses_odd)
+    summary = run_pass()
+    assert (summary["errors"], summary["refused"], summary["missing"]) == ([], 1, 2)
+    assert odd in summary["refusals"][0] and "InvalidParameterException" in summary["refusals"][0]
+    assert all(("cw_missing_since" in stored_raw(TASKS, arn)) == (arn != odd) for arn in ghosts)
 
 
 def test_an_unexpected_error_on_one_item_fails_the_pass_only_after_the_rest_is_done(fake, monkeypatch, capsys):
@@ -707,3 +880,20 @@ def test_no_call_once_the_time_is_up():
     reader = EcsReader(_Client({}), Pace(1000), time_left=lambda: False)
     with pytest.raises(OutOfTime):
         reader.describe_tasks("cluster", ["a"])
+
+
+def test_no_dynamodb_request_once_the_time_is_up():
+    sent = []
+
+    class Client:
+        meta = "its meta"
+
+        def scan(self, **request):
+            sent.append(request)
+            return {}
+
+    assert reconciler.TimeBoxed(Client(), lambda: True).scan(Segment=0) == {} and sent == [{"Segment": 0}]
+    boxed = reconciler.TimeBoxed(Client(), lambda: False)
+    with pytest.raises(OutOfTime):
+        boxed.scan(Segment=1)
+    assert sent == [{"Segment": 0}] and boxed.meta == "its meta"

@@ -115,27 +115,42 @@ def test_a_lone_surrogate_in_a_name_is_refused_with_a_loggable_field(moto_endpoi
     assert str(refused.value).encode("utf-8")
 
 
+class Shedding:
+    """A DynamoDB client whose BatchGetItem leaves the keys in ``shed`` (all: None) unprocessed on its
+    first ``refusals`` calls, and answers the others with ``items`` (those of them it holds)."""
+
+    def __init__(self, refusals, items, shed=None):
+        self.refusals, self.items, self.shed, self.calls = refusals, items, shed, 0
+
+    def batch_get_item(self, RequestItems):
+        self.calls += 1
+        ((table, request),) = RequestItems.items()
+        keys = [key["taskArn"]["S"] for key in request["Keys"]]
+        left = [key for key in keys if self.calls <= self.refusals and (self.shed is None or key in self.shed)]
+        response = {"Responses": {table: [self.items[key] for key in keys if key in self.items and key not in left]}}
+        if left:
+            response["UnprocessedKeys"] = {table: {**request, "Keys": [{"taskArn": {"S": key}} for key in left]}}
+        return response
+
+
 def test_batch_get_backs_off_and_reads_what_dynamodb_left_unprocessed(monkeypatch):
     from chalicelib import store
 
     slept = []
     monkeypatch.setattr(store.time, "sleep", slept.append)
     item = {"taskArn": {"S": "a"}, "version": {"N": "3"}}
-
-    class Shedding:
-        """Leaves every key unprocessed on the first call, then answers."""
-
-        def __init__(self, refusals):
-            self.refusals, self.calls = refusals, 0
-
-        def batch_get_item(self, RequestItems):
-            self.calls += 1
-            if self.calls <= self.refusals:
-                return {"Responses": {}, "UnprocessedKeys": RequestItems}
-            return {"Responses": {"t": [item]}}
-
-    found, unprocessed = store.batch_get(Shedding(1), "t", "taskArn", ["a"])
+    found, unprocessed = store.batch_get(Shedding(1, {"a": item}), "t", "taskArn", ["a"])
     assert (found, unprocessed, len(slept)) == ({"a": item}, [], 1)
-    found, unprocessed = store.batch_get(Shedding(99), "t", "taskArn", ["a"])
+    found, unprocessed = store.batch_get(Shedding(99, {"a": item}), "t", "taskArn", ["a"])
     assert (found, unprocessed) == ({}, ["a"])
     assert slept[1:] == sorted(slept[1:]) and len(slept) == 1 + store._UNPROCESSED_ATTEMPTS
+
+
+def test_stored_versions_name_the_keys_left_unread_apart_from_those_not_stored(monkeypatch):
+    """The reconciler writes a snapshot where nothing is stored, and defers the keys it could not read."""
+    from chalicelib import store
+
+    monkeypatch.setattr(store.time, "sleep", lambda seconds: None)
+    items = {key: {"taskArn": {"S": key}, "version": {"N": "3"}} for key in ("a", "b")}
+    state = store.StateStore(Shedding(99, items, shed={"b"}), table_name=lambda table: "t")
+    assert state.stored_versions(TASKS, ["a", "b", "c"]) == ({"a": store.StoredVersion(3, None)}, ["b"])

@@ -21,6 +21,9 @@ change its instance's counts or resources), launch types other than EC2 and
 FARGATE, GPUs, Neuron devices, trusted execution, ListTasks' daemonName and
 ListContainerInstances' filter (both refused), old short-format ARNs, and
 ECS forgetting stopped tasks by itself (forget_task does it on demand).
+Describe* answers another cluster's ARN as MISSING; an ARN of another account,
+region or resource type fails the whole request (InvalidParameterException),
+as ECS does ("Identifier is for <account>. Your accountId is <account>").
 """
 import base64
 import binascii
@@ -84,6 +87,7 @@ TIMESTAMP_MEMBERS = frozenset({
 _MANAGED_MEMBERS = frozenset({"version", "taskArn", "clusterArn", "lastStatus", "desiredStatus", "containerInstanceArn"})
 
 _HEX_ID = re.compile(r"[0-9a-f]{32}")
+_ANY_ARN = re.compile(r"arn:(?P<partition>[^:]*):(?P<service>[^:]*):(?P<region>[^:]*):(?P<account>[^:]*):(?P<resource>[^/]*)/.*")
 _INSTANCE_AGENT = {"agentVersion": "1.88.0", "agentHash": "d8a5c6f2", "dockerVersion": "DockerVersion: 25.0.8"}
 _SIDECAR_IMAGE = "public.ecr.aws/aws-observability/aws-for-fluent-bit:2.32.4"
 
@@ -575,6 +579,8 @@ class FakeECS(LoopbackServer):
             raise ECSError("InvalidParameterException", f"{member} cannot be empty.")
         if len(refs) > DESCRIBE_LIMIT:
             raise ECSError("InvalidParameterException", f"{member} cannot have more than {DESCRIBE_LIMIT} entries.")
+        for ref in refs:
+            self._check_identifier(ref, kind)
         found, failures = [], []
         for arn in dict.fromkeys(self._expand(ref, kind, cluster) for ref in refs):
             entity = entities.get(arn)
@@ -583,6 +589,20 @@ class FakeECS(LoopbackServer):
             else:
                 failures.append({"arn": arn, "reason": "MISSING"})
         return found, failures
+
+    def _check_identifier(self, ref: str, kind: str) -> None:
+        """ECS refuses the whole Describe* request, rather than answer one failure, for an ARN
+        it cannot take: another account's (its message, as ECS words it), another region's or
+        partition's, or not an ECS ARN of this resource type."""
+        if not ref.startswith("arn:"):
+            return  # an ID: of this cluster
+        match = _ANY_ARN.fullmatch(ref)
+        if match is None or match["service"] != "ecs" or match["resource"] != kind:
+            raise ECSError("InvalidParameterException", f"Invalid identifier: {ref} is not a {kind} ARN")
+        if match["account"] != self.account:
+            raise ECSError("InvalidParameterException", f"Identifier is for {match['account']}. Your accountId is {self.account}")
+        if (match["partition"], match["region"]) != ("aws", self.region):
+            raise ECSError("InvalidParameterException", f"Invalid identifier: {ref} is not of region {self.region}")
 
     def _include(self, request: Dict[str, Any], allowed: Tuple[str, ...]) -> Set[str]:
         include = request.get("include", [])
