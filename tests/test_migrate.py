@@ -109,7 +109,12 @@ def own_dynamodb_local():
 
 @pytest.fixture
 def dynamodb_local(own_dynamodb_local, use_endpoint):
-    return use_endpoint(own_dynamodb_local)
+    client = use_endpoint(own_dynamodb_local)
+    yield client
+    # DynamoDB Local gives each table with TTL on a thread of a pool of ten for as long as the table
+    # exists, and a new index waits for a free one: without this, the module's later indexes never build.
+    for name in client.list_tables()["TableNames"]:
+        client.delete_table(TableName=name)
 
 
 @pytest.fixture
@@ -336,3 +341,68 @@ def test_between_a_packaged_stacks_two_updates_the_old_index_is_left_to_cloudfor
     assert "deleted index" not in out and "  - created index clusterArn-cw_phase-index on stack-tasks" in out
     indexes = dynamodb.describe_table(TableName="stack-tasks")["Table"]["GlobalSecondaryIndexes"]
     assert sorted(index["IndexName"] for index in indexes) == ["clusterArn-cw_phase-index", "clusterArn-lastStatus-index"]
+
+
+# -- an item DynamoDB refuses (issue 13 review, point 2) --------------------------------------------
+
+
+ODD_TASK = task_event(2, task_id="9" * 32)["detail"]["taskArn"]
+
+
+def filled_to_the_limit(item: Dict[str, Any]) -> Dict[str, Any]:
+    """An attribute that brings the item to 10 bytes under DynamoDB's 400 KB (chalicelib.attributes
+    counts the bytes as DynamoDB Local does): stored, but not once cw_phase is added."""
+    size = sum(attributes.attribute_name_length(name) + attributes.encode(value)[1] for name, value in item.items())
+    return {"overrides": "x" * (attributes.MAX_ITEM_BYTES - size - len("overrides") - 10)}
+
+
+@pytest.mark.parametrize("odd", [
+    lambda item: {"clusterArn": ""},  # the read index's key: DynamoDB refuses an empty string,
+    lambda item: {"clusterArn": 7},  # another type,
+    lambda item: {"clusterArn": "c" * 2049},  # more than 2,048 bytes,
+    filled_to_the_limit,  # and an item over 400 KB
+], ids=["empty-cluster", "numeric-cluster", "long-cluster", "full-item"])
+def test_an_item_dynamodb_refuses_is_listed_and_the_upgrade_goes_on(docs_example_tables, odd):
+    """The docs example stored it (its table had no index); ecs-state's writes cannot complete it."""
+    name = names()[TASKS]
+    event = task_event(2, task_id="9" * 32, lastStatus="STOPPED", stoppedAt=iso(EVENT_TIME))
+    item = {"cw_version": "0", **event["detail"]}
+    docs_example_tables.put_item(TableName=name, Item=encoded({**item, **odd(item)}))
+    client = WithoutTaggingBackupsOrEncryption(docs_example_tables)
+
+    changes = upgrade(client)
+
+    assert f"added cw_phase and cw_expires_at to 12 of 13 items of {name}" in changes
+    [refused] = [line for line in changes if "refused" in line]
+    assert refused.startswith(f"{name}: DynamoDB refused 1 item (ValidationException: ")
+    assert refused.endswith(f": taskArn {ODD_TASK}")
+    assert "cw_phase" not in stored_item(docs_example_tables, TASKS, ODD_TASK)  # left as it was
+    for spec, table in names().items():  # the later steps ran
+        ttl = docs_example_tables.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
+        assert ttl["TimeToLiveStatus"] == "ENABLED"
+        assert all("cw_phase" in item for item in docs_example_tables.scan(TableName=table)["Items"]
+                   if item[spec.key]["S"] != ODD_TASK)
+    # Every later backfill reads the item again, says so again, and changes nothing else.
+    [again] = upgrade(client, migrate.MIGRATE)
+    assert again == refused
+
+
+def test_an_item_dynamodb_refuses_does_not_keep_the_old_index_or_ttl(dynamodb_local):
+    """An older ecs-state's table (the index keyed by status, no TTL) with one item at 400 KB."""
+    name = settings.table_name(TASKS)
+    dynamodb_local.delete_table(TableName=name)
+    dynamodb_local.get_waiter("table_not_exists").wait(TableName=name)
+    create_older_ecs_state_table(dynamodb_local, name)
+    item = {"cw_version": "0", **task_event(2, task_id="9" * 32)["detail"]}
+    dynamodb_local.put_item(TableName=name, Item=encoded({**item, **filled_to_the_limit(item)}))
+    dynamodb_local.put_item(TableName=name, Item=encoded({"cw_version": "0", **task_event(3)["detail"]}))
+
+    changes = migrate.ensure_tables(WithoutTaggingBackupsOrEncryption(dynamodb_local), {TASKS: name}, PLAN.item_rules,
+                                    PLAN.deployment, migrate.MIGRATE, lambda changes: True, short_pause, UPGRADE_TIME)
+
+    created, added, refused, *later = changes
+    assert added == f"added cw_phase and cw_expires_at to 1 of 2 items of {name}"
+    assert refused.startswith(f"{name}: DynamoDB refused 1 item (ValidationException: ")
+    assert refused.endswith("); left as it was, without cw_phase and cw_expires_at, the others done (correct or "
+                            f"delete it, then run again): taskArn {ODD_TASK}")
+    assert later == [f"deleted index clusterArn-lastStatus-index from {name}", f"turned on TTL on cw_expires_at of {name}"]

@@ -12,7 +12,10 @@ Per table, one change at a time, waiting for each:
    read, so an event racing in wins; existing values are never overwritten.
    No expiry it gives is sooner than one retention period after the run
    (events.expires_at(now)), unless asked (--expire-history): the history of
-   the docs example's tables would otherwise be deleted within days;
+   the docs example's tables would otherwise be deleted within days. An item
+   DynamoDB refuses (ValidationException: a clusterArn the read index cannot
+   key, an item the fields take over 400 KB) is left as it is and listed by
+   key, and the backfill and the later steps go on;
 3. delete the index ecs-state had before (keyed by status; not with
    --keep-legacy-index, for a packaged stack whose second update drops it), and
    the read index if the stage turns it off;
@@ -28,7 +31,7 @@ get an expiry, and when: a scan of the table before asking), or with --yes
 import argparse
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, TextIO, Tuple
 
 from botocore.exceptions import ClientError
@@ -44,6 +47,7 @@ TABLE_ENCRYPTION = {"Enabled": True, "SSEType": "KMS"}  # the AWS managed key aw
 WAIT_SECONDS = 5
 WAIT_ATTEMPTS = 720  # an hour: a large table's new index takes that long to fill
 PROGRESS_EVERY_ITEMS = 5_000
+REFUSED_KEYS_LISTED = 20  # per error: the report names that many of the items DynamoDB refused
 # Given a function listing the changes to tables ecs-state did not create, True: go ahead. A
 # function, as listing them scans the tables to count the expiries: only a question asked pays that.
 Confirm = Callable[[Callable[[], List[str]]], bool]
@@ -358,6 +362,7 @@ class BackfillCount:
     earliest: Optional[int] = None  # the earliest and latest of those expiries
     latest: Optional[int] = None
     past_own_date: int = 0  # of those, items whose own date (from when they finished) is past
+    refused: Dict[str, List[str]] = field(default_factory=dict)  # DynamoDB's error: the items it refused ("taskArn …")
 
     def add_expiry(self, given: int, own: int, now: float) -> None:
         self.expiring += 1
@@ -393,7 +398,12 @@ def backfill(client: Any, spec: TableSpec, name: str, upgrade: Upgrade, write: b
         count.read_units += page.get("ConsumedCapacity", {}).get("CapacityUnits", 0.0)
         for item in page.get("Items", []):
             missing, own = upgrade.missing_fields(spec, item)
-            if missing and (not write or _write_missing(client, spec, name, item, missing)):
+            try:
+                written = bool(missing) and (not write or _write_missing(client, spec, name, item, missing))
+            except ItemRefused as refusal:
+                count.refused.setdefault(refusal.error, []).append(f"{spec.key} {item[spec.key]['S']}")
+                continue
+            if written:
                 count.updated += 1
                 if own is not None:
                     count.add_expiry(missing[EXPIRES_AT], own, upgrade.now)
@@ -411,7 +421,18 @@ def backfill_item(client: Any, spec: TableSpec, name: str, item: Mapping[str, An
     return bool(missing) and _write_missing(client, spec, name, item, missing)
 
 
+class ItemRefused(Exception):
+    """DynamoDB refused to write what one item lacks (ValidationException): e.g. a clusterArn the read
+    index cannot key (empty, not a string, over 2 KB), or an item the fields would take over 400 KB."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
+
+
 def _write_missing(client: Any, spec: TableSpec, name: str, item: Mapping[str, Any], missing: Mapping[str, Any]) -> bool:
+    """Whether the write was made (False: the item changed since it was read); ItemRefused if DynamoDB
+    refuses the item."""
     names = {"#version": VERSION}
     values: Dict[str, Any] = {}
     conditions = ["#version = :version" if VERSION in item else "attribute_not_exists(#version)"]
@@ -428,8 +449,11 @@ def _write_missing(client: Any, spec: TableSpec, name: str, item: Mapping[str, A
             ConditionExpression=" AND ".join(conditions), ExpressionAttributeNames=names, ExpressionAttributeValues=values,
         )
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+        details = error.response.get("Error", {})
+        if details.get("Code") == "ConditionalCheckFailedException":
             return False  # an event or the reconciler wrote the item since: its write carries these fields
+        if details.get("Code") == "ValidationException":  # this item only: the others go on
+            raise ItemRefused(f"ValidationException: {details.get('Message', '')}") from None
         raise
     return True
 
@@ -447,7 +471,7 @@ def backfill_notes(client: Any, name: str, count: BackfillCount, upgrade: Upgrad
                    check_backups: bool, done: bool = True) -> List[str]:
     """What a backfill pass means beyond its count: when the items it dated expire (and what
     --expire-history changes), point-in-time recovery if off, and a writer still stripping items."""
-    notes = []
+    notes = [refused_note(name, error, keys, upgrade.rules) for error, keys in count.refused.items()]
     if count.expiring:
         span = (f"on {_when(count.earliest)}" if _when(count.earliest) == _when(count.latest)
                 else f"from {_when(count.earliest)} to {_when(count.latest)}")
@@ -480,6 +504,15 @@ def backfill_notes(client: Any, name: str, count: BackfillCount, upgrade: Upgrad
             "finished ones do not expire"
         )
     return notes
+
+
+def refused_note(name: str, error: str, keys: List[str], rules: ItemRules) -> str:
+    """The items DynamoDB refused with one error, by key (the first REFUSED_KEYS_LISTED)."""
+    more = f"; and {len(keys) - REFUSED_KEYS_LISTED} more" if len(keys) > REFUSED_KEYS_LISTED else ""
+    return (f"{name}: DynamoDB refused {len(keys)} item{'s' if len(keys) > 1 else ''} ({error}); left as "
+            f"{'they were' if len(keys) > 1 else 'it was'}, without {lifecycle_names(rules)}, the others done "
+            f"(correct or delete {'them' if len(keys) > 1 else 'it'}, then run again): "
+            + "; ".join(keys[:REFUSED_KEYS_LISTED]) + more)
 
 
 def _when(epoch_seconds: Optional[int]) -> str:
