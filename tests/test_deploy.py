@@ -768,3 +768,26 @@ def test_the_wait_covers_the_replaced_functions_that_wrote_items_without_their_f
     pauses = []
     assert deploy.wait_for_replaced_code(client, {plan.reconcile_function_name: 300}, pauses.append) == 305
     assert pauses == [305]
+
+
+# -- expiries an older ecs-state dated from the retention alone (issue 13 review, point 1) ----------
+
+
+def test_every_make_deploy_raises_the_expiries_an_older_ecs_state_dated_sooner(session, monkeypatch, capsys):
+    """The ecs-state before the delivery horizon wrote finished + retention + 1 h; the repair raises it."""
+    plan = stage.stage_plan("dev")
+    deploy.set_up(session, plan)  # the tables, as that ecs-state made them: already upgraded
+    stopped_at = EVENT_TIME - 3600
+    event = task_event(5, lastStatus="STOPPED", stoppedAt=iso(stopped_at))
+    item = {"cw_version": "0", "cw_time": event["time"], "cw_source": "event", **event["detail"],
+            "cw_phase": "finished", "cw_expires_at": int(stopped_at) + 14 * DAY + 3600}
+    task_table = plan.table_names[tables.TASKS]
+    session.client("dynamodb").put_item(TableName=task_table,
+                                        Item={name: attributes.encode(value)[0] for name, value in item.items()})
+    monkeypatch.setattr(deploy, "run_chalice", lambda *args, **options: create_functions(session, plan))
+
+    assert deploy.main(["--stage", "dev"], pause=pytest.fail, now=EVENT_TIME) == 0
+
+    assert f"  - {task_table}: raised the expiry of 1 items stored before this version" in capsys.readouterr().out
+    [(_, stored)] = every_item(session, plan)
+    assert stored["cw_expires_at"] == events.expires_at(stopped_at, plan.item_rules.retention_seconds)

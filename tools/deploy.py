@@ -22,7 +22,8 @@ dead-letter setting. So:
    backfilled, and an older ecs-state writes whole items without cw_phase and
    cw_expires_at (as does the docs example's Lambda, if still running). Once
    that code can no longer write (``wait_for_replaced_code``: the update done,
-   then its timeout), one more backfill pass gives every item what it lacks.
+   then its timeout), one more backfill pass gives every item what it lacks,
+   and raises each expiry an older ecs-state dated sooner than ecs-state does.
    On every deploy, so that a second one repairs what another writer broke
    since; it says so when it finds such items on tables already upgraded.
 5. ``start_reconcile_pass``: invoke the reconcile function once, asynchronously,
