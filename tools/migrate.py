@@ -36,13 +36,13 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, TextIO, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Mapping, NamedTuple, Optional, TextIO, Tuple
 
 from botocore.exceptions import ClientError
 
 from chalicelib import attributes, events, settings, tables
 from chalicelib.errors import InvalidEvent
-from chalicelib.events import ItemRules
+from chalicelib.events import SOURCE_FIELD, ItemRules
 from chalicelib.tables import EXPIRES_AT, FINISHED, MISSING_SINCE, PHASE, VERSION, TableSpec
 from tools.local_dynamodb import TIME_TO_LIVE
 from tools.stage import DEPLOYMENT_TAG, DeployError, cli, report, stage_plan
@@ -52,6 +52,16 @@ WAIT_SECONDS = 5
 WAIT_ATTEMPTS = 720  # an hour: a large table's new index takes that long to fill
 PROGRESS_EVERY_ITEMS = 5_000
 REFUSED_KEYS_LISTED = 20  # per error: the report names that many of the items DynamoDB refused
+# Who wrote an item without its lifecycle fields, as the metadata it carries tells: since cw_source
+# came with cw_phase and cw_expires_at, an ecs-state writes cw_source (only cw_phase may lack, while its
+# read index is off); an older one wrote cw_time (and cw_id), the docs example's Lambda neither.
+PHASE_OFF_ECS_STATE, OLDER_ECS_STATE, NO_ECS_STATE = "phase-off", "older", "none"
+WRITER_SIGNS = {
+    PHASE_OFF_ECS_STATE: f"with {SOURCE_FIELD}, as an ecs-state with its read index off writes them",
+    OLDER_ECS_STATE: f"with cw_time but no {SOURCE_FIELD}, as an ecs-state older than cw_phase writes them",
+    NO_ECS_STATE: f"with neither {SOURCE_FIELD} nor cw_time, as no ecs-state writes them: the docs example's Lambda "
+                  "writes cw_version and the detail only",
+}
 # Given a function listing the changes to tables ecs-state did not create, True: go ahead. A
 # function, as listing them scans the tables to count the expiries: only a question asked pays that.
 Confirm = Callable[[Callable[[], List[str]]], bool]
@@ -198,12 +208,14 @@ def inspect_table(
         settled()
         count = backfill(client, spec, name, upgrade)
         added = [f"added {lifecycle_names(rules)} to {count.updated} of {count.read} items of {name}"] if count.updated else []
-        return added + backfill_notes(client, name, count, upgrade, upgraded, check_backups=not options.protect)
+        # On a table already upgraded, nothing this run replaces explains an item lacking its fields.
+        explained = frozenset() if upgraded else None
+        return added + backfill_notes(client, name, count, upgrade, explained, check_backups=not options.protect)
 
     def forecast() -> List[str]:
         count = backfill(client, spec, name, upgrade, write=False)
         return ([f"{name}: {count.updated} of {count.read} items lack {lifecycle_names(rules)}"]
-                + backfill_notes(client, name, count, upgrade, upgraded=False, check_backups=not options.protect,
+                + backfill_notes(client, name, count, upgrade, explained=None, check_backups=not options.protect,
                                  done=False))
 
     def delete_index(index: str) -> List[str]:
@@ -396,14 +408,16 @@ class BackfillCount:
     latest: Optional[int] = None
     past_own_date: int = 0  # of those, items whose own date (from when they finished) is past
     raised: int = 0  # items whose shorter expiry was raised to their own date
+    stripped: Dict[str, int] = field(default_factory=dict)  # items given what they lacked, by who wrote them
     refused: Dict[str, List[str]] = field(default_factory=dict)  # DynamoDB's error: the items it refused ("taskArn …")
 
-    def add(self, fix: ItemFix, now: float) -> None:
+    def add(self, item: Mapping[str, Any], fix: ItemFix, now: float) -> None:
         """One item given what ``fix`` says."""
         self.raised += fix.raised is not None
         if not fix.missing:
             return
         self.updated += 1
+        self.stripped[writer_of(item)] = self.stripped.get(writer_of(item), 0) + 1
         if fix.own is not None:
             given = fix.missing[EXPIRES_AT]
             self.expiring += 1
@@ -421,7 +435,7 @@ def backfill(client: Any, spec: TableSpec, name: str, upgrade: Upgrade, write: b
     something: those without cw_phase, and every finished item or ghost (a filter cannot compare
     an expiry with the date it was computed from)."""
     rules = upgrade.rules
-    fields = [spec.key, VERSION, "cw_time", PHASE, EXPIRES_AT, MISSING_SINCE, spec.status_field]
+    fields = [spec.key, VERSION, "cw_time", SOURCE_FIELD, PHASE, EXPIRES_AT, MISSING_SINCE, spec.status_field]
     if spec.finished_at_field:
         fields.append(spec.finished_at_field)
     placeholder = {field: f"#a{n}" for n, field in enumerate(fields)}
@@ -448,7 +462,7 @@ def backfill(client: Any, spec: TableSpec, name: str, upgrade: Upgrade, write: b
                 count.refused.setdefault(refusal.error, []).append(f"{spec.key} {item[spec.key]['S']}")
                 continue
             if written:
-                count.add(fix, upgrade.now)
+                count.add(item, fix, upgrade.now)
         before, count.read = count.read, count.read + page.get("ScannedCount", 0)
         if write and count.read // PROGRESS_EVERY_ITEMS > before // PROGRESS_EVERY_ITEMS:
             print(f"    {name}: {count.read} items read, {count.updated} updated", flush=True)
@@ -504,6 +518,13 @@ def _write_fix(client: Any, spec: TableSpec, name: str, item: Mapping[str, Any],
     return True
 
 
+def writer_of(item: Mapping[str, Any]) -> str:
+    """Which kind of writer stored a (scanned) item: WRITER_SIGNS."""
+    if SOURCE_FIELD in item:
+        return PHASE_OFF_ECS_STATE
+    return OLDER_ECS_STATE if "cw_time" in item else NO_ECS_STATE
+
+
 def _observed_at(detail: Mapping[str, Any], now: float) -> float:
     """When the stored state was seen: its cw_time, else now (it dates only the expiry of a finished
     item without its own finish time)."""
@@ -513,10 +534,13 @@ def _observed_at(detail: Mapping[str, Any], now: float) -> float:
         return now
 
 
-def backfill_notes(client: Any, name: str, count: BackfillCount, upgrade: Upgrade, upgraded: bool,
-                   check_backups: bool, done: bool = True) -> List[str]:
-    """What a backfill pass means beyond its count: when the items it dated expire (and what
-    --expire-history changes), point-in-time recovery if off, and a writer still stripping items."""
+def backfill_notes(client: Any, name: str, count: BackfillCount, upgrade: Upgrade,
+                   explained: Optional[FrozenSet[str]], check_backups: bool, done: bool = True) -> List[str]:
+    """What a backfill pass means beyond its count: the items DynamoDB refused, the expiries raised, when
+    the items it dated expire (and what --expire-history changes), point-in-time recovery if off, and
+    a writer still stripping items. ``explained``: None where items lacking their fields are history
+    (the table's first backfill); else the kinds of writer (WRITER_SIGNS) whose items the code this
+    run replaced explains, so that any other kind is a writer still at work."""
     notes = [refused_note(name, error, keys, upgrade.rules) for error, keys in count.refused.items()]
     if count.raised:
         notes.append(
@@ -548,13 +572,19 @@ def backfill_notes(client: Any, name: str, count: BackfillCount, upgrade: Upgrad
                 f"before that (aws dynamodb update-continuous-backups --table-name {name} "
                 "--point-in-time-recovery-specification PointInTimeRecoveryEnabled=true)"
             )
-    if upgraded and count.updated:
+    unexplained = {writer: n for writer, n in count.stripped.items() if explained is not None and writer not in explained}
+    if unexplained:
         notes.append(
-            f"{name}: {count.updated} items lacked {lifecycle_names(upgrade.rules)} though the table was already "
-            "upgraded: another writer wrote them whole (the docs example's Lambda; an older ecs-state, until "
-            "this deploy replaced it). If the next run finds more, disable that writer's EventBridge rule: "
-            "until repaired, its items are missing from listings and from the reconciler's ghost query, and "
-            "finished ones do not expire"
+            f"{name}: {sum(unexplained.values())} items lacked {lifecycle_names(upgrade.rules)} that no code this "
+            "run replaced explains ("
+            + "; ".join(f"{n} {WRITER_SIGNS[writer]}" for writer, n in sorted(unexplained.items()))
+            + "): another writer still writes whole items to this table, most likely the docs example's Lambda "
+            "(its EventBridge rule still enabled), or another deployment of ecs-state. Until it stops, each item "
+            "it writes is missing from listings and from the reconciler's ghost query, and a finished one never "
+            "expires. Find its rule: aws events list-rules --query \"Rules[?EventPattern && contains(EventPattern, "
+            "'aws.ecs')].[Name, State]\" --output text; a rule whose targets (aws events list-targets-by-rule "
+            "--rule <name>) are not this stage's ecs-state functions is that writer: aws events disable-rule "
+            "--name <name>. The next run repairs what it wrote meanwhile, and should find none"
         )
     return notes
 
