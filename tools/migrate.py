@@ -30,7 +30,8 @@ missing tables, and adds point-in-time recovery and encryption. A table
 ecs-state did not create (no DEPLOYMENT_TAG) is changed only after the user
 confirmed the list of changes on a terminal (which says how many items will
 get an expiry, and when: a scan of the table before asking), or with --yes
-(the report then says it).
+(the report then says it); on such a table already upgraded, the backfill is
+a repair, done without asking (and without that scan).
 """
 import argparse
 import sys
@@ -136,6 +137,7 @@ class Step(NamedTuple):
     text: str  # what it will change, as the user confirms it
     apply: Callable[[], List[str]]  # makes the change; returns what it changed
     forecast: Optional[Callable[[], List[str]]] = None  # more about it, for the confirmation (may scan)
+    asks: bool = True  # on a table ecs-state did not create, only once the user confirmed it
 
 
 class TableWork(NamedTuple):
@@ -153,7 +155,7 @@ def ensure_tables(
     ``now`` is the upgrade's time (default: the clock's), from which expiries are floored."""
     upgrade = Upgrade(rules, events.now() if now is None else now, options.expire_history)
     work = [inspect_table(client, spec, name, upgrade, deployment, options, pause) for spec, name in names.items()]
-    foreign = [(table.name, step) for table in work if not table.ours for step in table.steps]
+    foreign = [(table.name, step) for table in work if not table.ours for step in table.steps if step.asks]
 
     def listing() -> List[str]:
         return [line for name, step in foreign
@@ -228,8 +230,10 @@ def inspect_table(
     if add_read_index_needed:
         steps.append(Step(f"add index {spec.cluster_index.name}{_throughput_note(table)}", add_read_index))
     if options.always_backfill or add_read_index_needed or spec.legacy_index in indexes or ttl != "ENABLED":
+        # On a table already upgraded, a repair (as make deploy's after chalice deploy): nothing to ask,
+        # so no scan to forecast it.
         steps.append(Step(f"add {lifecycle_names(rules)} to the items stored without them (a scan of the table)",
-                          add_lifecycle_fields, forecast))
+                          add_lifecycle_fields, forecast, asks=not upgraded))
     for index in stale_indexes:
         steps.append(Step(f"delete index {index}", lambda index=index: delete_index(index)))
     if ttl != "ENABLED":
