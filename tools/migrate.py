@@ -36,8 +36,8 @@ a repair, done without asking (and without that scan).
 import argparse
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, FrozenSet, List, Mapping, NamedTuple, Optional, TextIO, Tuple
+from dataclasses import dataclass, field as dataclass_field
+from typing import Any, Callable, Dict, FrozenSet, List, Mapping, NamedTuple, Optional, TextIO
 
 from botocore.exceptions import ClientError
 
@@ -211,7 +211,7 @@ def inspect_table(
         count = backfill(client, spec, name, upgrade)
         added = [f"added {lifecycle_names(rules)} to {count.updated} of {count.read} items of {name}"] if count.updated else []
         # On a table already upgraded, nothing this run replaces explains an item lacking its fields.
-        explained = frozenset() if upgraded else None
+        explained: Optional[FrozenSet[str]] = frozenset() if upgraded else None
         return added + backfill_notes(client, name, count, upgrade, explained, check_backups=not options.protect)
 
     def forecast() -> List[str]:
@@ -412,8 +412,8 @@ class BackfillCount:
     latest: Optional[int] = None
     past_own_date: int = 0  # of those, items whose own date (from when they finished) is past
     raised: int = 0  # items whose shorter expiry was raised to their own date
-    stripped: Dict[str, int] = field(default_factory=dict)  # items given what they lacked, by who wrote them
-    refused: Dict[str, List[str]] = field(default_factory=dict)  # DynamoDB's error: the items it refused ("taskArn …")
+    stripped: Dict[str, int] = dataclass_field(default_factory=dict)  # items given what they lacked, by who wrote them
+    refused: Dict[str, List[str]] = dataclass_field(default_factory=dict)  # DynamoDB's error: the items it refused ("taskArn …")
 
     def add(self, item: Mapping[str, Any], fix: ItemFix, now: float) -> None:
         """One item given what ``fix`` says."""
@@ -421,7 +421,8 @@ class BackfillCount:
         if not fix.missing:
             return
         self.updated += 1
-        self.stripped[writer_of(item)] = self.stripped.get(writer_of(item), 0) + 1
+        writer = writer_of(item)
+        self.stripped[writer] = self.stripped.get(writer, 0) + 1
         if fix.own is not None:
             given = fix.missing[EXPIRES_AT]
             self.expiring += 1
