@@ -583,16 +583,17 @@ def test_terraform_steps_and_destroy_without_chalice(session, monkeypatch):
 
 
 class OldWriter:
-    """What the code an upgrade replaces writes, and the docs example's Lambda too: whole items by
-    PutItem, the detail and cw_version, without cw_phase or cw_expires_at (even over an item that
-    had them)."""
+    """Whole items by PutItem without cw_phase or cw_expires_at (even over an item that had them): as
+    an ecs-state older than those fields wrote them (cw_version, cw_id, cw_time and the detail), or,
+    ``docs_example``, as the docs example's Lambda does (cw_version and the detail only)."""
 
-    def __init__(self, session, plan):
-        self.client, self.plan = session.client("dynamodb"), plan
+    def __init__(self, session, plan, docs_example=False):
+        self.client, self.plan, self.docs_example = session.client("dynamodb"), plan, docs_example
 
     def write(self, event):
         spec = tables.BY_DETAIL_TYPE[event["detail-type"]]
-        item = {"cw_version": event["version"], **event["detail"]}
+        envelope = {} if self.docs_example else {"cw_id": event["id"], "cw_time": event["time"]}
+        item = {"cw_version": event["version"], **envelope, **event["detail"]}
         self.client.put_item(TableName=self.plan.table_names[spec],
                              Item={name: attributes.encode(value)[0] for name, value in item.items()})
 
@@ -612,7 +613,7 @@ def every_item(session, plan):
 def with_history(session, plan):
     """The docs example's task table with three tasks stopped today, 30 and 90 days ago, one running."""
     create_docs_example_table(session.client("dynamodb"), plan.table_names[tables.TASKS])
-    writer = OldWriter(session, plan)
+    writer = OldWriter(session, plan, docs_example=True)
     for n, days_ago in enumerate((0, 30, 90)):
         writer.write(task_event(4, task_id=f"{n:032x}", lastStatus="STOPPED", stoppedAt=iso(EVENT_TIME - days_ago * DAY)))
     writer.write(task_event(2, task_id="f" * 32))
@@ -732,7 +733,7 @@ def test_make_deploy_leaves_no_item_without_its_lifecycle_fields_whatever_the_ol
     assert "waiting for the code chalice deploy replaced, which wrote items without them, to stop" in out
     assert "  - ecs-state-dev-tasks: 4 items read (1 requests, " in out
     assert "repaired 4 that lacked cw_phase and cw_expires_at" in out
-    assert "though the table was already upgraded" not in out  # the code just replaced wrote them: no other writer
+    assert "that no code this run replaced explains" not in out  # the code just replaced wrote them: no other writer
 
 
 def test_a_second_make_deploy_repairs_what_another_writer_stripped_since_and_says_so(session, monkeypatch, capsys):
@@ -740,7 +741,7 @@ def test_a_second_make_deploy_repairs_what_another_writer_stripped_since_and_say
     monkeypatch.setattr(deploy, "run_chalice", lambda *args, **options: create_functions(session, plan))
     assert deploy.main(["--stage", "dev"], pause=pytest.fail, now=EVENT_TIME) == 0
     # A writer ecs-state does not replace (the docs example's Lambda, its rule left on) keeps writing.
-    docs_example = OldWriter(session, plan)
+    docs_example = OldWriter(session, plan, docs_example=True)
     docs_example.write(task_event(7, task_id="e" * 32, lastStatus="STOPPED", stoppedAt=iso(EVENT_TIME)))
     docs_example.write(container_instance_event(3))
     capsys.readouterr()
@@ -750,8 +751,61 @@ def test_a_second_make_deploy_repairs_what_another_writer_stripped_since_and_say
     assert len(assert_every_item_has_its_lifecycle_fields(session, plan, EVENT_TIME + DAY)) == 2
     out = capsys.readouterr().out
     for name in plan.table_names.values():
-        assert f"  - {name}: 1 items lacked cw_phase and cw_expires_at though the table was already upgraded: " \
-               "another writer wrote them whole" in out
+        assert (f"  - {name}: 1 items lacked cw_phase and cw_expires_at that no code this run replaced explains "
+                "(1 with neither cw_source nor cw_time, as no ecs-state writes them: the docs example's Lambda "
+                "writes cw_version and the detail only): another writer still writes whole items to this table, "
+                "most likely the docs example's Lambda") in out
+
+
+def test_a_first_make_deploy_warns_when_the_docs_examples_lambda_still_writes(session, monkeypatch, capsys):
+    """make deploy STAGE=prod YES=1 on the docs example's tables, its rule left on: its Lambda writes
+    while chalice deploy runs, and after. No ecs-state code was replaced: nothing explains its items."""
+    plan = stage.stage_plan("prod")
+    for spec, name in plan.table_names.items():
+        create_docs_example_table(session.client("dynamodb"), name, spec)
+    docs_example = OldWriter(session, plan, docs_example=True)
+    docs_example.write(task_event(2, task_id="a" * 32))  # its history
+
+    def chalice_deploy(*args, **options):
+        docs_example.write(task_event(3, task_id="a" * 32))  # over an item the set-up step backfilled
+        docs_example.write(container_instance_event(2))
+        create_functions(session, plan)
+
+    monkeypatch.setattr(deploy, "run_chalice", chalice_deploy)
+
+    assert deploy.main(["--stage", "prod", "--yes"], pause=pytest.fail, now=EVENT_TIME) == 0
+
+    out = capsys.readouterr().out
+    assert "repaired 1 that lacked" in out
+    for name in plan.table_names.values():
+        assert (f"  - {name}: 1 items lacked cw_phase and cw_expires_at that no code this run replaced explains "
+                "(1 with neither cw_source nor cw_time, as no ecs-state writes them") in out
+    assert "aws events disable-rule --name <name>" in out
+
+
+def test_the_repair_tells_the_items_of_the_code_it_replaced_from_another_writers(session, monkeypatch, capsys):
+    """An older ecs-state is replaced while the docs example's Lambda also writes to its tables: only
+    the Lambda's items (neither cw_source nor cw_time) are unexplained."""
+    plan = stage.stage_plan("dev")
+    older = deployed_by_an_older_ecs_state(session, plan)
+    docs_example = OldWriter(session, plan, docs_example=True)
+
+    def chalice_deploy(*args, **options):
+        older.write(task_event(4, task_id="a" * 32))
+        docs_example.write(task_event(2, task_id="c" * 32))
+        docs_example.write(task_event(2, task_id="d" * 32))
+        create_functions(session, plan)
+
+    monkeypatch.setattr(deploy, "run_chalice", chalice_deploy)
+
+    assert deploy.main(["--stage", "dev", "--yes"], pause=lambda seconds: None, now=EVENT_TIME) == 0
+
+    out = capsys.readouterr().out
+    task_table = plan.table_names[tables.TASKS]
+    assert "repaired 3 that lacked" in out
+    assert (f"  - {task_table}: 2 items lacked cw_phase and cw_expires_at that no code this run replaced explains "
+            "(2 with neither cw_source nor cw_time") in out
+    assert out.count("that no code this run replaced explains") == 1
 
 
 def test_the_wait_covers_the_replaced_functions_that_wrote_items_without_their_fields(session):
@@ -762,9 +816,33 @@ def test_the_wait_covers_the_replaced_functions_that_wrote_items_without_their_f
     assert deploy.replaced_writers(client, plan) == {}  # this ecs-state writes them: nothing to wait for
     index_off = {**plan.environment, "ECS_STATE_READ_INDEX": "disabled"}  # a stage turning its read index on
     client.update_function_configuration(FunctionName=plan.reconcile_function_name, Environment={"Variables": index_off})
-    assert deploy.replaced_writers(client, plan) == {plan.reconcile_function_name: 300}
+    assert deploy.replaced_writers(client, plan) == {
+        plan.reconcile_function_name: deploy.ReplacedWriter(300, migrate.PHASE_OFF_ECS_STATE)}
     keeping_it_off = dataclasses.replace(plan, environment=index_off)
     assert deploy.replaced_writers(client, keeping_it_off) == {}  # ... but not one keeping it off
     pauses = []
-    assert deploy.wait_for_replaced_code(client, {plan.reconcile_function_name: 300}, pauses.append) == 305
+    assert deploy.wait_for_replaced_code(client, deploy.replaced_writers(client, plan), pauses.append) == 305
     assert pauses == [305]
+
+
+# -- expiries an older ecs-state dated from the retention alone (issue 13 review, point 1) ----------
+
+
+def test_every_make_deploy_raises_the_expiries_an_older_ecs_state_dated_sooner(session, monkeypatch, capsys):
+    """The ecs-state before the delivery horizon wrote finished + retention + 1 h; the repair raises it."""
+    plan = stage.stage_plan("dev")
+    deploy.set_up(session, plan)  # the tables, as that ecs-state made them: already upgraded
+    stopped_at = EVENT_TIME - 3600
+    event = task_event(5, lastStatus="STOPPED", stoppedAt=iso(stopped_at))
+    item = {"cw_version": "0", "cw_time": event["time"], "cw_source": "event", **event["detail"],
+            "cw_phase": "finished", "cw_expires_at": int(stopped_at) + 14 * DAY + 3600}
+    task_table = plan.table_names[tables.TASKS]
+    session.client("dynamodb").put_item(TableName=task_table,
+                                        Item={name: attributes.encode(value)[0] for name, value in item.items()})
+    monkeypatch.setattr(deploy, "run_chalice", lambda *args, **options: create_functions(session, plan))
+
+    assert deploy.main(["--stage", "dev"], pause=pytest.fail, now=EVENT_TIME) == 0
+
+    assert f"  - {task_table}: raised the expiry of 1 items stored before this version" in capsys.readouterr().out
+    [(_, stored)] = every_item(session, plan)
+    assert stored["cw_expires_at"] == events.expires_at(stopped_at, plan.item_rules.retention_seconds)

@@ -109,7 +109,12 @@ def own_dynamodb_local():
 
 @pytest.fixture
 def dynamodb_local(own_dynamodb_local, use_endpoint):
-    return use_endpoint(own_dynamodb_local)
+    client = use_endpoint(own_dynamodb_local)
+    yield client
+    # DynamoDB Local gives each table with TTL on a thread of a pool of ten for as long as the table
+    # exists, and a new index waits for a free one: without this, the module's later indexes never build.
+    for name in client.list_tables()["TableNames"]:
+        client.delete_table(TableName=name)
 
 
 @pytest.fixture
@@ -220,14 +225,16 @@ def test_an_event_racing_the_backfill_wins(docs_example_tables):
 
 
 def test_the_backfill_never_overwrites_what_an_item_has(docs_example_tables):
+    """Nor lowers an expiry: it only raises one sooner than the item's own date (below)."""
     name = settings.table_name(TASKS)
-    item = encoded({**docs_example_items()[0], "cw_expires_at": 12345})  # STOPPED, with an expiry of its own
+    later = int(EVENT_TIME) + 400 * DAY
+    item = encoded({**docs_example_items()[0], "cw_expires_at": later})  # STOPPED, with an expiry of its own
     docs_example_tables.put_item(TableName=name, Item=item)
 
     assert migrate.backfill_item(docs_example_tables, TASKS, name, item, at_upgrade_time()) is True
 
     stored = stored_item(docs_example_tables, TASKS, item["taskArn"]["S"])
-    assert (stored["cw_phase"], stored["cw_expires_at"]) == ("finished", 12345)
+    assert (stored["cw_phase"], stored["cw_expires_at"]) == ("finished", later)
     assert migrate.backfill_item(docs_example_tables, TASKS, name, docs_example_tables.get_item(
         TableName=name, Key={"taskArn": item["taskArn"]})["Item"], at_upgrade_time()) is False
 
@@ -336,3 +343,157 @@ def test_between_a_packaged_stacks_two_updates_the_old_index_is_left_to_cloudfor
     assert "deleted index" not in out and "  - created index clusterArn-cw_phase-index on stack-tasks" in out
     indexes = dynamodb.describe_table(TableName="stack-tasks")["Table"]["GlobalSecondaryIndexes"]
     assert sorted(index["IndexName"] for index in indexes) == ["clusterArn-cw_phase-index", "clusterArn-lastStatus-index"]
+
+
+# -- an item DynamoDB refuses (issue 13 review, point 2) --------------------------------------------
+
+
+ODD_TASK = task_event(2, task_id="9" * 32)["detail"]["taskArn"]
+
+
+def filled_to_the_limit(item: Dict[str, Any]) -> Dict[str, Any]:
+    """An attribute that brings the item to 10 bytes under DynamoDB's 400 KB (chalicelib.attributes
+    counts the bytes as DynamoDB Local does): stored, but not once cw_phase is added."""
+    size = sum(attributes.attribute_name_length(name) + attributes.encode(value)[1] for name, value in item.items())
+    return {"overrides": "x" * (attributes.MAX_ITEM_BYTES - size - len("overrides") - 10)}
+
+
+@pytest.mark.parametrize("odd", [
+    lambda item: {"clusterArn": ""},  # the read index's key: DynamoDB refuses an empty string,
+    lambda item: {"clusterArn": 7},  # another type,
+    lambda item: {"clusterArn": "c" * 2049},  # more than 2,048 bytes,
+    filled_to_the_limit,  # and an item over 400 KB
+], ids=["empty-cluster", "numeric-cluster", "long-cluster", "full-item"])
+def test_an_item_dynamodb_refuses_is_listed_and_the_upgrade_goes_on(docs_example_tables, odd):
+    """The docs example stored it (its table had no index); ecs-state's writes cannot complete it."""
+    name = names()[TASKS]
+    event = task_event(2, task_id="9" * 32, lastStatus="STOPPED", stoppedAt=iso(EVENT_TIME))
+    item = {"cw_version": "0", **event["detail"]}
+    docs_example_tables.put_item(TableName=name, Item=encoded({**item, **odd(item)}))
+    client = WithoutTaggingBackupsOrEncryption(docs_example_tables)
+
+    changes = upgrade(client)
+
+    assert f"added cw_phase and cw_expires_at to 12 of 13 items of {name}" in changes
+    [refused] = [line for line in changes if "refused" in line]
+    assert refused.startswith(f"{name}: DynamoDB refused 1 item (ValidationException: ")
+    assert refused.endswith(f": taskArn {ODD_TASK}")
+    assert "cw_phase" not in stored_item(docs_example_tables, TASKS, ODD_TASK)  # left as it was
+    for spec, table in names().items():  # the later steps ran
+        ttl = docs_example_tables.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
+        assert ttl["TimeToLiveStatus"] == "ENABLED"
+        assert all("cw_phase" in item for item in docs_example_tables.scan(TableName=table)["Items"]
+                   if item[spec.key]["S"] != ODD_TASK)
+    # Every later backfill reads the item again, says so again, and changes nothing else.
+    [again] = upgrade(client, migrate.MIGRATE)
+    assert again == refused
+
+
+def test_an_item_dynamodb_refuses_does_not_keep_the_old_index_or_ttl(dynamodb_local):
+    """An older ecs-state's table (the index keyed by status, no TTL) with one item at 400 KB."""
+    name = settings.table_name(TASKS)
+    dynamodb_local.delete_table(TableName=name)
+    dynamodb_local.get_waiter("table_not_exists").wait(TableName=name)
+    create_older_ecs_state_table(dynamodb_local, name)
+    item = {"cw_version": "0", **task_event(2, task_id="9" * 32)["detail"]}
+    dynamodb_local.put_item(TableName=name, Item=encoded({**item, **filled_to_the_limit(item)}))
+    dynamodb_local.put_item(TableName=name, Item=encoded({"cw_version": "0", **task_event(3)["detail"]}))
+
+    changes = migrate.ensure_tables(WithoutTaggingBackupsOrEncryption(dynamodb_local), {TASKS: name}, PLAN.item_rules,
+                                    PLAN.deployment, migrate.MIGRATE, lambda changes: True, short_pause, UPGRADE_TIME)
+
+    created, added, refused, *later = changes
+    assert added == f"added cw_phase and cw_expires_at to 1 of 2 items of {name}"
+    assert refused.startswith(f"{name}: DynamoDB refused 1 item (ValidationException: ")
+    assert refused.endswith("); left as it was (without cw_phase and cw_expires_at, an item is missing from "
+                            f"listings or never expires), the others done; correct or delete it, then run again: "
+                            f"taskArn {ODD_TASK}")
+    assert later == [f"deleted index clusterArn-lastStatus-index from {name}", f"turned on TTL on cw_expires_at of {name}"]
+
+
+# -- expiries an older ecs-state dated from the retention alone (issue 13 review, point 1) ----------
+
+
+OLD_RETENTION = 14 * DAY  # the stage's retention then: an older ecs-state's expiry was finished + 14 d + 1 h
+
+
+def ecs_state_item(event: Dict[str, Any], **fields: Any) -> Dict[str, Any]:
+    """What an ecs-state that wrote the lifecycle fields stored for ``event``, and ``fields``."""
+    return encoded({"cw_version": event["version"], "cw_time": event["time"], "cw_source": "event",
+                    **event["detail"], **fields})
+
+
+def stored_by_the_ecs_state_before_the_horizon(client: Any) -> List[Any]:
+    """Upgraded tables (read index, TTL) holding what that ecs-state wrote; each case is (spec, item,
+    its expiry once upgraded). A task stopped an hour before the events, its expiry 14 days and an
+    hour after: once TTL deleted it, a redriven event of it, younger than a raised retention's
+    creation window (up to 16 days), would create it again as RUNNING, never to expire."""
+    stopped_at = EVENT_TIME - HOUR
+    old, keep = OLD_RETENTION + HOUR, expires_at(0, RETENTION)  # from when the item finished
+    undated = task_event(5, task_id="5" * 32, lastStatus="STOPPED")  # the docs example's: no stoppedAt, no cw_time
+    cases = [
+        (TASKS, ecs_state_item(task_event(5, task_id="1" * 32, lastStatus="STOPPED", stoppedAt=iso(stopped_at)),
+                               cw_phase="finished", cw_expires_at=int(stopped_at) + old), int(stopped_at) + keep),
+        (TASKS, ecs_state_item(task_event(3, task_id="2" * 32), cw_phase="open", cw_missing_since=iso(EVENT_TIME),
+                               cw_expires_at=int(EVENT_TIME) + old), int(EVENT_TIME) + keep),  # a ghost
+        (TASKS, ecs_state_item(task_event(5, task_id="3" * 32, lastStatus="STOPPED", stoppedAt=iso(EVENT_TIME)),
+                               cw_phase="finished", cw_expires_at=int(EVENT_TIME) + keep), int(EVENT_TIME) + keep),
+        (TASKS, ecs_state_item(task_event(5, task_id="4" * 32, lastStatus="STOPPED", stoppedAt=iso(EVENT_TIME)),
+                               cw_phase="finished", cw_expires_at=int(EVENT_TIME) + 400 * DAY),  # never lowered
+         int(EVENT_TIME) + 400 * DAY),
+        (TASKS, encoded({"cw_version": "0", **undated["detail"], "cw_phase": "finished",
+                         "cw_expires_at": int(EVENT_TIME) + old}), int(EVENT_TIME) + old),  # nothing dates it
+        (CONTAINER_INSTANCES, ecs_state_item(container_instance_event(4, status="INACTIVE"), cw_phase="finished",
+                                             cw_expires_at=int(EVENT_TIME) + old), int(EVENT_TIME) + keep),  # by cw_time
+    ]
+    for spec, item, _ in cases:
+        client.put_item(TableName=names()[spec], Item=item)
+    return cases
+
+
+def test_an_upgrade_raises_the_expiries_an_older_ecs_state_dated_from_the_retention_alone(dynamodb_local):
+    cases = stored_by_the_ecs_state_before_the_horizon(dynamodb_local)
+
+    # Already upgraded, the tables are repaired without a question, nor the scan that forecasts it.
+    changes = migrate.ensure_tables(WithoutTaggingBackupsOrEncryption(dynamodb_local), names(), PLAN.item_rules,
+                                    PLAN.deployment, migrate.MIGRATE, lambda changes: pytest.fail("asked"),
+                                    short_pause, UPGRADE_TIME)
+
+    keep = f"{max(RETENTION, events.DELIVERY_HORIZON_SECONDS) // DAY} days and an hour"
+    assert changes == [
+        f"{name}: raised the expiry of {count} items stored before this version (or under a shorter retention) to "
+        f"{keep} after they finished (a ghost: after it was found missing): deleted sooner, an item could be "
+        "created again by its own late events"
+        for name, count in ((names()[TASKS], 2), (names()[CONTAINER_INSTANCES], 1))
+    ]
+    for spec, item, expiry in cases:
+        assert stored_item(dynamodb_local, spec, item[spec.key]["S"])["cw_expires_at"] == expiry
+    # What the older ecs-state dated 14 days after, now lasts at least as long as any event of it can
+    # create it (events.DELIVERY_HORIZON_SECONDS), and an hour more.
+    stopped = stored_item(dynamodb_local, TASKS, cases[0][1]["taskArn"]["S"])
+    assert int(stopped["cw_expires_at"]) - events.parse_time(stopped["stoppedAt"], "stoppedAt") >= 16 * DAY + HOUR
+    assert migrate.ensure_tables(WithoutTaggingBackupsOrEncryption(dynamodb_local), names(), PLAN.item_rules,
+                                 PLAN.deployment, migrate.MIGRATE, lambda changes: True, short_pause,
+                                 UPGRADE_TIME + DAY) == []
+    # Past even once raised (TTL deletes it any time: DynamoDB Local at once), an expiry is left alone.
+    long_ago = EVENT_TIME - 30 * DAY
+    past = ecs_state_item(task_event(5, task_id="6" * 32, lastStatus="STOPPED", stoppedAt=iso(long_ago)),
+                          cw_phase="finished", cw_expires_at=int(long_ago) + OLD_RETENTION + HOUR)
+    assert not at_upgrade_time().fix(TASKS, past)
+
+
+def test_a_write_racing_the_raise_wins(dynamodb_local):
+    """The scan read the stopped task and the ghost with their old expiries; before the raise, an event
+    stores the task's next version, and the reconciler clears the ghost's mark (ECS knows it again)."""
+    stopped, ghost = (item for _, item, _ in stored_by_the_ecs_state_before_the_horizon(dynamodb_local)[:2])
+    arn = stopped["taskArn"]["S"]
+    newer = task_event(6, task_id=arn.rsplit("/", 1)[-1], lastStatus="STOPPED", stoppedAt=iso(EVENT_TIME))
+    assert recorder.record(newer)["outcome"] == "updated"
+    dynamodb_local.update_item(TableName=names()[TASKS], Key={"taskArn": ghost["taskArn"]},
+                               UpdateExpression="REMOVE cw_missing_since, cw_expires_at")
+    before = [stored_item(dynamodb_local, TASKS, item["taskArn"]["S"]) for item in (stopped, ghost)]
+
+    for item in (stopped, ghost):
+        assert migrate.backfill_item(dynamodb_local, TASKS, names()[TASKS], item, at_upgrade_time()) is False
+
+    assert [stored_item(dynamodb_local, TASKS, item["taskArn"]["S"]) for item in (stopped, ghost)] == before

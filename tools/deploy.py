@@ -22,9 +22,11 @@ dead-letter setting. So:
    backfilled, and an older ecs-state writes whole items without cw_phase and
    cw_expires_at (as does the docs example's Lambda, if still running). Once
    that code can no longer write (``wait_for_replaced_code``: the update done,
-   then its timeout), one more backfill pass gives every item what it lacks.
+   then its timeout), one more backfill pass gives every item what it lacks,
+   and raises each expiry an older ecs-state dated sooner than ecs-state does.
    On every deploy, so that a second one repairs what another writer broke
-   since; it says so when it finds such items on tables already upgraded.
+   since; it warns whenever it finds such items that no code this deploy
+   replaced wrote (the docs example's Lambda, its rule left on).
 5. ``start_reconcile_pass``: invoke the reconcile function once, asynchronously,
    as its schedule would, so the tables fill within minutes of a first deploy.
 
@@ -41,7 +43,7 @@ import json
 import re
 import time
 import uuid
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Mapping, NamedTuple, Optional, Tuple
 
 from chalicelib import events, settings
 from chalicelib.events import ItemRules
@@ -252,21 +254,38 @@ def writes_lifecycle_fields(environment: Mapping[str, str], rules: ItemRules) ->
         return False
 
 
-def replaced_writers(client: Any, plan: StagePlan) -> Dict[str, int]:
+class ReplacedWriter(NamedTuple):
+    timeout: int  # seconds: how long an invocation of its code may still write
+    writes: str  # the kind of items it writes without their fields (migrate.WRITER_SIGNS)
+
+
+def replaced_writers(client: Any, plan: StagePlan) -> Dict[str, ReplacedWriter]:
     """Before `chalice deploy`: the functions that write items (events, reconcile) whose deployed
-    code may write them without the lifecycle fields, with their timeouts in seconds."""
+    code may write them without the lifecycle fields, with their timeouts and what they write."""
     writers = {}
     for name in (*plan.event_function_names, plan.reconcile_function_name):
         try:
             config = client.get_function_configuration(FunctionName=name)
         except client.exceptions.ResourceNotFoundException:
             continue  # nothing deployed yet: nothing replaced
-        if not writes_lifecycle_fields(config.get("Environment", {}).get("Variables", {}), plan.item_rules):
-            writers[name] = config.get("Timeout", 3)  # Lambda's default
+        environment = config.get("Environment", {}).get("Variables", {})
+        if not writes_lifecycle_fields(environment, plan.item_rules):
+            knows_them = any(setting in environment for setting in LIFECYCLE_SETTINGS)
+            writers[name] = ReplacedWriter(config.get("Timeout", 3),  # Lambda's default
+                                           migrate.PHASE_OFF_ECS_STATE if knows_them else migrate.OLDER_ECS_STATE)
     return writers
 
 
-def wait_for_replaced_code(client: Any, writers: Mapping[str, int], pause: Callable[[float], None]) -> float:
+def explained_writers(writers: Optional[Mapping[str, ReplacedWriter]]) -> FrozenSet[str]:
+    """The kinds of item lacking its fields that the code this run replaced explains; ``writers``
+    None: not known (--only repair follows whatever replaced the code, e.g. terraform apply), so
+    only an item no ecs-state writes is unexplained."""
+    if writers is None:
+        return frozenset({migrate.PHASE_OFF_ECS_STATE, migrate.OLDER_ECS_STATE})
+    return frozenset(writer.writes for writer in writers.values())
+
+
+def wait_for_replaced_code(client: Any, writers: Mapping[str, ReplacedWriter], pause: Callable[[float], None]) -> float:
     """After `chalice deploy`: until each replaced writer's update is done (new invocations run the
     new code), then until the last invocation of its old code has timed out. Returns the wait."""
     if not writers:
@@ -278,15 +297,18 @@ def wait_for_replaced_code(client: Any, writers: Mapping[str, int], pause: Calla
             pause(migrate.WAIT_SECONDS)
         else:
             raise DeployError(f"function {name} is still being updated after {migrate.WAIT_ATTEMPTS * migrate.WAIT_SECONDS} s")
-    seconds = max(writers.values()) + REPLACED_CODE_MARGIN_SECONDS
+    seconds = max(writer.timeout for writer in writers.values()) + REPLACED_CODE_MARGIN_SECONDS
     pause(seconds)
     return seconds
 
 
-def repair(client: Any, plan: StagePlan, upgrade: Upgrade, upgraded: Mapping[str, bool]) -> List[str]:
-    """Step 4: every item lacking its lifecycle fields gets them (a scan of each table, a write
-    conditioned on the version read per item lacking something). ``upgraded``: the tables that were
-    already ecs-state's before this deploy, where such an item means another writer is running."""
+def repair(client: Any, plan: StagePlan, upgrade: Upgrade, backfilled: Mapping[str, bool],
+           writers: Optional[Mapping[str, ReplacedWriter]]) -> List[str]:
+    """Step 4: every item lacking its lifecycle fields gets them, and every expiry dated sooner than
+    ecs-state dates it is raised (a scan of each table, a write conditioned on the version read per
+    item that needs something). ``backfilled``: the tables backfilled before this step (upgraded
+    before this run, or by its set-up step), where an item lacking its fields that the code this run
+    replaced (``writers``, None if not known) did not write means another writer is running."""
     lines = []
     fields = migrate.lifecycle_names(plan.item_rules)
     for spec, name in plan.table_names.items():
@@ -296,7 +318,8 @@ def repair(client: Any, plan: StagePlan, upgrade: Upgrade, upgraded: Mapping[str
             raise DeployError(f"table {name} does not exist: run the {SET_UP} step first") from None
         lines.append(f"{name}: {count.read} items read ({count.requests} requests, {count.read_units:g} read units); "
                      f"repaired {count.updated} that lacked {fields}")
-        lines += migrate.backfill_notes(client, name, count, upgrade, upgraded.get(name, False), check_backups=False)
+        explained = explained_writers(writers) if backfilled.get(name) else None
+        lines += migrate.backfill_notes(client, name, count, upgrade, explained, check_backups=False)
     return lines
 
 
@@ -368,10 +391,11 @@ def main(argv: "List[str] | None" = None, pause: Callable[[float], None] = time.
     session = boto3.session.Session()
     upgrade = Upgrade(plan.item_rules, events.now() if now is None else now, args.expire_history)
     dynamodb = dynamodb_client(session)
-    # Before anything changes: which tables were ecs-state's already, and which code chalice deploy replaces.
-    upgraded = {name: migrate.upgraded(dynamodb, spec, name, plan.item_rules)
-                for spec, name in plan.table_names.items()} if SET_UP in steps and REPAIR in steps else {}
-    writers = replaced_writers(session.client("lambda"), plan) if CHALICE_DEPLOY in steps and REPAIR in steps else {}
+    # Before anything changes: which tables the repair finds backfilled (ecs-state's already, or by the
+    # set-up step), and which code chalice deploy replaces.
+    backfilled = {name: SET_UP in steps or migrate.upgraded(dynamodb, spec, name, plan.item_rules)
+                  for spec, name in plan.table_names.items()} if REPAIR in steps else {}
+    writers = replaced_writers(session.client("lambda"), plan) if CHALICE_DEPLOY in steps and REPAIR in steps else None
     if SET_UP in steps:
         print(f"{SET_UP}: tables, dead-letter queue, alarm and log groups of stage {plan.stage}")
         report(set_up(session, plan, confirm_on_terminal(args.yes), args.notify, pause, upgrade.now,
@@ -387,10 +411,10 @@ def main(argv: "List[str] | None" = None, pause: Callable[[float], None] = time.
         print(f"{REPAIR}: every item without {migrate.lifecycle_names(plan.item_rules)} gets them (a scan of each table)")
         if writers:
             print(f"  waiting for the code chalice deploy replaced, which wrote items without them, to stop: "
-                  f"its update, then its timeout ({max(writers.values())} s) and {REPLACED_CODE_MARGIN_SECONDS} s",
-                  flush=True)
+                  f"its update, then its timeout ({max(writer.timeout for writer in writers.values())} s) and "
+                  f"{REPLACED_CODE_MARGIN_SECONDS} s", flush=True)
             wait_for_replaced_code(session.client("lambda"), writers, pause)
-        report(repair(dynamodb, plan, upgrade, upgraded))
+        report(repair(dynamodb, plan, upgrade, backfilled, writers))
     if RECONCILE_PASS in steps:
         print(f"{RECONCILE_PASS}: one reconcile pass now (the schedule runs one every "
               f"{settings.reconcile_minutes(plan.environment)} minutes)")

@@ -12,7 +12,14 @@ Per table, one change at a time, waiting for each:
    read, so an event racing in wins; existing values are never overwritten.
    No expiry it gives is sooner than one retention period after the run
    (events.expires_at(now)), unless asked (--expire-history): the history of
-   the docs example's tables would otherwise be deleted within days;
+   the docs example's tables would otherwise be deleted within days. An
+   expiry sooner than the item's own date (events.expires_at from when it
+   finished, or a ghost from its cw_missing_since: an older ecs-state dated
+   it from the retention alone) is raised to it, conditioned on the version
+   and the expiry read; none is lowered. An item
+   DynamoDB refuses (ValidationException: a clusterArn the read index cannot
+   key, an item the fields take over 400 KB) is left as it is and listed by
+   key, and the backfill and the later steps go on;
 3. delete the index ecs-state had before (keyed by status; not with
    --keep-legacy-index, for a packaged stack whose second update drops it), and
    the read index if the stage turns it off;
@@ -23,20 +30,21 @@ missing tables, and adds point-in-time recovery and encryption. A table
 ecs-state did not create (no DEPLOYMENT_TAG) is changed only after the user
 confirmed the list of changes on a terminal (which says how many items will
 get an expiry, and when: a scan of the table before asking), or with --yes
-(the report then says it).
+(the report then says it); on such a table already upgraded, the backfill is
+a repair, done without asking (and without that scan).
 """
 import argparse
 import sys
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, TextIO, Tuple
+from dataclasses import dataclass, field as dataclass_field
+from typing import Any, Callable, Dict, FrozenSet, List, Mapping, NamedTuple, Optional, TextIO
 
 from botocore.exceptions import ClientError
 
 from chalicelib import attributes, events, settings, tables
 from chalicelib.errors import InvalidEvent
-from chalicelib.events import ItemRules
-from chalicelib.tables import EXPIRES_AT, PHASE, VERSION, TableSpec
+from chalicelib.events import SOURCE_FIELD, ItemRules
+from chalicelib.tables import EXPIRES_AT, FINISHED, MISSING_SINCE, PHASE, VERSION, TableSpec
 from tools.local_dynamodb import TIME_TO_LIVE
 from tools.stage import DEPLOYMENT_TAG, DeployError, cli, report, stage_plan
 
@@ -44,6 +52,17 @@ TABLE_ENCRYPTION = {"Enabled": True, "SSEType": "KMS"}  # the AWS managed key aw
 WAIT_SECONDS = 5
 WAIT_ATTEMPTS = 720  # an hour: a large table's new index takes that long to fill
 PROGRESS_EVERY_ITEMS = 5_000
+REFUSED_KEYS_LISTED = 20  # per error: the report names that many of the items DynamoDB refused
+# Who wrote an item without its lifecycle fields, as the metadata it carries tells: since cw_source
+# came with cw_phase and cw_expires_at, an ecs-state writes cw_source (only cw_phase may lack, while its
+# read index is off); an older one wrote cw_time (and cw_id), the docs example's Lambda neither.
+PHASE_OFF_ECS_STATE, OLDER_ECS_STATE, NO_ECS_STATE = "phase-off", "older", "none"
+WRITER_SIGNS = {
+    PHASE_OFF_ECS_STATE: f"with {SOURCE_FIELD}, as an ecs-state with its read index off writes them",
+    OLDER_ECS_STATE: f"with cw_time but no {SOURCE_FIELD}, as an ecs-state older than cw_phase writes them",
+    NO_ECS_STATE: f"with neither {SOURCE_FIELD} nor cw_time, as no ecs-state writes them: the docs example's Lambda "
+                  "writes cw_version and the detail only",
+}
 # Given a function listing the changes to tables ecs-state did not create, True: go ahead. A
 # function, as listing them scans the tables to count the expiries: only a question asked pays that.
 Confirm = Callable[[Callable[[], List[str]]], bool]
@@ -61,6 +80,17 @@ DEPLOY = TableOptions(create=True, protect=True, always_backfill=False)
 MIGRATE = TableOptions(create=False, protect=False, always_backfill=True)
 
 
+class ItemFix(NamedTuple):
+    """What the backfill writes to one item."""
+
+    missing: Dict[str, Any]  # the lifecycle fields it lacks, with their values
+    own: Optional[int]  # if they include an expiry: the item's own date, which the floor may have moved
+    raised: Optional[int]  # the expiry its own shorter one is raised to, if it has one
+
+    def __bool__(self) -> bool:
+        return bool(self.missing) or self.raised is not None
+
+
 class Upgrade(NamedTuple):
     """How a run dates what it adds: the stage's rules, when it runs, and whether history may expire."""
 
@@ -73,22 +103,41 @@ class Upgrade(NamedTuple):
         """The earliest expiry the upgrade gives: one retention period (at least the horizon) from now."""
         return events.expires_at(self.now, self.rules.retention_seconds)
 
-    def missing_fields(self, spec: TableSpec, item: Mapping[str, Any]) -> Tuple[Dict[str, Any], Optional[int]]:
-        """What a scanned (encoded) item lacks of its lifecycle fields, and, if that includes an
-        expiry, the item's own date (from when it finished), which the floor may have moved."""
+    def fix(self, spec: TableSpec, item: Mapping[str, Any]) -> ItemFix:
+        """What a scanned (encoded) item needs: the lifecycle fields it lacks, and a higher expiry if
+        the one it has is sooner than its own date (an older ecs-state dated it from the retention
+        alone, or the retention was shorter)."""
         detail = {attribute: attributes.decode(value) for attribute, value in item.items()}
         fields = events.lifecycle_fields(spec, detail, _observed_at(detail, self.now), self.rules)
         missing = {field: value for field, value in fields.items() if field not in item}
         own = missing.get(EXPIRES_AT)
         if own is not None and not self.expire_history:
             missing[EXPIRES_AT] = max(own, self.floor)
-        return missing, own
+        due = self._own_expiry(spec, detail)
+        stored = detail.get(EXPIRES_AT) if "N" in item.get(EXPIRES_AT, {}) else None
+        # A date already past needs no write: every event of the item is too old to create it again.
+        raise_to = due if stored is not None and due is not None and stored < due and due > self.now else None
+        return ItemFix(missing, own, raise_to)
+
+    def _own_expiry(self, spec: TableSpec, detail: Mapping[str, Any]) -> Optional[int]:
+        """The expiry ecs-state gives the item now: a finished one's from when it finished (as
+        events.lifecycle_fields dates it), a ghost's from its cw_missing_since; None for another."""
+        if spec.phase(detail.get(spec.status_field)) == FINISHED:
+            # Dated from the epoch when it has neither stoppedAt nor cw_time: below any expiry it
+            # has, so it is not raised (dated from now, each run would raise it again).
+            return events.lifecycle_fields(spec, detail, _observed_at(detail, 0), self.rules)[EXPIRES_AT]
+        try:
+            since = events.parse_time(detail[MISSING_SINCE], MISSING_SINCE) if MISSING_SINCE in detail else None
+        except InvalidEvent:
+            return None
+        return None if since is None else events.expires_at(since, self.rules.retention_seconds)
 
 
 class Step(NamedTuple):
     text: str  # what it will change, as the user confirms it
     apply: Callable[[], List[str]]  # makes the change; returns what it changed
     forecast: Optional[Callable[[], List[str]]] = None  # more about it, for the confirmation (may scan)
+    asks: bool = True  # on a table ecs-state did not create, only once the user confirmed it
 
 
 class TableWork(NamedTuple):
@@ -106,7 +155,7 @@ def ensure_tables(
     ``now`` is the upgrade's time (default: the clock's), from which expiries are floored."""
     upgrade = Upgrade(rules, events.now() if now is None else now, options.expire_history)
     work = [inspect_table(client, spec, name, upgrade, deployment, options, pause) for spec, name in names.items()]
-    foreign = [(table.name, step) for table in work if not table.ours for step in table.steps]
+    foreign = [(table.name, step) for table in work if not table.ours for step in table.steps if step.asks]
 
     def listing() -> List[str]:
         return [line for name, step in foreign
@@ -161,12 +210,14 @@ def inspect_table(
         settled()
         count = backfill(client, spec, name, upgrade)
         added = [f"added {lifecycle_names(rules)} to {count.updated} of {count.read} items of {name}"] if count.updated else []
-        return added + backfill_notes(client, name, count, upgrade, upgraded, check_backups=not options.protect)
+        # On a table already upgraded, nothing this run replaces explains an item lacking its fields.
+        explained: Optional[FrozenSet[str]] = frozenset() if upgraded else None
+        return added + backfill_notes(client, name, count, upgrade, explained, check_backups=not options.protect)
 
     def forecast() -> List[str]:
         count = backfill(client, spec, name, upgrade, write=False)
         return ([f"{name}: {count.updated} of {count.read} items lack {lifecycle_names(rules)}"]
-                + backfill_notes(client, name, count, upgrade, upgraded=False, check_backups=not options.protect,
+                + backfill_notes(client, name, count, upgrade, explained=None, check_backups=not options.protect,
                                  done=False))
 
     def delete_index(index: str) -> List[str]:
@@ -179,8 +230,10 @@ def inspect_table(
     if add_read_index_needed:
         steps.append(Step(f"add index {spec.cluster_index.name}{_throughput_note(table)}", add_read_index))
     if options.always_backfill or add_read_index_needed or spec.legacy_index in indexes or ttl != "ENABLED":
+        # On a table already upgraded, a repair (as make deploy's after chalice deploy): nothing to ask,
+        # so no scan to forecast it.
         steps.append(Step(f"add {lifecycle_names(rules)} to the items stored without them (a scan of the table)",
-                          add_lifecycle_fields, forecast))
+                          add_lifecycle_fields, forecast, asks=not upgraded))
     for index in stale_indexes:
         steps.append(Step(f"delete index {index}", lambda index=index: delete_index(index)))
     if ttl != "ENABLED":
@@ -358,27 +411,42 @@ class BackfillCount:
     earliest: Optional[int] = None  # the earliest and latest of those expiries
     latest: Optional[int] = None
     past_own_date: int = 0  # of those, items whose own date (from when they finished) is past
+    raised: int = 0  # items whose shorter expiry was raised to their own date
+    stripped: Dict[str, int] = dataclass_field(default_factory=dict)  # items given what they lacked, by who wrote them
+    refused: Dict[str, List[str]] = dataclass_field(default_factory=dict)  # DynamoDB's error: the items it refused ("taskArn …")
 
-    def add_expiry(self, given: int, own: int, now: float) -> None:
-        self.expiring += 1
-        self.earliest = given if self.earliest is None else min(self.earliest, given)
-        self.latest = given if self.latest is None else max(self.latest, given)
-        self.past_own_date += own <= now
+    def add(self, item: Mapping[str, Any], fix: ItemFix, now: float) -> None:
+        """One item given what ``fix`` says."""
+        self.raised += fix.raised is not None
+        if not fix.missing:
+            return
+        self.updated += 1
+        writer = writer_of(item)
+        self.stripped[writer] = self.stripped.get(writer, 0) + 1
+        if fix.own is not None:
+            given = fix.missing[EXPIRES_AT]
+            self.expiring += 1
+            self.earliest = given if self.earliest is None else min(self.earliest, given)
+            self.latest = given if self.latest is None else max(self.latest, given)
+            self.past_own_date += fix.own <= now
 
 
 def backfill(client: Any, spec: TableSpec, name: str, upgrade: Upgrade, write: bool = True) -> BackfillCount:
-    """Add the lifecycle fields to every item lacking them (``write=False``: only count them).
+    """Add the lifecycle fields to every item lacking them, and raise every expiry sooner than the
+    item's own date (``write=False``: only count them).
 
     One Scan of the whole table, which DynamoDB bills by the size of every item it reads; the filter
-    and the projection keep the answer to the few attributes of the items that lack something."""
+    and the projection keep the answer to the few attributes that date the items that may need
+    something: those without cw_phase, and every finished item or ghost (a filter cannot compare
+    an expiry with the date it was computed from)."""
     rules = upgrade.rules
-    fields = [spec.key, VERSION, "cw_time", PHASE, EXPIRES_AT, spec.status_field]
+    fields = [spec.key, VERSION, "cw_time", SOURCE_FIELD, PHASE, EXPIRES_AT, MISSING_SINCE, spec.status_field]
     if spec.finished_at_field:
         fields.append(spec.finished_at_field)
     placeholder = {field: f"#a{n}" for n, field in enumerate(fields)}
     statuses = {f":s{n}": {"S": status} for n, status in enumerate(sorted(spec.finished_statuses))}
     lacking = (f"{placeholder[spec.status_field]} IN ({', '.join(statuses)}) "
-               f"AND attribute_not_exists({placeholder[EXPIRES_AT]})")  # finished without an expiry
+               f"OR attribute_exists({placeholder[EXPIRES_AT]})")  # finished, or with an expiry (a ghost)
     if rules.read_index:
         lacking = f"attribute_not_exists({placeholder[PHASE]}) OR ({lacking})"
     request: Dict[str, Any] = {
@@ -392,11 +460,14 @@ def backfill(client: Any, spec: TableSpec, name: str, upgrade: Upgrade, write: b
         count.requests += 1
         count.read_units += page.get("ConsumedCapacity", {}).get("CapacityUnits", 0.0)
         for item in page.get("Items", []):
-            missing, own = upgrade.missing_fields(spec, item)
-            if missing and (not write or _write_missing(client, spec, name, item, missing)):
-                count.updated += 1
-                if own is not None:
-                    count.add_expiry(missing[EXPIRES_AT], own, upgrade.now)
+            fix = upgrade.fix(spec, item)
+            try:
+                written = bool(fix) and (not write or _write_fix(client, spec, name, item, fix))
+            except ItemRefused as refusal:
+                count.refused.setdefault(refusal.error, []).append(f"{spec.key} {item[spec.key]['S']}")
+                continue
+            if written:
+                count.add(item, fix, upgrade.now)
         before, count.read = count.read, count.read + page.get("ScannedCount", 0)
         if write and count.read // PROGRESS_EVERY_ITEMS > before // PROGRESS_EVERY_ITEMS:
             print(f"    {name}: {count.read} items read, {count.updated} updated", flush=True)
@@ -406,32 +477,57 @@ def backfill(client: Any, spec: TableSpec, name: str, upgrade: Upgrade, write: b
 
 
 def backfill_item(client: Any, spec: TableSpec, name: str, item: Mapping[str, Any], upgrade: Upgrade) -> bool:
-    """Add what ``item`` lacks, unless it changed since it was read; return whether it was updated."""
-    missing, _ = upgrade.missing_fields(spec, item)
-    return bool(missing) and _write_missing(client, spec, name, item, missing)
+    """Give ``item`` what it needs, unless it changed since it was read; return whether it was updated."""
+    fix = upgrade.fix(spec, item)
+    return bool(fix) and _write_fix(client, spec, name, item, fix)
 
 
-def _write_missing(client: Any, spec: TableSpec, name: str, item: Mapping[str, Any], missing: Mapping[str, Any]) -> bool:
+class ItemRefused(Exception):
+    """DynamoDB refused to write what one item lacks (ValidationException): e.g. a clusterArn the read
+    index cannot key (empty, not a string, over 2 KB), or an item the fields would take over 400 KB."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def _write_fix(client: Any, spec: TableSpec, name: str, item: Mapping[str, Any], fix: ItemFix) -> bool:
+    """Whether the write was made (False: the item changed since it was read); ItemRefused if DynamoDB
+    refuses the item."""
     names = {"#version": VERSION}
     values: Dict[str, Any] = {}
     conditions = ["#version = :version" if VERSION in item else "attribute_not_exists(#version)"]
     if VERSION in item:
         values[":version"] = item[VERSION]
     assignments = []
-    for n, (field, value) in enumerate(sorted(missing.items())):
+    for n, (field, value) in enumerate(sorted(fix.missing.items())):
         names[f"#f{n}"], values[f":f{n}"] = field, attributes.encode(value)[0]
         assignments.append(f"#f{n} = :f{n}")
         conditions.append(f"attribute_not_exists(#f{n})")  # never overwrite: a racing write has its own
+    if fix.raised is not None:  # only over the expiry read: a mark set again, or cleared, since wins
+        names["#expires"], values[":read"], values[":raised"] = EXPIRES_AT, item[EXPIRES_AT], {"N": str(fix.raised)}
+        assignments.append("#expires = :raised")
+        conditions.append("#expires = :read")
     try:
         client.update_item(
             TableName=name, Key={spec.key: item[spec.key]}, UpdateExpression="SET " + ", ".join(assignments),
             ConditionExpression=" AND ".join(conditions), ExpressionAttributeNames=names, ExpressionAttributeValues=values,
         )
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-            return False  # an event or the reconciler wrote the item since: its write carries these fields
+        details = error.response.get("Error", {})
+        if details.get("Code") == "ConditionalCheckFailedException":
+            return False  # an event or the reconciler wrote the item since: its write carries what it needs
+        if details.get("Code") == "ValidationException":  # this item only: the others go on
+            raise ItemRefused(f"ValidationException: {details.get('Message', '')}") from None
         raise
     return True
+
+
+def writer_of(item: Mapping[str, Any]) -> str:
+    """Which kind of writer stored a (scanned) item: WRITER_SIGNS."""
+    if SOURCE_FIELD in item:
+        return PHASE_OFF_ECS_STATE
+    return OLDER_ECS_STATE if "cw_time" in item else NO_ECS_STATE
 
 
 def _observed_at(detail: Mapping[str, Any], now: float) -> float:
@@ -443,11 +539,21 @@ def _observed_at(detail: Mapping[str, Any], now: float) -> float:
         return now
 
 
-def backfill_notes(client: Any, name: str, count: BackfillCount, upgrade: Upgrade, upgraded: bool,
-                   check_backups: bool, done: bool = True) -> List[str]:
-    """What a backfill pass means beyond its count: when the items it dated expire (and what
-    --expire-history changes), point-in-time recovery if off, and a writer still stripping items."""
-    notes = []
+def backfill_notes(client: Any, name: str, count: BackfillCount, upgrade: Upgrade,
+                   explained: Optional[FrozenSet[str]], check_backups: bool, done: bool = True) -> List[str]:
+    """What a backfill pass means beyond its count: the items DynamoDB refused, the expiries raised, when
+    the items it dated expire (and what --expire-history changes), point-in-time recovery if off, and
+    a writer still stripping items. ``explained``: None where items lacking their fields are history
+    (the table's first backfill); else the kinds of writer (WRITER_SIGNS) whose items the code this
+    run replaced explains, so that any other kind is a writer still at work."""
+    notes = [refused_note(name, error, keys, upgrade.rules) for error, keys in count.refused.items()]
+    if count.raised:
+        notes.append(
+            f"{name}: {'raised' if done else 'will raise'} the expiry of {count.raised} items stored before this "
+            f"version (or under a shorter retention) to {_keep_days(upgrade.rules)} days and an hour after they "
+            "finished (a ghost: after it was found missing): deleted sooner, an item could be created again by "
+            "its own late events"
+        )
     if count.expiring:
         span = (f"on {_when(count.earliest)}" if _when(count.earliest) == _when(count.latest)
                 else f"from {_when(count.earliest)} to {_when(count.latest)}")
@@ -471,15 +577,35 @@ def backfill_notes(client: Any, name: str, count: BackfillCount, upgrade: Upgrad
                 f"before that (aws dynamodb update-continuous-backups --table-name {name} "
                 "--point-in-time-recovery-specification PointInTimeRecoveryEnabled=true)"
             )
-    if upgraded and count.updated:
+    unexplained = {writer: n for writer, n in count.stripped.items() if explained is not None and writer not in explained}
+    if unexplained:
         notes.append(
-            f"{name}: {count.updated} items lacked {lifecycle_names(upgrade.rules)} though the table was already "
-            "upgraded: another writer wrote them whole (the docs example's Lambda; an older ecs-state, until "
-            "this deploy replaced it). If the next run finds more, disable that writer's EventBridge rule: "
-            "until repaired, its items are missing from listings and from the reconciler's ghost query, and "
-            "finished ones do not expire"
+            f"{name}: {sum(unexplained.values())} items lacked {lifecycle_names(upgrade.rules)} that no code this "
+            "run replaced explains ("
+            + "; ".join(f"{n} {WRITER_SIGNS[writer]}" for writer, n in sorted(unexplained.items()))
+            + "): another writer still writes whole items to this table, most likely the docs example's Lambda "
+            "(its EventBridge rule still enabled), or another deployment of ecs-state. Until it stops, each item "
+            "it writes is missing from listings and from the reconciler's ghost query, and a finished one never "
+            "expires. Find its rule: aws events list-rules --query \"Rules[?EventPattern && contains(EventPattern, "
+            "'aws.ecs')].[Name, State]\" --output text; a rule whose targets (aws events list-targets-by-rule "
+            "--rule <name>) are not this stage's ecs-state functions is that writer: aws events disable-rule "
+            "--name <name>. The next run repairs what it wrote meanwhile, and should find none"
         )
     return notes
+
+
+def refused_note(name: str, error: str, keys: List[str], rules: ItemRules) -> str:
+    """The items DynamoDB refused with one error, by key (the first REFUSED_KEYS_LISTED)."""
+    more = f"; and {len(keys) - REFUSED_KEYS_LISTED} more" if len(keys) > REFUSED_KEYS_LISTED else ""
+    return (f"{name}: DynamoDB refused {len(keys)} item{'s' if len(keys) > 1 else ''} ({error}); left as "
+            f"{'they were' if len(keys) > 1 else 'it was'} (without {lifecycle_names(rules)}, an item is missing "
+            "from listings or never expires), the others done; correct or delete "
+            f"{'them' if len(keys) > 1 else 'it'}, then run again: " + "; ".join(keys[:REFUSED_KEYS_LISTED]) + more)
+
+
+def _keep_days(rules: ItemRules) -> str:
+    """How long a finished item is kept (events.expires_at), in days."""
+    return f"{max(rules.retention_seconds, events.DELIVERY_HORIZON_SECONDS) / 86_400:g}"
 
 
 def _when(epoch_seconds: Optional[int]) -> str:
