@@ -8,13 +8,15 @@ delivered in order (created, updated, duplicate, stale).
 """
 import os
 import uuid
+import time
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, TextIO
 
 from bench.capacity import PRICES, READ_WEIGHT, WRITE_UNIT_BYTES, Capture, IndexKeys, Units, agreement, explained, item_size, total
 from bench.docs_example import DocsExample
 from bench.streams import Stream
 from bench.writers import BASELINE, EXPECTED_LABELS, OURS, restored_environment
-from chalicelib import settings
+from chalicelib import config as settings
+from chalicelib import runtime
 from chalicelib.store import CREATED, DUPLICATE, STALE, UPDATED
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS, TableSpec
 from tools.local_dynamodb import create_tables
@@ -64,7 +66,7 @@ def _measure(streams: List[Stream], capture: Capture, admin: Any, resource: Any,
 
     from app import app
 
-    ours_client = settings.dynamodb_client()
+    ours_client = runtime.current().dynamodb()
     capture.attach(ours_client)
     capture.attach(resource.meta.client)
     handlers = {TASKS: app.handler_map["task_state_change"], CONTAINER_INSTANCES: app.handler_map["container_instance_state_change"]}
@@ -205,13 +207,14 @@ def target(runs: Mapping[str, Dict[str, Any]], key: str, stream: Stream) -> Dict
 def metadata_bytes(stream: Stream, read_index: bool) -> Dict[str, float]:
     """Mean bytes (name and value, DynamoDB's rules) of each attribute ecs-state adds beyond the
     docs example's item (which has the detail and cw_version), over the stream's written events."""
-    from chalicelib.events import ItemRules, parse_event
+    from chalicelib.ingest.events import parse_event
+    from chalicelib.model.lifecycle import ItemRules
 
-    rules = ItemRules(read_index=read_index, retention_seconds=settings.retention_seconds())
+    rules = ItemRules(read_index=read_index, retention_seconds=runtime.current().config.retention_seconds)
     written = [event for event, outcome in zip(stream.deliveries, stream.expected_outcomes) if outcome in WRITTEN]
     sums: Dict[str, float] = {}
     for event in written:
-        item = parse_event(event, rules).item
+        item = parse_event(event, rules, time.time).item
         for name, value in item.items():
             if name.startswith("cw_") and name != "cw_version":
                 sums[name] = sums.get(name, 0.0) + item_size({name: value})

@@ -29,9 +29,9 @@ def main(argv: List[str] = None) -> int:
     work = workloads.build(args.tasks, 0.3, seed=1)
     with handler_output_discarded() as report, DynamoDBLocal() as server:
         os.environ.update(local_environment(server.endpoint))
-        from chalicelib import settings
+        from chalicelib import runtime
 
-        client = settings.dynamodb_client()
+        client = runtime.current().dynamodb()
         prepare_ours(work, fresh_tables(client, "warm-up"), args.marks)(0)  # client, JIT, imports
         deliver = prepare_ours(work, fresh_tables(client, "profile"), args.marks)
         profile = cProfile.Profile()

@@ -4,7 +4,7 @@ The account lives in the fake ECS API (tools/fake_ecs.py) on loopback: by
 default 10,000 tasks in 20 clusters (19 in 20 RUNNING, 1 in 20 recently
 STOPPED, half Fargate, half EC2) and 5 container instances per cluster. The
 tables are on DynamoDB Local with the read index, as deployed. Three passes,
-each `chalicelib.reconciler.reconcile` as the scheduled function runs it, at
+each `chalicelib.runtime.Runtime.reconcile` as the scheduled function runs it, at
 the stage's default pace (10 ECS calls a second):
 
 1. into empty tables (a new deployment's backfill);
@@ -16,7 +16,7 @@ the stage's default pace (10 ECS calls a second):
 
 DynamoDB requests and capacity come from the same capture as the capacity
 section (bench/capacity.py); ECS calls from the pass's own count. The time
-spent waiting for the pace is measured around ``chalicelib.ecs.Pace.wait``.
+spent waiting for the pace is measured around ``chalicelib.reconcile.ecs.Pace.wait``.
 """
 import os
 import random
@@ -29,7 +29,8 @@ from typing import Any, Dict, Iterator, List, Mapping, TextIO
 from bench.capacity import PRICES, Capture, IndexKeys, Units, agreement, explained, total
 from bench.cost import agreement_line
 from bench.writers import restored_environment
-from chalicelib import settings
+from chalicelib import config as settings
+from chalicelib import runtime
 from chalicelib.tables import ALL, CONTAINER_INSTANCES, TASKS
 
 STOPPED_SHARE = 20  # one task in 20 is recently STOPPED
@@ -38,7 +39,7 @@ STOPPED_SHARE = 20  # one task in 20 is recently STOPPED
 @contextmanager
 def pacing_clock() -> Iterator[List[float]]:
     """Seconds spent in Pace.wait (the reconciler's own pacing) while the block runs."""
-    from chalicelib import ecs
+    from chalicelib.reconcile import ecs
 
     original = ecs.Pace.wait
     spent = [0.0]
@@ -83,13 +84,12 @@ def scheduled_event() -> Dict[str, Any]:
 
 
 def one_pass(capture: Capture, fake: Any, rate: float) -> Dict[str, Any]:
-    from chalicelib import reconciler
 
     mark = capture.mark()
     fake.reset_calls()
     with pacing_clock() as paced:
         started = time.perf_counter()
-        summary = reconciler.reconcile(scheduled_event(), budget_seconds=None)
+        summary = runtime.current().reconcile(scheduled_event(), None, budget_seconds=None)
         wall = time.perf_counter() - started
     requests = capture.since(mark)
     billed = total(request.billed for request in requests)
@@ -136,7 +136,7 @@ def measure(capture: Capture, admin: Any, tasks: int, clusters: int, instances_p
                 index = spec.cluster_index
                 capture.know_table(name, spec.key, [IndexKeys(index.name, index.hash_key, index.range_key)])
             create_tables(admin, names, read_index=True)
-            capture.attach(settings.dynamodb_client())
+            capture.attach(runtime.current().dynamodb())
             started = time.perf_counter()
             account = build_account(fake, tasks, clusters, instances_per_cluster)
             print(f"  account built in the fake ECS: {tasks} tasks ({len(account['stopped'])} STOPPED), "
@@ -163,7 +163,7 @@ def measure(capture: Capture, admin: Any, tasks: int, clusters: int, instances_p
             for name in names.values():
                 admin.delete_table(TableName=name)
         finally:
-            settings.reset_client()  # forget the ECS client bound to the fake's port
+            runtime.reset()  # forget the ECS client bound to the fake's port
     return {
         "account": {"tasks": tasks, "stopped_tasks": len(account["stopped"]), "clusters": clusters,
                     "container_instances": len(account["instances"]), "calls_per_second": rate},

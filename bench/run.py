@@ -294,10 +294,11 @@ def main(argv: List[str] = None) -> int:
         os.environ.update(local_environment(server.endpoint))
         import boto3
 
-        from chalicelib import settings
+        from chalicelib import config as settings
+        from chalicelib import runtime
 
-        settings.reset_client()
-        client = settings.dynamodb_client()
+        runtime.reset()
+        client = runtime.current().dynamodb()
         resource = boto3.session.Session().resource("dynamodb")
         if "throughput" in sections:
             print(f"DynamoDB Local at {server.endpoint}; {len(work.deliveries)} deliveries of {args.tasks} tasks: "

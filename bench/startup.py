@@ -83,10 +83,10 @@ def import_times(runs: int) -> Dict[str, Any]:
 
 
 def first_event(endpoint: str, runs: int) -> Dict[str, float]:
-    from chalicelib import settings
+    from chalicelib import runtime
 
     table = f"bench-first-{uuid.uuid4().hex[:8]}"
-    create_tables(settings.dynamodb_client(), {TASKS: table})
+    create_tables(runtime.current().dynamodb(), {TASKS: table})
     environment = {**os.environ, **local_environment(endpoint), TASKS.name_env: table}
     figures = {}
     for number, writer in enumerate(("ecs-state", "docs example")):
@@ -95,7 +95,7 @@ def first_event(endpoint: str, runs: int) -> Dict[str, float]:
             for run in range(runs)
         ]
         figures[writer] = statistics.median(times)
-    settings.dynamodb_client().delete_table(TableName=table)
+    runtime.current().dynamodb().delete_table(TableName=table)
     return figures
 
 

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 from bench.workload import sequential_outcomes, task_versions
 from tools.replay import recent_events
-from chalicelib.events import iso_time, parse_time
+from chalicelib.model.clock import iso_time, parse_time
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS, TableSpec
 
 TASK_STATES = ("PROVISIONING", "PENDING", "ACTIVATING", "RUNNING", "DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED")

@@ -5,12 +5,14 @@ per-event work (building requests, contexts, Table objects) and returns
 ``deliver(index) -> outcome label`` for the timed loop.
 """
 import os
+import time
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, Mapping
 
 from bench.docs_example import IGNORED, SAVED_NEW, UPDATED, DocsExample
 from bench.workload import CREATED, DUPLICATE, STALE, Workload
-from chalicelib import settings
+from chalicelib import config as settings
+from chalicelib import runtime
 from chalicelib.tables import TASKS, TableSpec
 
 Deliver = Callable[[int], str]
@@ -61,13 +63,13 @@ def restored_environment(*names: str) -> Iterator[None]:
 
 def prepare_floor(client: Any, workload: Workload, table_names: Mapping[TableSpec, str]) -> Deliver:
     """One pre-serialised conditional PutItem per event, the least any correct writer can send."""
-    from chalicelib.events import parse_event
+    from chalicelib.ingest.events import parse_event
 
     table = table_names[TASKS]
     requests = [
         {
             "TableName": table,
-            "Item": parse_event(event).item,
+            "Item": parse_event(event, runtime.current().config.rules, time.time).item,
             "ConditionExpression": "attribute_not_exists(#key) OR #version < :version",
             "ExpressionAttributeNames": {"#key": TASKS.key, "#version": "version"},
             "ExpressionAttributeValues": {":version": {"N": str(event["detail"]["version"])}},

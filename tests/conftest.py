@@ -7,7 +7,9 @@ from typing import Iterator
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from chalicelib import settings, tables
+from chalicelib import runtime, tables
+from chalicelib.config import from_environment
+from chalicelib.runtime import Runtime
 from tools.local_dynamodb import (
     LOCAL_RETENTION_DAYS,
     DynamoDBLocal,
@@ -27,10 +29,12 @@ hypothesis_settings.load_profile("ci" if IN_CI else "dev")
 # Tests never emit EMF to stdout or INFO logs unless they ask for them.
 os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-# The local stage's retention: nothing a test stores expires unless the test sets
-# the retention it tests. Event times are relative to now (tests/helpers.py's
-# EVENT_TIME, tools/replay.py's recent_events), so no test depends on the date.
-os.environ.setdefault(settings.RETENTION_DAYS_ENV, str(LOCAL_RETENTION_DAYS))
+# The settings every test starts from: the defaults (whatever the shell running the
+# tests sets), with the local stage's retention, so nothing a test stores expires
+# unless the test sets the retention it tests; each test gets tables of its own.
+# Event times are relative to now (tests/helpers.py's EVENT_TIME, tools/replay.py's
+# recent_events), so no test depends on the date it runs.
+TEST_SETTINGS = from_environment({})._replace(retention_seconds=LOCAL_RETENTION_DAYS * 86_400)
 
 
 @contextlib.contextmanager
@@ -64,21 +68,32 @@ def moto_endpoint():
 
 @pytest.fixture
 def use_endpoint(monkeypatch):
-    """Point the app (settings' client) at ``endpoint`` with fresh tables; return the client."""
+    """Install a Runtime on ``endpoint`` (boto3 reads it from the environment), with the test
+    settings and fresh tables; return its DynamoDB client, the one the app uses."""
 
     def use(endpoint):
         for name, value in local_environment(endpoint).items():
             monkeypatch.setenv(name, value)
         suffix = uuid.uuid4().hex[:8]
-        for spec in tables.ALL:
-            monkeypatch.setenv(spec.name_env, f"{spec.default_name}-{suffix}")
-        settings.reset_client()
-        client = settings.dynamodb_client()
-        create_tables(client, {spec: settings.table_name(spec) for spec in tables.ALL})
-        return client
+        names = {f"{spec.kind}_table": f"{spec.default_name}-{suffix}" for spec in tables.ALL}
+        process = runtime.use(Runtime(TEST_SETTINGS._replace(**names)))
+        create_tables(process.dynamodb(), {spec: process.config.table_name(spec) for spec in tables.ALL},
+                      process.config.read_index)
+        return process.dynamodb()
 
     yield use
-    settings.reset_client()
+    runtime.reset()
+
+
+@pytest.fixture
+def configure():
+    """Change the settings (Config's fields) or clocks (now, monotonic) of the installed Runtime:
+    ``configure(retention_seconds=2 * DAY)``. The clients stay: request counters still count."""
+
+    def configure(**changes):
+        return runtime.use(runtime.current().replace(**changes))
+
+    return configure
 
 
 @pytest.fixture

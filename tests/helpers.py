@@ -11,8 +11,11 @@ from typing import Any, Dict, Iterator, List, Optional
 from boto3.dynamodb.types import TypeDeserializer
 from chalice.local import LambdaContext
 
-from chalicelib import settings
-from chalicelib.events import iso_time
+from chalicelib import runtime
+from chalicelib.ingest.events import parse_event
+from chalicelib.model.changes import StateChange
+from chalicelib.model.lifecycle import ItemRules
+from chalicelib.model.clock import iso_time
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS, TableSpec
 
 ACCOUNT = "111122223333"
@@ -101,6 +104,26 @@ def lambda_context(function_name: str, client_context: Optional[Dict[str, Any]] 
     return context
 
 
+# The rules of the test settings (tests/conftest.py): the read index, a century's retention.
+TEST_RULES = ItemRules(read_index=True, retention_seconds=36_500 * DAY)
+
+
+def parse(event: Any, rules: ItemRules = TEST_RULES) -> StateChange:
+    """``event`` checked and built into its item, as the recorder does (the wall clock dates an
+    event without a time)."""
+    return parse_event(event, rules, time.time)
+
+
+def table_name(table: TableSpec) -> str:
+    """The installed Runtime's name of ``table`` (tests/conftest.py gives each test its own)."""
+    return runtime.current().config.table_name(table)
+
+
+def record(event: Any, context: Any = None) -> Dict[str, Any]:
+    """Record ``event`` as the event functions do, with the installed Runtime."""
+    return runtime.current().record(event, context)
+
+
 def expected_item(event: Dict[str, Any]) -> Dict[str, Any]:
     """What ecs-state stores for an unfinished task or instance's event (index on): the detail
     verbatim, plus the envelope's version and time, where it came from and its phase."""
@@ -113,7 +136,7 @@ def expected_item(event: Dict[str, Any]) -> Dict[str, Any]:
 def stored_item(client: Any, table: TableSpec, key: str):
     """The stored item as Python values (numbers as Decimal), or None."""
     response = client.get_item(
-        TableName=settings.table_name(table), Key={table.key: {"S": key}}, ConsistentRead=True
+        TableName=table_name(table), Key={table.key: {"S": key}}, ConsistentRead=True
     )
     item = response.get("Item")
     return None if item is None else {name: _deserialize(value) for name, value in item.items()}
@@ -122,7 +145,7 @@ def stored_item(client: Any, table: TableSpec, key: str):
 def store_unnumbered_version(client: Any, event: Dict[str, Any]) -> None:
     """Store the event's task with a version that is not a number: ecs-state refuses to compare
     (StoredItemConflict). DynamoDB Local only: moto answers the comparison with a 500."""
-    client.put_item(TableName=settings.table_name(TASKS),
+    client.put_item(TableName=table_name(TASKS),
                     Item={"taskArn": {"S": event["detail"]["taskArn"]}, "version": {"S": "seven"}})
 
 
@@ -143,18 +166,17 @@ def count_requests(client: Any) -> Dict[str, int]:
 def logs_and_metrics(capsys: Any, monkeypatch: Any) -> Iterator[List[Dict[str, Any]]]:
     """The JSON lines (Powertools logs at INFO, EMF metrics) written inside the block,
     parsed into the list yielded, once the block ends."""
-    from chalicelib import observability
-
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    logger = runtime.current().telemetry.logger
     log_output = io.StringIO()
-    handler = observability.logger.registered_handler
+    handler = logger.registered_handler
     original_stream = handler.setStream(log_output)
-    observability.logger.setLevel("INFO")
+    logger.setLevel("INFO")
     lines: List[Dict[str, Any]] = []
     try:
         yield lines
     finally:
-        observability.logger.setLevel("WARNING")
+        logger.setLevel("WARNING")
         handler.setStream(original_stream)
     output = log_output.getvalue() + capsys.readouterr().out
     lines.extend(json.loads(line) for line in output.splitlines() if line.startswith("{"))

@@ -4,11 +4,14 @@ from decimal import Decimal
 
 import pytest
 
-from chalicelib.attributes import MAX_ITEM_BYTES, MAX_NESTED_CONTAINERS
 from chalicelib.errors import InvalidEvent, ItemTooLarge
-from chalicelib.events import DELIVERY_HORIZON_SECONDS, MAX_VERSION, ItemRules, parse_event, parse_snapshot
+from chalicelib.model.attributes import MAX_ITEM_BYTES, MAX_NESTED_CONTAINERS
+from chalicelib.model.changes import MAX_VERSION
+from chalicelib.model.lifecycle import DELIVERY_HORIZON_SECONDS, ItemRules
+from chalicelib.reconcile.snapshots import parse_snapshot
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS
 from tests.helpers import DAY, EVENT_TIME, HOUR, container_instance_event, iso, task_event
+from tests.helpers import parse as parse_event
 
 
 def nested(depth):

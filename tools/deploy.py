@@ -45,8 +45,9 @@ import time
 import uuid
 from typing import Any, Callable, Dict, FrozenSet, List, Mapping, NamedTuple, Optional, Tuple
 
-from chalicelib import events, settings
-from chalicelib.events import ItemRules
+from chalicelib import config as settings
+from chalicelib.errors import ConfigError
+from chalicelib.model.lifecycle import ItemRules
 from tools import migrate
 from tools.migrate import DEPLOY, EXPIRE_HISTORY_HELP, Confirm, Upgrade, confirm_on_terminal, ensure_tables
 from tools.policy_files import policy_gaps
@@ -249,8 +250,8 @@ def writes_lifecycle_fields(environment: Mapping[str, str], rules: ItemRules) ->
     if not any(name in environment for name in LIFECYCLE_SETTINGS):
         return False
     try:
-        return settings.read_index_enabled(environment) or not rules.read_index
-    except ValueError:
+        return settings.from_environment(environment).read_index or not rules.read_index
+    except ConfigError:
         return False
 
 
@@ -346,7 +347,7 @@ def start_reconcile_pass(client: Any, name: str) -> List[str]:
     except client.exceptions.ResourceNotFoundException:
         raise DeployError(f"function {name} does not exist: deploy the functions first") from None
     region, account = arn.split(":")[3:5]  # arn:partition:lambda:region:account:function:name
-    payload = json.dumps(scheduled_event(account, region, events.now())).encode()
+    payload = json.dumps(scheduled_event(account, region, time.time())).encode()
     client.invoke(FunctionName=name, InvocationType="Event", Payload=payload)
     return [f"started a reconcile pass: {name} fills the tables from the ECS API now; "
             f"its summary is logged to /aws/lambda/{name}"]
@@ -389,7 +390,7 @@ def main(argv: "List[str] | None" = None, pause: Callable[[float], None] = time.
     plan = stage_plan(args.stage)
     check_policies(plan)
     session = boto3.session.Session()
-    upgrade = Upgrade(plan.item_rules, events.now() if now is None else now, args.expire_history)
+    upgrade = Upgrade(plan.item_rules, time.time() if now is None else now, args.expire_history)
     dynamodb = dynamodb_client(session)
     # Before anything changes: which tables the repair finds backfilled (ecs-state's already, or by the
     # set-up step), and which code chalice deploy replaces.
@@ -417,7 +418,7 @@ def main(argv: "List[str] | None" = None, pause: Callable[[float], None] = time.
         report(repair(dynamodb, plan, upgrade, backfilled, writers))
     if RECONCILE_PASS in steps:
         print(f"{RECONCILE_PASS}: one reconcile pass now (the schedule runs one every "
-              f"{settings.reconcile_minutes(plan.environment)} minutes)")
+              f"{plan.config.reconcile_minutes} minutes)")
         report(start_reconcile_pass(session.client("lambda"), plan.reconcile_function_name))
     return 0
 

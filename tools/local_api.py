@@ -127,11 +127,13 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         # The stage's own variables, as chalice local sets them: same credentials, same table names.
         os.environ.update({**environment, ENDPOINT_VARIABLE: endpoint})
-        from chalicelib import settings, tables
+        from chalicelib import tables
+        from chalicelib.config import from_environment
+        from chalicelib.store.client import new_client
 
-        settings.reset_client()
-        names = {spec: settings.table_name(spec) for spec in tables.ALL}
-        create_tables(settings.dynamodb_client(), names)
+        stage = from_environment()  # the local stage's table names
+        names = {spec: stage.table_name(spec) for spec in tables.ALL}
+        create_tables(new_client(), names, stage.read_index)
 
         api_port = args.port or free_port()
         chalice = start_chalice_local(project, api_port)

@@ -227,11 +227,11 @@ def create_tables(client: Any, names: Mapping[TableSpec, str], read_index: Optio
     """Create each table from its one definition unless it exists, wait until it is active,
     and turn on TTL on cw_expires_at, as everywhere tables are made.
 
-    ``read_index`` defaults to the stage's setting (ECS_STATE_READ_INDEX).
+    ``read_index`` defaults to the environment's setting (ECS_STATE_READ_INDEX).
     """
-    from chalicelib.settings import read_index_enabled
+    from chalicelib.config import from_environment
 
-    with_index = read_index_enabled() if read_index is None else read_index
+    with_index = from_environment().read_index if read_index is None else read_index
     for spec, name in names.items():
         try:
             client.create_table(**spec.create_table_request(name, read_index=with_index))

@@ -11,9 +11,9 @@ Per table, one change at a time, waiting for each:
    cw_expires_at, with a write conditioned on the item's version being the one
    read, so an event racing in wins; existing values are never overwritten.
    No expiry it gives is sooner than one retention period after the run
-   (events.expires_at(now)), unless asked (--expire-history): the history of
+   (lifecycle.expires_at(now)), unless asked (--expire-history): the history of
    the docs example's tables would otherwise be deleted within days. An
-   expiry sooner than the item's own date (events.expires_at from when it
+   expiry sooner than the item's own date (lifecycle.expires_at from when it
    finished, or a ghost from its cw_missing_since: an older ecs-state dated
    it from the retention alone) is raised to it, conditioned on the version
    and the expiry read; none is lowered. An item
@@ -41,9 +41,13 @@ from typing import Any, Callable, Dict, FrozenSet, List, Mapping, NamedTuple, Op
 
 from botocore.exceptions import ClientError
 
-from chalicelib import attributes, events, settings, tables
+from chalicelib import config as settings
+from chalicelib import tables
 from chalicelib.errors import InvalidEvent
-from chalicelib.events import SOURCE_FIELD, ItemRules
+from chalicelib.model import attributes, lifecycle
+from chalicelib.model.changes import SOURCE_FIELD
+from chalicelib.model.clock import parse_time
+from chalicelib.model.lifecycle import ItemRules
 from chalicelib.tables import EXPIRES_AT, FINISHED, MISSING_SINCE, PHASE, VERSION, TableSpec
 from tools.local_dynamodb import TIME_TO_LIVE
 from tools.stage import DEPLOYMENT_TAG, DeployError, cli, report, stage_plan
@@ -101,14 +105,14 @@ class Upgrade(NamedTuple):
     @property
     def floor(self) -> int:
         """The earliest expiry the upgrade gives: one retention period (at least the horizon) from now."""
-        return events.expires_at(self.now, self.rules.retention_seconds)
+        return lifecycle.expires_at(self.now, self.rules.retention_seconds)
 
     def fix(self, spec: TableSpec, item: Mapping[str, Any]) -> ItemFix:
         """What a scanned (encoded) item needs: the lifecycle fields it lacks, and a higher expiry if
         the one it has is sooner than its own date (an older ecs-state dated it from the retention
         alone, or the retention was shorter)."""
         detail = {attribute: attributes.decode(value) for attribute, value in item.items()}
-        fields = events.lifecycle_fields(spec, detail, _observed_at(detail, self.now), self.rules)
+        fields = lifecycle.lifecycle_fields(spec, detail, _observed_at(detail, self.now), self.rules)
         missing = {field: value for field, value in fields.items() if field not in item}
         own = missing.get(EXPIRES_AT)
         if own is not None and not self.expire_history:
@@ -121,16 +125,16 @@ class Upgrade(NamedTuple):
 
     def _own_expiry(self, spec: TableSpec, detail: Mapping[str, Any]) -> Optional[int]:
         """The expiry ecs-state gives the item now: a finished one's from when it finished (as
-        events.lifecycle_fields dates it), a ghost's from its cw_missing_since; None for another."""
+        lifecycle.lifecycle_fields dates it), a ghost's from its cw_missing_since; None for another."""
         if spec.phase(detail.get(spec.status_field)) == FINISHED:
             # Dated from the epoch when it has neither stoppedAt nor cw_time: below any expiry it
             # has, so it is not raised (dated from now, each run would raise it again).
-            return events.lifecycle_fields(spec, detail, _observed_at(detail, 0), self.rules)[EXPIRES_AT]
+            return lifecycle.lifecycle_fields(spec, detail, _observed_at(detail, 0), self.rules)[EXPIRES_AT]
         try:
-            since = events.parse_time(detail[MISSING_SINCE], MISSING_SINCE) if MISSING_SINCE in detail else None
+            since = parse_time(detail[MISSING_SINCE], MISSING_SINCE) if MISSING_SINCE in detail else None
         except InvalidEvent:
             return None
-        return None if since is None else events.expires_at(since, self.rules.retention_seconds)
+        return None if since is None else lifecycle.expires_at(since, self.rules.retention_seconds)
 
 
 class Step(NamedTuple):
@@ -153,7 +157,7 @@ def ensure_tables(
     """Inspect every table first (refusing what ecs-state cannot use before changing anything),
     ask once for the tables ecs-state did not create, then make the changes; return them.
     ``now`` is the upgrade's time (default: the clock's), from which expiries are floored."""
-    upgrade = Upgrade(rules, events.now() if now is None else now, options.expire_history)
+    upgrade = Upgrade(rules, time.time() if now is None else now, options.expire_history)
     work = [inspect_table(client, spec, name, upgrade, deployment, options, pause) for spec, name in names.items()]
     foreign = [(table.name, step) for table in work if not table.ours for step in table.steps if step.asks]
 
@@ -534,7 +538,7 @@ def _observed_at(detail: Mapping[str, Any], now: float) -> float:
     """When the stored state was seen: its cw_time, else now (it dates only the expiry of a finished
     item without its own finish time)."""
     try:
-        return events.parse_time(detail.get("cw_time"), "cw_time")
+        return parse_time(detail.get("cw_time"), "cw_time")
     except InvalidEvent:
         return now
 
@@ -604,8 +608,8 @@ def refused_note(name: str, error: str, keys: List[str], rules: ItemRules) -> st
 
 
 def _keep_days(rules: ItemRules) -> str:
-    """How long a finished item is kept (events.expires_at), in days."""
-    return f"{max(rules.retention_seconds, events.DELIVERY_HORIZON_SECONDS) / 86_400:g}"
+    """How long a finished item is kept (lifecycle.expires_at), in days."""
+    return f"{max(rules.retention_seconds, lifecycle.DELIVERY_HORIZON_SECONDS) / 86_400:g}"
 
 
 def _when(epoch_seconds: Optional[int]) -> str:
@@ -672,7 +676,7 @@ def main(argv: "List[str] | None" = None, now: Optional[float] = None) -> int:
     client = boto3.session.Session().client("dynamodb", config=Config(retries={"mode": "adaptive", "total_max_attempts": 10}))
     print(f"migrate: tables {', '.join(names.values())} (read index {environment.get(settings.READ_INDEX_ENV, settings.ENABLED)})")
     options = MIGRATE._replace(keep_legacy_index=args.keep_legacy_index, expire_history=args.expire_history)
-    report(ensure_tables(client, names, settings.item_rules(environment), plan.deployment, options,
+    report(ensure_tables(client, names, settings.from_environment(environment).rules, plan.deployment, options,
                          confirm_on_terminal(args.yes), now=now))
     return 0
 

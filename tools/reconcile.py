@@ -1,6 +1,6 @@
 """`make reconcile STAGE=<stage>`: one reconcile pass from this machine, as the scheduled function runs it.
 
-The same code (chalicelib.reconciler.reconcile) with the stage's settings (its
+The same code (chalicelib/reconcile/passes.py) with the stage's settings (its
 environment_variables in .chalice/config.json, read through Chalice's config
 loading as `make deploy` reads them) and your AWS credentials and region. It
 says first which account, region and tables it works on, then prints the
@@ -12,9 +12,11 @@ import argparse
 import json
 import os
 import sys
+import time
 from typing import List
 
-from chalicelib import events, settings
+from chalicelib.errors import ReconcileFailed
+from chalicelib.runtime import Runtime
 from tools.deploy import scheduled_event
 from tools.stage import DeployError, cli, stage_plan
 
@@ -31,10 +33,9 @@ def main(argv: "List[str] | None" = None) -> int:
     import boto3
 
     plan = stage_plan(args.stage)
-    # The stage's settings, as Lambda gives them to the function; EMF metrics mean nothing off Lambda.
-    os.environ.update(plan.environment)
+    # EMF metrics mean nothing off Lambda (Powertools reads its own variable).
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
-    settings.reset_client()
+    process = Runtime(plan.config)  # the stage's settings, as its function reads them
     session = boto3.session.Session()
     if not session.region_name:
         raise DeployError("no AWS region: set AWS_REGION, or a region in your profile")
@@ -42,11 +43,9 @@ def main(argv: "List[str] | None" = None) -> int:
     print(f"reconcile pass, stage {plan.stage}: account {identity['Account']} as {identity['Arn']}, "
           f"region {session.region_name}, tables {', '.join(plan.table_names.values())}", flush=True)
 
-    from chalicelib.reconciler import ReconcileFailed, reconcile
-
-    event = scheduled_event(identity["Account"], session.region_name, events.now())
+    event = scheduled_event(identity["Account"], session.region_name, time.time())
     try:
-        summary = reconcile(event, None, budget_seconds=args.budget_seconds)
+        summary = process.reconcile(event, None, budget_seconds=args.budget_seconds)
     except ReconcileFailed as failed:
         summary = failed.summary
     print(json.dumps(summary, indent=2, default=str))

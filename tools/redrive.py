@@ -5,7 +5,7 @@ is deleted only once the function answers that the event is recorded (created,
 updated, duplicate or stale: replaying is safe, an older or equal version never
 overwrites what is stored). An event answered "expired" (older than the
 creation window, nothing stored) is left, with what to do about it. The Invoke request carries the
-redrive marker in its ClientContext (chalicelib/dead_letters.py), so an event
+redrive marker in its ClientContext (chalicelib/ingest/dead_letters.py), so an event
 that still cannot be stored fails its invocation instead of being sent to the
 queue again, and its message stays where it is.
 
@@ -30,8 +30,10 @@ from typing import Any, Dict, List, Mapping, Optional, Set, TextIO, Tuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib import dead_letters, recorder, settings
-from chalicelib.events import DELIVERY_HORIZON_SECONDS
+from chalicelib.config import RETENTION_DAYS_ENV
+from chalicelib.errors import PermanentError
+from chalicelib.ingest import dead_letters, recorder
+from chalicelib.model.lifecycle import DELIVERY_HORIZON_SECONDS
 from chalicelib.store import EXPIRED, OUTCOMES
 from tools.stage import DeployError, StagePlan, cli, stage_plan
 
@@ -63,7 +65,7 @@ def _error_names(classes: Tuple[type, ...]) -> Set[str]:
 
 # The errorType of an invocation failed by an event that can never be stored (ItemTooLarge included),
 # and Lambda's refusals of an event as a payload (not JSON Lambda accepts, too large): no replay mends them.
-PERMANENT_ERROR_TYPES = frozenset(_error_names(recorder.PERMANENT_ERRORS))
+PERMANENT_ERROR_TYPES = frozenset(_error_names((PermanentError,)))
 REFUSED_PAYLOAD_ERRORS = frozenset({"InvalidRequestContentException", "RequestTooLargeException"})
 
 
@@ -230,7 +232,7 @@ class Redrive:
         if outcome == EXPIRED:
             return self._leave(message, TOO_OLD, EXPIRED, (
                 f"{answer.get('key')} version {answer.get('version')}, sent {event.get('time')}: an event creates its "
-                f"item only while younger than {settings.RETENTION_DAYS_ENV} and {DELIVERY_HORIZON_DAYS} days, "
+                f"item only while younger than {RETENTION_DAYS_ENV} and {DELIVERY_HORIZON_DAYS} days, "
                 f"whichever is less; at {DELIVERY_HORIZON_DAYS} days or more, a redrive stores it (docs/reconcile.md)"))
         if outcome == recorder.DEAD_LETTERED:
             # A function that ignores the marker sent a copy, which keeps the event: it is not replayed,

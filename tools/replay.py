@@ -91,15 +91,21 @@ def plan_deliveries(events: List[Dict[str, Any]], duplicate_rate: float, rng: ra
 
 def expected_state(events: List[Dict[str, Any]]) -> Dict[Tuple[str, str], Dict[str, Any]]:
     """(kind, key) -> the event with the highest version, which must end up stored."""
-    from chalicelib.events import parse_event
-
     latest: Dict[Tuple[str, str], Tuple[int, Dict[str, Any]]] = {}
     for event in events:
-        change = parse_event(event)
+        change = _parsed(event)
         ident = (change.table.kind, change.key)
         if ident not in latest or change.version > latest[ident][0]:
             latest[ident] = (change.version, event)
     return {ident: event for ident, (_, event) in latest.items()}
+
+
+def _parsed(event: Dict[str, Any]) -> Any:
+    """An event's change (its table, key and version), checked as the handlers check it."""
+    from chalicelib.ingest.events import parse_event
+    from chalicelib.model.lifecycle import DELIVERY_HORIZON_SECONDS, ItemRules
+
+    return parse_event(event, ItemRules(read_index=True, retention_seconds=DELIVERY_HORIZON_SECONDS), time.time)
 
 
 def deliver(deliveries: List[Dict[str, Any]], concurrency: int) -> Tuple[Counter, List[str]]:
@@ -107,8 +113,8 @@ def deliver(deliveries: List[Dict[str, Any]], concurrency: int) -> Tuple[Counter
     from chalice.local import LambdaContext
 
     from app import app
-    from chalicelib.api import event_handlers
-    from chalicelib.events import table_of
+    from chalicelib.api.events_route import event_handlers
+    from chalicelib.ingest.events import table_of
 
     handler_for = event_handlers(app)
     outcomes: Counter = Counter()
@@ -142,16 +148,16 @@ def check_and_show(client: Any, expected: Dict[Tuple[str, str], Dict[str, Any]])
     """Print one row per task / container instance; return every mismatch with the expected state."""
     from boto3.dynamodb.types import TypeDeserializer
 
-    from chalicelib import settings
-    from chalicelib.events import parse_event
+    from chalicelib import runtime
 
+    stage = runtime.current().config
     deserialize = TypeDeserializer().deserialize
     problems = []
     rows = []
     for (kind, key), event in sorted(expected.items()):
-        change = parse_event(event)
+        change = _parsed(event)
         response = client.get_item(
-            TableName=settings.table_name(change.table), Key={change.table.key: {"S": key}}, ConsistentRead=True
+            TableName=stage.table_name(change.table), Key={change.table.key: {"S": key}}, ConsistentRead=True
         )
         stored = response.get("Item")
         if stored is None:
@@ -213,15 +219,14 @@ def main(argv: List[str] = None) -> int:
             os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint
         else:
             endpoint = "AWS (default credentials and region)"
-        from chalicelib import settings
+        from chalicelib import runtime
+        from chalicelib.config import from_environment
 
-        for spec, name in table_names.items():
-            os.environ[spec.name_env] = name
-        settings.reset_client()
-        client = settings.dynamodb_client()
+        stage = from_environment()._replace(**{f"{spec.kind}_table": name for spec, name in table_names.items()})
+        client = runtime.use(runtime.Runtime(stage)).dynamodb()  # the handlers' runtime: the run's settings
         if args.endpoint == "aws":
             refuse_existing_tables(client, table_names.values())
-        create_tables(client, {spec: settings.table_name(spec) for spec in tables.ALL})
+        create_tables(client, {spec: stage.table_name(spec) for spec in tables.ALL}, stage.read_index)
 
         print(f"ecs-state local run: {len(events)} events from {args.events}, {len(deliveries)} deliveries, "
               f"{args.concurrency} workers, seed {seed}, DynamoDB at {endpoint}")

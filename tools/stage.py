@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, List, Mapping, Sequence, Tuple
 
-from chalicelib import settings, tables
-from chalicelib.events import ItemRules
+from chalicelib import tables
+from chalicelib.config import DEAD_LETTER_QUEUE_ENV, ENABLED, EVENTS_ROUTE_ENV, Config, from_environment
+from chalicelib.errors import ConfigError
+from chalicelib.model.lifecycle import ItemRules
 from chalicelib.tables import TableSpec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,9 +59,14 @@ class StagePlan:
         return [f"/aws/lambda/{function}" for function in self.function_names]
 
     @property
+    def config(self) -> Config:
+        """The stage's settings, as its functions read them."""
+        return from_environment(self.environment)
+
+    @property
     def item_rules(self) -> ItemRules:
         """The stage's read index and retention (a bad value raises ValueError naming its variable)."""
-        return settings.item_rules(self.environment)
+        return self.config.rules
 
 
 def chalice_config(stage: str, project_dir: Path = ROOT) -> Any:
@@ -79,30 +86,29 @@ def deployable_stages(stages: Mapping[str, Any]) -> List[str]:
     """The stages of config.json that may be deployed: not those that turn on POST /events (local)."""
     return [
         name for name, stage in stages.items()
-        if stage.get("environment_variables", {}).get(settings.EVENTS_ROUTE_VARIABLE) != settings.EVENTS_ROUTE_ENABLED
+        if stage.get("environment_variables", {}).get(EVENTS_ROUTE_ENV) != ENABLED
     ]
 
 
 def stage_plan(stage: str, project_dir: Path = ROOT) -> StagePlan:
     config = chalice_config(stage, project_dir)
     environment = dict(config.environment_variables)
-    queue_name = environment.get(settings.DEAD_LETTER_QUEUE_ENV, "")
+    queue_name = environment.get(DEAD_LETTER_QUEUE_ENV, "")
     if not queue_name or queue_name.startswith("https://"):
         raise DeployError(
-            f"stage {stage!r} must name its dead-letter queue in {settings.DEAD_LETTER_QUEUE_ENV} "
+            f"stage {stage!r} must name its dead-letter queue in {DEAD_LETTER_QUEUE_ENV} "
             f"(e.g. {config.app_name}-{stage}-dead-letters), got {queue_name!r}"
         )
     event_handlers, [reconcile_handler] = handler_names()
     try:
-        settings.item_rules(environment)
-        settings.reconcile_minutes(environment)
-    except ValueError as error:
+        settings = from_environment(environment)
+    except ConfigError as error:
         raise DeployError(f"stage {stage!r}: {error}") from None
     return StagePlan(
         stage=stage,
         app_name=config.app_name,
         environment=environment,
-        table_names={spec: settings.table_name(spec, environment) for spec in tables.ALL},
+        table_names={spec: settings.table_name(spec) for spec in tables.ALL},
         event_function_names=tuple(f"{config.app_name}-{stage}-{handler}" for handler in event_handlers),
         reconcile_function_name=f"{config.app_name}-{stage}-{reconcile_handler}",
         api_function_name=f"{config.app_name}-{stage}",

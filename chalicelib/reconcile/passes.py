@@ -45,67 +45,67 @@ outlasts the budget.
 import time
 from collections import Counter
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib import events, observability, settings
-from chalicelib.arns import parse as parse_arn
-from chalicelib.ecs import DESCRIBE_LIMIT, EcsReader, OutOfTime, Pace
-from chalicelib.errors import InvalidEvent, StoredItemConflict
-from chalicelib.events import ItemRules, StateChange, parse_snapshot
-from chalicelib.snapshots import container_instance_detail, task_detail
+from chalicelib.config import RECONCILE_CLUSTERS_ENV, Config
+from chalicelib.errors import InvalidEvent, OutOfTime, ReconcileFailed, StoredItemConflict, aws_error_code
+from chalicelib.model.arns import parse as parse_arn
+from chalicelib.model.changes import StateChange
+from chalicelib.model.clock import Clock, parse_time
+from chalicelib.model.lifecycle import ItemRules
+from chalicelib.observability import Telemetry
+from chalicelib.reconcile.ecs import DESCRIBE_LIMIT, EcsReader, Pace
+from chalicelib.reconcile.snapshots import container_instance_detail, parse_snapshot, task_detail
 from chalicelib.store import StateStore, StoredVersion
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS, TableSpec
 
-STOP_MARGIN_SECONDS = 60  # longer than one ECS call or DynamoDB request may take with its retries (settings.py)
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_ecs import ECSClient
+
+STOP_MARGIN_SECONDS = 60  # longer than one ECS call or DynamoDB request may take with its retries
 SWEEP_SEGMENTS = 96  # without the read index: a slice of the tables per pass, all of them in 96 passes
 MAX_ERRORS_REPORTED = 20
 THROTTLED = {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
-_clock = time.monotonic  # the pass's time budget runs on it (tests move it)
 
 
-class ReconcileFailed(RuntimeError):
-    """The pass failed (a cluster, the account, a setting, or an unexpected error on an item):
-    its summary, logged already, says which and why."""
-
-    def __init__(self, summary: Mapping[str, Any]) -> None:
-        super().__init__(f"reconcile pass failed: {'; '.join(summary['errors'])}")
-        self.summary = summary
-
-
-def reconcile(event: Mapping[str, Any], context: Any = None, budget_seconds: Optional[float] = None) -> Dict[str, Any]:
-    """One pass over the account (the scheduled handler and `make reconcile` call this).
+def reconcile(event: Mapping[str, Any], context: Any, *, config: Config, dynamodb: "DynamoDBClient",
+              ecs: "ECSClient", telemetry: Telemetry, now: Clock = time.time, monotonic: Clock = time.monotonic,
+              budget_seconds: Optional[float] = None) -> Dict[str, Any]:
+    """One pass over the account (the scheduled handler and `make reconcile` call this, through
+    chalicelib/runtime.py, which gives it the stage's settings, clients and clocks).
 
     The time budget is the function's remaining time less STOP_MARGIN_SECONDS,
-    or ``budget_seconds`` without a Lambda context (none: unbounded). Returns
-    the summary, logged as one line with a metric per count; raises
-    ReconcileFailed after logging it if anything failed, even before the pass
-    could start.
+    or ``budget_seconds`` without a Lambda context (none: unbounded), on the
+    ``monotonic`` clock. Returns the summary, logged as one line with a metric
+    per count; raises ReconcileFailed after logging it if anything failed, even
+    before the pass could start.
     """
-    started = _clock()
+    started = monotonic()
     if context is not None and hasattr(context, "get_remaining_time_in_millis"):
         budget_seconds = context.get_remaining_time_in_millis() / 1000 - STOP_MARGIN_SECONDS
     deadline = started + budget_seconds if budget_seconds is not None else float("inf")
 
     def time_left() -> bool:
-        return _clock() < deadline
+        return monotonic() < deadline
 
-    pass_ = Pass(events.now())
+    pass_ = Pass(now(), telemetry)
     try:
-        scheduled_at = events.parse_time(event["time"], "time") if isinstance(event.get("time"), str) else pass_.taken_at
-        passes = int(scheduled_at // (settings.reconcile_minutes() * 60))
+        scheduled_at = parse_time(event["time"], "time") if isinstance(event.get("time"), str) else pass_.taken_at
+        passes = int(scheduled_at // (config.reconcile_minutes * 60))
         pass_.start(
-            EcsReader(settings.ecs_client(), Pace(settings.ecs_calls_per_second()), time_left),
+            EcsReader(ecs, Pace(config.ecs_calls_per_second, clock=monotonic), time_left),
             # no high-water marks: a pass writes each key at most once
-            StateStore(TimeBoxed(settings.dynamodb_client(), time_left)),
-            settings.item_rules(),
+            StateStore(TimeBoxed(dynamodb, time_left), config, now=now),  # type: ignore[arg-type]
+            config.rules,
         )
-        pass_.run(passes, settings.reconcile_clusters())
+        pass_.run(passes, config.reconcile_clusters)
     except Exception as error:  # it could not start (a setting the stage got wrong, no region): said all the same
         pass_.failed("pass", error)
-    summary = pass_.summary(round((_clock() - started) * 1000))
-    observability.log_reconcile(summary, getattr(context, "aws_request_id", None))
+    summary = pass_.summary(round((monotonic() - started) * 1000))
+    telemetry.log_reconcile(summary, getattr(context, "aws_request_id", None))
     if pass_.errors:
         raise ReconcileFailed(summary)
     return summary
@@ -136,8 +136,9 @@ class TimeBoxed:
 class Pass:
     """One reconciliation pass: its counts, and the work per cluster."""
 
-    def __init__(self, taken_at: float) -> None:
+    def __init__(self, taken_at: float, telemetry: Telemetry) -> None:
         self.taken_at = taken_at  # every snapshot of the pass carries it (cw_time)
+        self.telemetry = telemetry
         self.counts: Counter = Counter()
         self.ecs_calls: Counter = Counter()  # per operation (the ECS reader's, once started)
         self.errors: List[str] = []  # what failed the pass (ECS, DynamoDB, a cluster, a bug)
@@ -210,7 +211,7 @@ class Pass:
         for name in wanted:
             arn = name if name in clusters else by_name.get(name)
             if arn is None:
-                self.failed(name, f"no such cluster in this account and region ({settings.RECONCILE_CLUSTERS_ENV})")
+                self.failed(name, f"no such cluster in this account and region ({RECONCILE_CLUSTERS_ENV})")
             elif arn not in chosen:
                 chosen.append(arn)
         return sorted(chosen)
@@ -252,7 +253,7 @@ class Pass:
                 return self.ecs.describe_tasks(cluster, arns)
             return self.ecs.describe_container_instances(cluster, arns)
         except ClientError as error:
-            if _code(error) != "InvalidParameterException":
+            if aws_error_code(error) != "InvalidParameterException":
                 raise
             if len(arns) == 1:
                 self._refused(arns[0], error)
@@ -359,7 +360,7 @@ class Pass:
             raise
         except Exception as error:
             self.failed(cluster, error)
-            self.throttled = self.throttled or _code(error) in THROTTLED
+            self.throttled = self.throttled or aws_error_code(error) in THROTTLED
 
     @contextmanager
     def _one_item(self, key: str) -> Iterator[None]:
@@ -374,7 +375,7 @@ class Pass:
         except (InvalidEvent, StoredItemConflict) as error:  # ItemTooLarge among them
             self._refused(key, error)
         except ClientError as error:
-            if _code(error) != "ValidationException":  # not the item's fault: DynamoDB's
+            if aws_error_code(error) != "ValidationException":  # not the item's fault: DynamoDB's
                 raise
             self._refused(key, error)  # refused for its data, which the checks before the request missed
         except Exception as error:  # a bug, on this item's data: the rest of the pass still runs
@@ -389,7 +390,7 @@ class Pass:
 
     def _log_unexpected(self, where: str) -> None:
         if len(self.errors) <= MAX_ERRORS_REPORTED:  # with its traceback; the summary says the rest
-            observability.log_failure("reconcile error", {"key": where}, None)
+            self.telemetry.log_failure("reconcile error", {"key": where}, None)
 
 
 def _describable(key: str, table: TableSpec, cluster: str) -> bool:
@@ -408,5 +409,4 @@ def _text(error: Any) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def _code(error: Exception) -> Optional[str]:
-    return error.response.get("Error", {}).get("Code") if isinstance(error, ClientError) else None
+

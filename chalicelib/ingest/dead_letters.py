@@ -18,27 +18,57 @@ caller sees the error and leaves the original message, where a copy would be
 received, replayed and copied again by the same redrive, without end.
 """
 import json
+import threading
 from datetime import datetime, timezone
-from typing import Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
-from chalicelib import settings
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
 
 CONDITION = "PermanentError"  # Lambda's own records say RetriesExhausted or EventAgeExceeded
 # A key of the ClientContext's "custom" map, which Lambda passes to synchronous invocations
 # only (context.client_context.custom): EventBridge's asynchronous deliveries never carry it.
 REDRIVE_MARKER = "ecs-state-redrive"
-_queue_urls: Dict[Tuple[int, str], str] = {}  # (client, queue name) -> URL
+CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS, MAX_ATTEMPTS = 2, 3, 3  # as DynamoDB's (chalicelib/store/client.py)
 
 
-def send(event: Any, error: Exception, context: Any) -> str:
-    """Send ``event`` with ``error`` to the stage's dead-letter queue; return the message id.
+class DeadLetters:
+    """The stage's dead-letter queue, by its name (chalice deploy) or its URL (the packaged stack)."""
 
-    Raises botocore's errors if the queue cannot take it (the caller then lets
-    the invocation fail, so Lambda's retries and OnFailure destination apply).
-    """
-    client = settings.sqs_client()
-    response = client.send_message(QueueUrl=_queue_url(client), MessageBody=json.dumps(record(event, error, context)))
-    return response["MessageId"]
+    def __init__(self, queue: str, client: Callable[[], "SQSClient"]) -> None:
+        self.queue = queue
+        self._client = client  # the process's SQS client, made on first use: a dead letter is rare
+        self._url: Optional[str] = queue if queue.startswith(("https://", "http://")) else None
+        self._lock = threading.Lock()
+
+    def send(self, event: Any, error: Exception, context: Any) -> str:
+        """Send ``event`` with ``error`` to the queue; return the message id.
+
+        Raises botocore's errors if the queue cannot take it (the caller then lets
+        the invocation fail, so Lambda's retries and OnFailure destination apply).
+        """
+        client = self._client()
+        response = client.send_message(QueueUrl=self._queue_url(client), MessageBody=json.dumps(record(event, error, context)))
+        return response["MessageId"]
+
+    def _queue_url(self, client: "SQSClient") -> str:
+        """A name is resolved to its URL once."""
+        if self._url is None:
+            with self._lock:
+                if self._url is None:
+                    self._url = client.get_queue_url(QueueName=self.queue)["QueueUrl"]
+        return self._url
+
+
+def new_sqs_client() -> "SQSClient":
+    """The SQS client, for the rare event sent to the dead-letter queue."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session().client("sqs", config=Config(
+        connect_timeout=CONNECT_TIMEOUT_SECONDS, read_timeout=READ_TIMEOUT_SECONDS,
+        retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
+    ))
 
 
 def redriving(context: Any) -> bool:
@@ -63,14 +93,3 @@ def record(event: Any, error: Exception, context: Any) -> Dict[str, Any]:
         "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Handled"},
         "responsePayload": {"errorType": type(error).__name__, "errorMessage": str(error)},
     }
-
-
-def _queue_url(client: Any) -> str:
-    """The setting is the queue's URL (packaged stack) or its name (chalice deploy), resolved once."""
-    queue = settings.dead_letter_queue()
-    if queue.startswith("https://") or queue.startswith("http://"):
-        return queue
-    key = (id(client), queue)  # a new client (settings.reset_client) asks again
-    if key not in _queue_urls:
-        _queue_urls[key] = client.get_queue_url(QueueName=queue)["QueueUrl"]
-    return _queue_urls[key]

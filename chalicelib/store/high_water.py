@@ -14,11 +14,11 @@ Deletions break "for good", so the marks bound what they assume:
   expires at least the delivery horizon (plus an hour) after that
   (events.expires_at), so by the time TTL may delete it, such an event is
   older than any creation window, and DynamoDB would refuse to create the
-  item from it too (store.py's "expired"). Either answer writes nothing; only
+  item from it too (state_store.py's "expired"). Either answer writes nothing; only
   the outcome's name differs (duplicate or stale here, expired there).
 - A table deleted and recreated, or restored from a backup into the same
   name, holds older versions than the marks remember. An event that finds
-  its table missing clears that table's marks (store.py); and a mark is
+  its table missing clears that table's marks (state_store.py); and a mark is
   trusted for ``max_age_seconds`` only, so marks taken before a restore stop
   answering soon after it. The restore procedure in docs/deploy.md says when
   to turn them off altogether (ECS_STATE_HIGH_WATER_ENTRIES=0).
@@ -62,6 +62,12 @@ class HighWaterMarks:
                 return None
             self._marks.move_to_end((table, key))
             return mark.version
+
+    def answers_for(self, table: str, key: str, version: int) -> Optional[int]:
+        """The mark, if it answers for ``version`` without asking DynamoDB (the version is at or
+        below it: a duplicate or a stale event), else None."""
+        known = self.highest(table, key)
+        return known if known is not None and version <= known else None
 
     def saw_stored(self, table: str, key: str, version: int) -> None:
         """Record that ``table`` holds ``version`` (or later) for ``key`` now; never lowers a mark."""

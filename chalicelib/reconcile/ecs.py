@@ -3,19 +3,27 @@
 ECS throttles per account and per region, with a token bucket that
 DescribeTasks and DescribeContainerInstances share (refilled at about 20 calls
 a second). The reconciler keeps well under it: one call at a time, at most
-``calls_per_second`` (settings.ecs_calls_per_second()), and the client's
+``calls_per_second`` (the stage's ECS_STATE_ECS_CALLS_PER_SECOND), and the client's
 adaptive retry mode backs off further when ECS throttles anyway.
 """
 import time
 from collections import Counter
-from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Sequence, Tuple
 
+from chalicelib.errors import OutOfTime
+
+if TYPE_CHECKING:
+    from mypy_boto3_ecs import ECSClient
+
+# A pass may wait longer per call than an event may (its own 300 s timeout, and it
+# stops STOP_MARGIN_SECONDS before it), and throttling is expected here:
+# botocore's adaptive mode backs off and slows the client down after a
+# ThrottlingException, on top of the steady pace below.
+CONNECT_TIMEOUT_SECONDS = 2
+READ_TIMEOUT_SECONDS = 5
+MAX_ATTEMPTS = 4
 DESCRIBE_LIMIT = 100  # ARNs per DescribeTasks / DescribeContainerInstances
 MISSING = "MISSING"  # Describe* failure reason: ECS does not know the ARN (any more)
-
-
-class OutOfTime(Exception):
-    """The pass's time is up: stop before the next call, and report the pass incomplete."""
 
 
 class Pace:
@@ -91,3 +99,23 @@ class EcsReader:
         self._pace.wait()
         self.calls[operation] += 1
         return getattr(self._client, operation)(**params)
+
+
+def new_ecs_client() -> "ECSClient":
+    """The reconciler's ECS client; endpoint and region from boto3's variables (AWS_ENDPOINT_URL_ECS)."""
+    import botocore.session
+    from botocore.config import Config
+
+    session = botocore.session.Session()
+    # Timestamps as the numbers ECS sent (epoch seconds with milliseconds), not
+    # datetimes: snapshots write them as events do, to the millisecond, and a
+    # float's trip through datetime can lose one.
+    session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=lambda value: value)
+    return session.create_client(  # type: ignore[no-any-return]
+        "ecs",
+        config=Config(
+            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            read_timeout=READ_TIMEOUT_SECONDS,
+            retries={"mode": "adaptive", "total_max_attempts": MAX_ATTEMPTS},
+        ),
+    )

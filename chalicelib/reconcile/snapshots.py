@@ -15,10 +15,18 @@ API (DescribeTasks, DescribeContainerInstances) and events, and what is done:
 - Fields only events carry cannot be made up: ``updatedAt`` (both kinds) and
   ``accountType`` (container instances) are missing from snapshots. A snapshot
   says where it came from in cw_source, and cw_time says when it was taken.
+
+Then parse_snapshot checks it as an event is checked, and builds the same item.
 """
 from typing import Any, Dict, Mapping
 
-from chalicelib.events import iso_time
+from chalicelib.model.changes import FROM_RECONCILE, SOURCE_FIELD, StateChange, state_change
+from chalicelib.model.clock import iso_time
+from chalicelib.model.lifecycle import ItemRules
+from chalicelib.tables import TableSpec
+
+# A snapshot is stored in the events' format, whose envelope version is "0".
+SNAPSHOT_FORMAT_VERSION = "0"
 
 API_ONLY_TASK_FIELDS = frozenset(
     {"tags", "inferenceAccelerators", "fargateEphemeralStorage", "trustedExecutionSummary", "healthStatus"}
@@ -66,3 +74,10 @@ def _iso_times(name: str, value: Any) -> Any:
     if isinstance(value, list):
         return [_iso_times(name, element) for element in value]
     return value
+
+
+def parse_snapshot(table: TableSpec, detail: Mapping[str, Any], taken_at: float, rules: ItemRules) -> StateChange:
+    """The change a snapshot in the events' shape stores, checked as its event would be:
+    cw_time is when it was taken."""
+    metadata = {"cw_version": SNAPSHOT_FORMAT_VERSION, "cw_time": iso_time(taken_at), SOURCE_FIELD: FROM_RECONCILE}
+    return state_change(table, detail, metadata, taken_at, rules)

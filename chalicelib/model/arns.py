@@ -11,17 +11,29 @@ accounts; real ones have 12), both task ARN formats (with the cluster, and the
 old one without), and any partition.
 """
 import re
-from typing import Any, NamedTuple, Optional
+from functools import lru_cache
+from typing import Any, NamedTuple, Optional, Pattern
 
-from chalicelib.attributes import Unstorable, utf8_length
+from chalicelib.model.attributes import Unstorable, utf8_length
 
 MAX_KEY_BYTES = 2048  # DynamoDB's partition key limit
 MAX_SORT_KEY_BYTES = 1024  # DynamoDB's sort key limit
 
 _PREFIX = r"arn:aws[a-z-]*:ecs:[a-z0-9-]+:[0-9]{1,12}"  # partition, region, account
 _NAME = r"[A-Za-z0-9_-]{1,255}"  # a cluster name; an ID is of the same letters
-_ARN = re.compile(rf"({_PREFIX}):([a-z-]+)/(?:({_NAME})/)?({_NAME})", re.ASCII)
-NAME = re.compile(_NAME, re.ASCII)
+
+
+# Compiled on first use: the event functions' cold starts never parse an ARN.
+@lru_cache(maxsize=None)
+def _pattern(name: str) -> Pattern[str]:
+    if name == "arn":
+        return re.compile(rf"({_PREFIX}):([a-z-]+)/(?:({_NAME})/)?({_NAME})", re.ASCII)
+    return re.compile(_NAME, re.ASCII)
+
+
+def is_name(text: str) -> bool:
+    """Whether ``text`` is a cluster name or a resource ID as ECS writes them."""
+    return _pattern("name").fullmatch(text) is not None
 
 
 class EcsArn(NamedTuple):
@@ -43,7 +55,7 @@ class EcsArn(NamedTuple):
 
 def parse(text: str) -> Optional[EcsArn]:
     """The parts of an ECS ARN, or None for anything else."""
-    match = _ARN.fullmatch(text)
+    match = _pattern("arn").fullmatch(text)
     if match is None:
         return None
     prefix, resource, cluster, ident = match.groups()

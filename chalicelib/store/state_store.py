@@ -1,4 +1,4 @@
-"""The latest state of each key, kept with one conditional write per change.
+"""The latest state of each key, kept with one conditional write per change; and every read of it.
 
 DynamoDB evaluates the condition and writes atomically, so concurrent
 invocations (and the reconciler racing them) cannot let an older version
@@ -6,21 +6,28 @@ overwrite a newer one (the docs example's get-then-put can). When the
 condition fails, DynamoDB returns the stored item with the failure, which tells
 a duplicate from a stale event, or an expired one, without a second request.
 
-The reconciler's reads are here too: stored versions in bulk, a cluster's
-unfinished items, and the mark it puts on an item ECS no longer knows (and
-takes off when ECS knows it again).
+Every DynamoDB request of ecs-state is a method here: the events' write, the
+reconciler's bulk reads and ghost marks, the read API's index queries, bulk
+reads and single reads, with their paging and the keys DynamoDB leaves
+unprocessed. DynamoDB's errors (botocore's) propagate to the caller, which
+alone knows what they mean to it; chalicelib.errors.aws_error_code reads them.
 """
-import json
 import time
-from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-from botocore.exceptions import ClientError
-
-from chalicelib import events, settings
-from chalicelib.errors import ItemTooLarge, StoredItemConflict
-from chalicelib.events import StateChange
-from chalicelib.high_water import HighWaterMarks
+from chalicelib.config import Config
+from chalicelib.errors import ItemTooLarge, StoredItemConflict, aws_error_code
+from chalicelib.model.attributes import AttributeValue
+from chalicelib.model.changes import StateChange
+from chalicelib.model.clock import Clock, iso_time
+from chalicelib.model.lifecycle import creation_window_seconds, expires_at
+from chalicelib.store.high_water import HighWaterMarks
 from chalicelib.tables import EXPIRES_AT, MISSING_SINCE, OPEN, VERSION, TableSpec
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+Item = Mapping[str, AttributeValue]
 
 CREATED = "created"  # first version seen for this key
 UPDATED = "updated"  # newer than the stored version, which it replaced
@@ -32,12 +39,12 @@ OUTCOMES = (CREATED, UPDATED, DUPLICATE, STALE, EXPIRED)
 # Every attribute name is aliased: "status" and others are reserved words.
 _NEWER = "attribute_not_exists(#version) OR #version < :version"
 _CONDITION = f"attribute_not_exists(#key) OR {_NEWER}"
-# An event older than the creation window (events.creation_window_seconds) may update
+# An event older than the creation window (chalicelib/model/lifecycle.py) may update
 # its item but never create it: TTL may have deleted that item already, and must
 # not see it come back.
 _CONDITION_EXISTING = f"attribute_exists(#key) AND ({_NEWER})"
 BATCH_GET_KEYS = 100  # BatchGetItem's limit
-_UNPROCESSED_ATTEMPTS = 5
+UNPROCESSED_ATTEMPTS = 5  # BatchGetItem calls per 100 keys, while DynamoDB leaves some unprocessed
 
 
 class WriteResult(NamedTuple):  # a NamedTuple: see chalicelib/tables.py
@@ -56,18 +63,30 @@ class StoredVersion(NamedTuple):
     missing_since: Optional[str]  # the reconciler's mark: ECS no longer knows the item
 
 
+class IndexPage(NamedTuple):
+    keys: List[Item]  # the index entries' keys: the table's key and the index's
+    last_key: Optional[Dict[str, AttributeValue]]  # where the next page starts; None after the last
+
+
 class StateStore:
-    def __init__(
-        self,
-        client: Any,
-        table_name: Callable[[TableSpec], str] = settings.table_name,
-        marks: Optional[HighWaterMarks] = None,
-        retention_seconds: Optional[int] = None,  # None: the stage's, read per write
-    ) -> None:
-        self._client = client
-        self._table_name = table_name
-        self._marks = marks  # None: every event costs one request
-        self._retention_seconds = retention_seconds
+    """The stage's two tables, through one client.
+
+    ``config`` names the tables and gives the retention; ``marks`` (none: every
+    event costs one request) are the process's high-water marks; ``now`` is the
+    wall clock the creation window is measured on; ``sleep`` waits between
+    reads DynamoDB left unprocessed.
+    """
+
+    def __init__(self, client: "DynamoDBClient", config: Config, marks: Optional[HighWaterMarks] = None,
+                 now: Clock = time.time, sleep: Any = time.sleep) -> None:
+        self.client = client
+        self._config = config
+        self._marks = marks
+        self._now = now
+        self._sleep = sleep
+
+    def table_name(self, table: TableSpec) -> str:
+        return self._config.table_name(table)
 
     # -- the write every event and every snapshot goes through ------------------
 
@@ -76,13 +95,13 @@ class StateStore:
 
         With high-water marks, an event at or below the highest version this
         process has seen stored is answered without a request (see
-        chalicelib/high_water.py); ``stored_version`` is then that version, a
-        lower bound of the one stored now.
+        chalicelib/store/high_water.py); ``stored_version`` is then that
+        version, a lower bound of the one stored now.
         """
-        table = self._table_name(change.table)
+        table = self.table_name(change.table)
         if self._marks is not None:
-            known = self._marks.highest(table, change.key)
-            if known is not None and change.version <= known:
+            known = self._marks.answers_for(table, change.key, change.version)
+            if known is not None:
                 return WriteResult(DUPLICATE if change.version == known else STALE, known)
         result = self._put(table, change)
         if self._marks is not None:
@@ -94,10 +113,9 @@ class StateStore:
         return result
 
     def _put(self, table: str, change: StateChange) -> WriteResult:
-        retention = self._retention_seconds if self._retention_seconds is not None else settings.retention_seconds()
-        may_create = events.now() - change.observed_at < events.creation_window_seconds(retention)
+        may_create = self._now() - change.observed_at < creation_window_seconds(self._config.retention_seconds)
         try:
-            response = self._client.put_item(
+            response = self.client.put_item(
                 TableName=table,
                 Item=change.item,
                 ConditionExpression=_CONDITION if may_create else _CONDITION_EXISTING,
@@ -106,17 +124,20 @@ class StateStore:
                 ReturnValues="ALL_OLD",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
-        except ClientError as error:
+        except Exception as error:
+            if aws_error_code(error) is None:
+                raise
             return self._not_written(table, change, error)
         previous = response.get("Attributes")
         if not previous:
             return WriteResult(CREATED, None)
         return WriteResult(UPDATED, _stored_version(previous))
 
-    def _not_written(self, table: str, change: StateChange, error: ClientError) -> WriteResult:
-        code = error.response.get("Error", {}).get("Code")
+    def _not_written(self, table: str, change: StateChange, error: Exception) -> WriteResult:
+        code = aws_error_code(error)
+        response: Mapping[str, Any] = getattr(error, "response", {})
         if code == "ConditionalCheckFailedException":
-            stored_item = error.response.get("Item")
+            stored_item = response.get("Item")
             if not stored_item:  # only the "no resurrection" condition fails on a missing item
                 return WriteResult(EXPIRED, None)
             stored = _stored_version(stored_item)
@@ -131,12 +152,12 @@ class StateStore:
         if code == "ResourceNotFoundException" and self._marks is not None:
             # Deleted, maybe to be restored or recreated: what the marks remember of it is void.
             self._marks.forget_table(table)
-        message = error.response.get("Error", {}).get("Message", "")
+        message = response.get("Error", {}).get("Message", "")
         if code == "ValidationException" and "item size" in message.lower():
             raise ItemTooLarge("detail", f"DynamoDB refused the item: {message}") from error
         raise error
 
-    # -- the reconciler's reads and its mark ----------------------------------
+    # -- the reconciler's reads, and the mark it puts on ghosts -------------------
 
     def stored_versions(self, table: TableSpec, keys: Sequence[str]) -> Tuple[Dict[str, StoredVersion], List[str]]:
         """The stored version (and ghost mark) of each of ``keys`` that is stored, read in bulk,
@@ -146,24 +167,16 @@ class StateStore:
         version, never show one that was not stored, so a key it shows at or above
         a snapshot's version really is; anything else goes to the conditional write.
         """
-        items, unread = batch_get(
-            self._client, self._table_name(table), table.key, keys,
-            ProjectionExpression="#key, #version, #missing",
+        items, unread = self._batch_get(
+            table, keys, ProjectionExpression="#key, #version, #missing",
             ExpressionAttributeNames={"#key": table.key, "#version": VERSION, "#missing": MISSING_SINCE},
         )
         return {key: _stored(item) for key, item in items.items()}, unread
 
     def open_keys(self, table: TableSpec, cluster_arn: str) -> Iterator[str]:
         """The keys of a cluster's unfinished items, from the read index (a query, never a scan)."""
-        index = table.cluster_index
-        request: Dict[str, Any] = {
-            "TableName": self._table_name(table),
-            "IndexName": index.name,
-            "KeyConditionExpression": "#cluster = :cluster AND #phase = :open",
-            "ExpressionAttributeNames": {"#cluster": index.hash_key, "#phase": index.range_key},
-            "ExpressionAttributeValues": {":cluster": {"S": cluster_arn}, ":open": {"S": OPEN}},
-        }
-        yield from (item[table.key]["S"] for item in self._pages("query", request))
+        for page in self.index_pages(table, cluster_arn, OPEN):
+            yield from (key[table.key]["S"] for key in page.keys)
 
     def scan_open_items(self, table: TableSpec, segment: int, total_segments: int
                         ) -> Iterator[Tuple[str, Optional[str], StoredVersion]]:
@@ -172,7 +185,7 @@ class StateStore:
         the table per pass (a scan is billed by what it reads, filtered or not)."""
         condition, names, values = _unfinished(table)
         request = {
-            "TableName": self._table_name(table),
+            "TableName": self.table_name(table),
             "Segment": segment,
             "TotalSegments": total_segments,
             "ProjectionExpression": "#key, #cluster, #version, #missing",
@@ -183,17 +196,9 @@ class StateStore:
             },
             "ExpressionAttributeValues": values,
         }
-        for item in self._pages("scan", request):
-            yield item[table.key]["S"], item.get(table.cluster_index.hash_key, {}).get("S"), _stored(item)
-
-    def _pages(self, operation: str, request: Dict[str, Any]) -> Iterator[Mapping[str, Any]]:
-        call = getattr(self._client, operation)
-        while True:
-            response = call(**request)
-            yield from response.get("Items", [])
-            if not response.get("LastEvaluatedKey"):
-                return
-            request = {**request, "ExclusiveStartKey": response["LastEvaluatedKey"]}
+        for page in self._pages(self.client.scan, request):
+            for item in page.keys:
+                yield item[table.key]["S"], item.get(table.cluster_index.hash_key, {}).get("S"), _stored(item)
 
     def mark_missing(self, table: TableSpec, key: str, version: int, since: float) -> bool:
         """Mark an item ECS no longer knows (a ghost): never delete it, let it expire.
@@ -203,10 +208,10 @@ class StateStore:
         first wins, and the next event or snapshot, replacing the whole item,
         clears the mark. Returns whether the mark was set.
         """
-        retention = self._retention_seconds if self._retention_seconds is not None else settings.retention_seconds()
         return self._update_ghost(
             table, key, version, "SET #missing = :since, #expires = :expires", "attribute_not_exists(#missing)",
-            {":since": {"S": events.iso_time(since)}, ":expires": {"N": str(events.expires_at(since, retention))}},
+            {":since": {"S": iso_time(since)},
+             ":expires": {"N": str(expires_at(since, self._config.retention_seconds))}},
         )
 
     def clear_missing(self, table: TableSpec, key: str, version: int) -> bool:
@@ -224,75 +229,89 @@ class StateStore:
                       values: Mapping[str, Any]) -> bool:
         unfinished, names, finished = _unfinished(table)
         try:
-            self._client.update_item(
-                TableName=self._table_name(table),
+            self.client.update_item(
+                TableName=self.table_name(table),
                 Key={table.key: {"S": key}},
                 UpdateExpression=update,
                 ConditionExpression=f"#version = :version AND {mark_condition} AND {unfinished}",
                 ExpressionAttributeNames={"#missing": MISSING_SINCE, "#expires": EXPIRES_AT, "#version": VERSION, **names},
                 ExpressionAttributeValues={":version": {"N": str(version)}, **finished, **values},
             )
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+        except Exception as error:
+            if aws_error_code(error) == "ConditionalCheckFailedException":
                 return False
             raise
         return True
 
+    # -- the read API's reads -------------------------------------------------------
 
-def batch_get(client: Any, table_name: str, key_name: str, keys: Sequence[str], **options: Any
-              ) -> Tuple[Dict[str, Mapping[str, Any]], List[str]]:
-    """The stored items of ``keys`` by key, read 100 at a time (eventually consistent), and the
-    keys DynamoDB still left unprocessed after backing off a few times (it sheds load that way)."""
-    found: Dict[str, Mapping[str, Any]] = {}
-    unprocessed: List[str] = []
-    for start in range(0, len(keys), BATCH_GET_KEYS):
-        request = {table_name: {"Keys": [{key_name: {"S": key}} for key in keys[start:start + BATCH_GET_KEYS]], **options}}
-        for attempt in range(_UNPROCESSED_ATTEMPTS):
-            response = client.batch_get_item(RequestItems=request)
-            for item in response.get("Responses", {}).get(table_name, []):
-                found[item[key_name]["S"]] = item
-            request = response.get("UnprocessedKeys") or {}
-            if not request:
-                break
-            time.sleep(0.05 * 2**attempt)
-        unprocessed += [key[key_name]["S"] for key in request.get(table_name, {}).get("Keys", [])]
-    return found, unprocessed
+    def index_pages(self, table: TableSpec, cluster_arn: str, phase: Optional[str] = None,
+                    start: Optional[Dict[str, AttributeValue]] = None, page_size: Optional[int] = None,
+                    ) -> Iterator[IndexPage]:
+        """The read index's keys of a cluster's items (of one phase), page by page from ``start``:
+        unfinished ones first (a query, never a scan: its cost does not grow with the table)."""
+        index = table.cluster_index
+        request: Dict[str, Any] = {
+            "TableName": self.table_name(table),
+            "IndexName": index.name,
+            "KeyConditionExpression": "#cluster = :cluster",
+            "ExpressionAttributeNames": {"#cluster": index.hash_key},
+            "ExpressionAttributeValues": {":cluster": {"S": cluster_arn}},
+            "ScanIndexForward": False,  # "open" before "finished": the running ones first
+        }
+        if phase is not None:
+            request["KeyConditionExpression"] += " AND #phase = :phase"
+            request["ExpressionAttributeNames"]["#phase"] = index.range_key
+            request["ExpressionAttributeValues"][":phase"] = {"S": phase}
+        if start is not None:
+            request["ExclusiveStartKey"] = start
+        if page_size is not None:
+            request["Limit"] = page_size
+        return self._pages(self.client.query, request)
 
+    def read_items(self, table: TableSpec, keys: Sequence[str]) -> Tuple[Dict[str, Item], List[str]]:
+        """The stored items of ``keys`` by key (eventually consistent, like the index they were listed
+        from), and the keys DynamoDB left unread after backing off."""
+        return self._batch_get(table, keys)
 
-# Where a PutItem response carries the stored item: written (ReturnValues=ALL_OLD)
-# or refused by the condition (ReturnValuesOnConditionCheckFailure=ALL_OLD).
-_RETURNED_ITEM = {200: "Attributes", 400: "Item"}
+    def get_item(self, table: TableSpec, key: str) -> Optional[Item]:
+        """One item, strongly consistent: the latest recorded version."""
+        response = self.client.get_item(TableName=self.table_name(table), Key={table.key: {"S": key}},
+                                        ConsistentRead=True)
+        return response.get("Item")
 
+    # -- paging, and what DynamoDB leaves unprocessed ---------------------------------
 
-def trim_returned_items(client: Any) -> None:
-    """Make ``client`` parse only the version of the items PutItem returns (see below).
+    @staticmethod
+    def _pages(call: Any, request: Dict[str, Any]) -> Iterator[IndexPage]:
+        while True:
+            response = call(**request)
+            last_key = response.get("LastEvaluatedKey") or None
+            yield IndexPage(response.get("Items", []), last_key)
+            if last_key is None:
+                return
+            request = {**request, "ExclusiveStartKey": last_key}
 
-    Called once, where the process's client is created, not once per event."""
-    client.meta.events.register(
-        "before-parse.dynamodb.PutItem", keep_only_the_version, unique_id="ecs-state-keep-only-the-version"
-    )
-
-
-def keep_only_the_version(response_dict: Any, **kwargs: Any) -> None:
-    """botocore hook: cut the item a PutItem returns down to what put_if_newer reads.
-
-    Returning the stored item is the only way to learn, in the same request,
-    whether an item was replaced and at which version, or which version kept
-    an event out. But DynamoDB returns the whole item, and botocore's
-    shape-by-shape parsing of it cost more than all of ecs-state's own work
-    per event (about 1 ms for a 3 KB task item; see docs/benchmark.md). Only
-    the version is read, plus the fact that an item existed.
-    """
-    member = _RETURNED_ITEM.get(response_dict.get("status_code"))
-    body = response_dict.get("body")
-    if member is None or not body or f'"{member}"'.encode() not in body:
-        return
-    response = json.loads(body)
-    item = response.get(member)
-    if isinstance(item, dict) and item:
-        # An item always has its key, so keeping one attribute keeps "it existed".
-        response[member] = {VERSION: item[VERSION]} if VERSION in item else dict([next(iter(item.items()))])
-        response_dict["body"] = json.dumps(response).encode()
+    def _batch_get(self, table: TableSpec, keys: Sequence[str], **options: Any) -> Tuple[Dict[str, Item], List[str]]:
+        """The stored items of ``keys`` by key, read 100 at a time (eventually consistent), and the
+        keys DynamoDB still left unprocessed after backing off a few times (it sheds load that way)."""
+        name, key_name = self.table_name(table), table.key
+        found: Dict[str, Item] = {}
+        unprocessed: List[str] = []
+        for start in range(0, len(keys), BATCH_GET_KEYS):
+            request: Any = {name: {"Keys": [{key_name: {"S": key}} for key in keys[start:start + BATCH_GET_KEYS]],
+                                   **options}}
+            for attempt in range(UNPROCESSED_ATTEMPTS):
+                response = self.client.batch_get_item(RequestItems=request)
+                for item in response.get("Responses", {}).get(name, []):
+                    found[item[key_name]["S"]] = item
+                request = response.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                if attempt < UNPROCESSED_ATTEMPTS - 1:
+                    self._sleep(0.05 * 2**attempt)
+            unprocessed += [key[key_name]["S"] for key in request.get(name, {}).get("Keys", [])]
+        return found, unprocessed
 
 
 def _unfinished(table: TableSpec) -> Tuple[str, Dict[str, str], Dict[str, Any]]:
