@@ -5,17 +5,30 @@ Chalice handler receives one CloudWatchEvent, so the recorder, the reconciler
 and the read API call a Telemetry explicitly instead. The runtime makes one
 per process, named by the stage's service and namespace.
 """
+import threading
 from typing import Any, Dict, Optional
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+
+# One Powertools Logger per service and process: a second one for the same service would
+# write through the first one's handler but expose a handler of its own that writes nowhere.
+_loggers: Dict[str, Logger] = {}
+_loggers_lock = threading.Lock()
+
+
+def logger_of(service: str) -> Logger:
+    with _loggers_lock:
+        if service not in _loggers:
+            _loggers[service] = Logger(service=service)
+        return _loggers[service]
 
 
 class Telemetry:
     def __init__(self, service: str, namespace: str) -> None:
         self.service = service
         self.namespace = namespace
-        self.logger = Logger(service=service)
+        self.logger = logger_of(service)
 
     def count(self, outcome: str, kind: str) -> None:
         """Emit one count of ``outcome`` for ``kind`` (task or container_instance).

@@ -6,11 +6,22 @@ from urllib.parse import quote, urlencode
 import pytest
 from chalice import IAMAuthorizer
 
-from chalicelib import settings
-from chalicelib.api import MAX_EVENTS_PER_REQUEST, MAX_LIMIT
+from chalicelib import runtime
+from chalicelib.api import reads as api
+from chalicelib.api.events_route import MAX_EVENTS_PER_REQUEST
+from chalicelib.api.reads import MAX_LIMIT
+from chalicelib.config import DISABLED, READ_INDEX_ENV
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS
 from tests.apps import client_for, load_app
-from tests.helpers import ACCOUNT, container_instance_event, count_requests, expected_item, stored_item, task_event
+from tests.helpers import (
+    ACCOUNT,
+    container_instance_event,
+    count_requests,
+    expected_item,
+    stored_item,
+    table_name,
+    task_event,
+)
 from tools.replay import expected_state, recent_events, write_recent_event_files
 
 WEB_PROD = f"arn:aws:ecs:us-east-1:{ACCOUNT}:cluster/web-prod"
@@ -92,7 +103,7 @@ def test_a_cluster_lists_the_latest_state_of_its_items(recorded, path, kind, key
     assert response.json_body["next"] is None
     table = TASKS if kind == "task" else CONTAINER_INSTANCES
     for item in items:
-        assert item["version"] == int(stored_item(settings.dynamodb_client(), table, item[key])["version"])
+        assert item["version"] == int(stored_item(runtime.current().dynamodb(), table, item[key])["version"])
 
 
 @pytest.mark.parametrize("status", ["STOPPED", "RUNNING"])
@@ -118,21 +129,21 @@ def test_an_unknown_cluster_lists_nothing(recorded):
     assert response.json_body == {"items": [], "next": None}
 
 
-def test_listing_a_table_without_the_index_says_which_index_is_missing(http, dynamodb_local, monkeypatch):
+def test_listing_a_table_without_the_index_says_which_index_is_missing(http, dynamodb_local, configure):
     # Like the docs example's own ECSTaskState before `make deploy` adds the index: its key only.
     dynamodb_local.create_table(**TASKS.create_table_request("no-index-tasks", read_index=False))
-    monkeypatch.setenv(TASKS.name_env, "no-index-tasks")
+    configure(task_table="no-index-tasks")
     response = get(http, "/tasks", cluster=WEB_PROD)
     assert response.status_code == 503
     assert f"has no usable index {TASKS.cluster_index.name}" in message(response)
 
 
-def test_a_stage_without_the_read_index_answers_listings_501_and_still_gets_items(recorded, monkeypatch):
-    monkeypatch.setenv(settings.READ_INDEX_ENV, settings.DISABLED)
-    requests = count_requests(settings.dynamodb_client())
+def test_a_stage_without_the_read_index_answers_listings_501_and_still_gets_items(recorded, configure):
+    configure(read_index=False)
+    requests = count_requests(runtime.current().dynamodb())
     response = get(recorded, "/tasks", cluster=WEB_PROD)
     assert response.status_code == 501
-    assert message(response).startswith(f"listing needs the read index, which this stage turns off ({settings.READ_INDEX_ENV}")
+    assert message(response).startswith(f"listing needs the read index, which this stage turns off ({READ_INDEX_ENV}")
     assert requests == {}
     arn = next(iter(expected_keys("task", WEB_PROD)))
     assert recorded.get(f"/tasks/{quote(arn, safe='')}").status_code == 200
@@ -219,7 +230,7 @@ def test_a_token_only_continues_its_own_listing(http):
 )
 @pytest.mark.parametrize("path", ["/tasks", "/container-instances"])
 def test_bad_list_parameters_get_400_naming_them_and_no_request(http, path, params, named):
-    requests = count_requests(settings.dynamodb_client())
+    requests = count_requests(runtime.current().dynamodb())
     response = get(http, path, **params)
     assert response.status_code == 400
     assert message(response).startswith(named)
@@ -282,7 +293,7 @@ def test_an_unknown_id_is_404(http):
     ],
 )
 def test_bad_ids_and_parameters_get_400_naming_them(http, ident, params, named):
-    requests = count_requests(settings.dynamodb_client())
+    requests = count_requests(runtime.current().dynamodb())
     response = get(http, f"/tasks/{ident}", **params)
     assert response.status_code == 400
     assert message(response).startswith(named)
@@ -293,7 +304,7 @@ def test_bad_ids_and_parameters_get_400_naming_them(http, ident, params, named):
 
 
 def test_reads_are_queries_and_gets_never_scans(recorded):
-    requests = count_requests(settings.dynamodb_client())
+    requests = count_requests(runtime.current().dynamodb())
     all_pages(recorded, "/tasks", cluster=WEB_PROD, limit=1)
     get(recorded, "/tasks", cluster=WEB_PROD, status="STOPPED")
     get(recorded, "/container-instances", cluster=BATCH_EC2)
@@ -325,7 +336,7 @@ def test_paging_never_skips_a_key_after_one_whose_item_a_read_missed(http, limit
         post_events(http, event)
         arns.append(event["detail"]["taskArn"])
     missed = arns[1]
-    _missed_by_reads(settings.dynamodb_client(), missed)
+    _missed_by_reads(runtime.current().dynamodb(), missed)
     items, pages = all_pages(http, "/tasks", cluster=TEST_CLUSTER, limit=limit)
     assert sorted(item["taskArn"] for item in items) == sorted(set(arns) - {missed})  # each once, none skipped
     assert pages == -(-6 // limit)
@@ -333,17 +344,10 @@ def test_paging_never_skips_a_key_after_one_whose_item_a_read_missed(http, limit
 
 def _failing_client(monkeypatch, operation, error):
     """Make the app's DynamoDB client raise ``error`` on ``operation``."""
-    real = settings.dynamodb_client()
+    def fail(**kwargs):
+        raise error
 
-    class Failing:
-        def __getattr__(self, name):
-            if name == operation:
-                def fail(**kwargs):
-                    raise error
-                return fail
-            return getattr(real, name)
-
-    monkeypatch.setattr(settings, "dynamodb_client", lambda: Failing())
+    monkeypatch.setattr(runtime.current().dynamodb(), operation, fail)
 
 
 def _client_error(code, status):
@@ -399,44 +403,36 @@ def test_a_refusal_that_is_ecs_states_own_fault_is_still_a_500(http, monkeypatch
 class SlowDynamoDB:
     """Every DynamoDB request of the app takes ``seconds`` on the listing's clock (moved, not slept)."""
 
-    def __init__(self, monkeypatch, seconds):
-        from chalicelib import api
-
+    def __init__(self, configure, seconds):
         self.now = 0.0
-        monkeypatch.setattr(api, "clock", lambda: self.now)
+        configure(monotonic=lambda: self.now)
 
         def slow(**kwargs):
             self.now += seconds
 
-        settings.dynamodb_client().meta.events.register("before-send.dynamodb", slow)
+        runtime.current().dynamodb().meta.events.register("before-send.dynamodb", slow)
 
 
-def test_a_slow_dynamodb_ends_the_page_early_with_a_token_and_nothing_is_skipped(http, monkeypatch):
-    from chalicelib import api
-
+def test_a_slow_dynamodb_ends_the_page_early_with_a_token_and_nothing_is_skipped(http, monkeypatch, configure):
     for number in range(12):
         post_events(http, task_event(1, task_id=f"{number:032x}", lastStatus="RUNNING" if number % 3 == 0 else "PENDING"))
     monkeypatch.setattr(api, "MAX_LIMIT", 2)  # a status listing reads 2 keys a request: many requests
-    SlowDynamoDB(monkeypatch, seconds=1.0)
+    SlowDynamoDB(configure, seconds=1.0)
     monkeypatch.setattr(api, "LISTING_BUDGET_SECONDS", 2.5)
     items, pages = all_pages(http, "/tasks", cluster=TEST_CLUSTER, status="RUNNING", limit=2)
     assert sorted(item["taskArn"][-2:] for item in items) == ["00", "03", "06", "09"]
     assert pages > 2  # the budget, not the limit, ended some pages
 
 
-def test_a_dynamodb_too_slow_to_list_anything_answers_503_with_retry_after(http, monkeypatch):
-    from chalicelib import api
-
+def test_a_dynamodb_too_slow_to_list_anything_answers_503_with_retry_after(http, configure):
     post_events(http, task_event(1))
-    SlowDynamoDB(monkeypatch, seconds=30.0)
+    SlowDynamoDB(configure, seconds=30.0)
     response = get(http, "/tasks", cluster=TEST_CLUSTER)
     assert response.status_code == 503 and response.headers["Retry-After"] == "2"
     assert message(response) == f"DynamoDB answered too slowly to list anything within {api.LISTING_BUDGET_SECONDS:g} s: retry"
 
 
 def test_a_page_stops_short_of_what_lambda_may_answer(http, monkeypatch):
-    from chalicelib import api
-
     padding = "x" * 2000
     for number in range(9):
         post_events(http, task_event(1, task_id=f"{number:032x}", padding=padding))
@@ -455,7 +451,7 @@ def test_a_key_the_index_lists_twice_is_read_and_listed_once(http):
     def twice(parsed, **kwargs):
         parsed["Items"] = parsed.get("Items", []) + parsed.get("Items", [])[:1]
 
-    settings.dynamodb_client().meta.events.register("after-call.dynamodb.Query", twice)
+    runtime.current().dynamodb().meta.events.register("after-call.dynamodb.Query", twice)
     response = get(http, "/tasks", cluster=TEST_CLUSTER)
     assert response.status_code == 200, response.body
     assert len(response.json_body["items"]) == 3
@@ -514,7 +510,7 @@ def test_one_event_answers_one_outcome_and_is_stored(http):
     assert response.json_body == {
         "outcome": "created", "kind": "task", "key": event["detail"]["taskArn"], "version": 2, "stored_version": None,
     }
-    assert stored_item(settings.dynamodb_client(), TASKS, event["detail"]["taskArn"])["version"] == 2
+    assert stored_item(runtime.current().dynamodb(), TASKS, event["detail"]["taskArn"])["version"] == 2
 
 
 def test_an_array_answers_each_outcome_in_order(http):
@@ -539,7 +535,7 @@ def test_form_encoded_bodies_are_read_as_json_as_curl_data_sends_them(http):
 def test_one_bad_event_refuses_the_whole_array_before_any_write(http, bad, named):
     events = [task_event(1, task_id="a" * 32), task_event(2, task_id="b" * 32), task_event(1, task_id="c" * 32)]
     events[1]["detail"].update(bad)
-    requests = count_requests(settings.dynamodb_client())
+    requests = count_requests(runtime.current().dynamodb())
     response = post_events(http, events)
     assert response.status_code == 400
     assert message(response).startswith(named)
@@ -567,7 +563,7 @@ def test_a_bad_single_event_names_its_field(http):
     ids=["empty", "broken", "not-utf8", "deep", "empty-array", "number", "array-of-number", "too-many"],
 )
 def test_bad_bodies_get_400_and_no_request(http, body, named):
-    requests = count_requests(settings.dynamodb_client())
+    requests = count_requests(runtime.current().dynamodb())
     response = post_events(http, body)
     assert response.status_code == 400
     assert message(response).startswith(named)
@@ -576,8 +572,8 @@ def test_bad_bodies_get_400_and_no_request(http, body, named):
 
 def test_a_conflicting_stored_item_stops_with_409_and_lists_what_was_recorded(http):
     conflicting = task_event(1, task_id="d" * 32)
-    settings.dynamodb_client().put_item(
-        TableName=settings.table_name(TASKS),
+    runtime.current().dynamodb().put_item(
+        TableName=table_name(TASKS),
         Item={"taskArn": {"S": conflicting["detail"]["taskArn"]}, "version": {"S": "seven"}},
     )
     response = post_events(http, [task_event(1), conflicting, task_event(2)])
@@ -587,7 +583,7 @@ def test_a_conflicting_stored_item_stops_with_409_and_lists_what_was_recorded(ht
 
 
 def test_a_dynamodb_failure_answers_502_and_lists_what_was_recorded(http):
-    settings.dynamodb_client().delete_table(TableName=settings.table_name(CONTAINER_INSTANCES))
+    runtime.current().dynamodb().delete_table(TableName=table_name(CONTAINER_INSTANCES))
     response = post_events(http, [task_event(1), container_instance_event(1)])
     assert response.status_code == 502
     assert message(response).startswith("events[1]: DynamoDB failed")
@@ -648,7 +644,7 @@ def test_what_dynamodb_refuses_is_named_by_its_cause(http, monkeypatch, refusal,
     def refuse(**request):
         raise ClientError({"Error": {"Code": "ValidationException", "Message": refusal}}, "Query")
 
-    monkeypatch.setattr(settings.dynamodb_client(), "query", refuse)
+    monkeypatch.setattr(runtime.current().dynamodb(), "query", refuse)
     response = get(http, "/tasks", cluster=WEB_PROD)
     assert response.status_code == status
     assert words in message(response)
@@ -657,8 +653,6 @@ def test_what_dynamodb_refuses_is_named_by_its_cause(http, monkeypatch, refusal,
 
 
 def test_a_listing_by_status_bounds_its_reads_and_continues_where_it_stopped(http, monkeypatch):
-    from chalicelib import api
-
     monkeypatch.setattr(api, "MAX_KEYS_READ_PER_REQUEST", 3)
     monkeypatch.setattr(api, "MAX_LIMIT", 2)  # index pages of 2 keys
     for number in range(9):
@@ -671,9 +665,9 @@ def test_a_listing_by_status_bounds_its_reads_and_continues_where_it_stopped(htt
 def test_ghosts_and_expired_items_are_listed_and_got_as_stored(http):
     event = task_event(3)
     post_events(http, event)
-    client = settings.dynamodb_client()
+    client = runtime.current().dynamodb()
     client.update_item(
-        TableName=settings.table_name(TASKS), Key={"taskArn": {"S": event["detail"]["taskArn"]}},
+        TableName=table_name(TASKS), Key={"taskArn": {"S": event["detail"]["taskArn"]}},
         UpdateExpression="SET cw_missing_since = :since, cw_expires_at = :past",
         ExpressionAttributeValues={":since": {"S": "2026-11-22T11:00:00Z"}, ":past": {"N": "1"}},
     )
@@ -683,10 +677,7 @@ def test_ghosts_and_expired_items_are_listed_and_got_as_stored(http):
 
 
 def test_a_page_dynamodb_would_not_read_whole_answers_503_not_a_short_page(recorded, monkeypatch):
-    from chalicelib import store
-
-    monkeypatch.setattr(store.time, "sleep", lambda seconds: None)
-    client = settings.dynamodb_client()
+    client = runtime.current().dynamodb()
 
     def shedding(RequestItems):
         return {"Responses": {}, "UnprocessedKeys": RequestItems}  # DynamoDB under load reads nothing

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from chalice.utils import to_cfn_resource_name
 
-from chalicelib.settings import EVENTS_ROUTE_VARIABLE
+from chalicelib.config import EVENTS_ROUTE_ENV as EVENTS_ROUTE_VARIABLE
 from chalicelib.tables import ALL
 from tools.stage import deployable_stages
 from tools.local_dynamodb import ROOT

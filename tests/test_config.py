@@ -2,7 +2,8 @@
 import json
 from pathlib import Path
 
-from chalicelib import settings, tables
+from chalicelib import config as settings
+from chalicelib import tables
 from tools.local_dynamodb import LOCAL_RETENTION_DAYS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,8 +43,7 @@ def test_each_deployed_stage_writes_its_settings_out_and_they_are_valid():
         variables = CONFIG["stages"][stage]["environment_variables"]
         assert set(STAGE_SETTINGS) | {settings.DEAD_LETTER_QUEUE_ENV} <= set(variables), stage
         assert variables[settings.DEAD_LETTER_QUEUE_ENV] == f"ecs-state-{stage}-dead-letters"
-        settings.item_rules(variables)  # a bad value raises, naming its variable
-        settings.reconcile_minutes(variables)
+        settings.from_environment(variables)  # a bad value raises, naming its variable
 
 
 def test_the_local_stage_keeps_items_as_long_as_the_local_runs_do():
@@ -55,7 +55,7 @@ def test_the_local_stage_keeps_items_as_long_as_the_local_runs_do():
 
 
 def test_reconcile_has_its_own_policy_and_the_time_a_pass_needs():
-    from chalicelib.reconciler import STOP_MARGIN_SECONDS
+    from chalicelib.reconcile.passes import STOP_MARGIN_SECONDS
     from tools.stage import chalice_config
 
     for stage in DEPLOYED_STAGES:

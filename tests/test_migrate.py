@@ -12,8 +12,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from chalicelib import attributes, events, recorder, settings
-from chalicelib.events import expires_at
+from chalicelib.model import attributes, lifecycle
+from chalicelib.model.clock import parse_time
+from chalicelib.model.lifecycle import expires_at
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS, TableSpec
 from tests.conftest import dynamodb_local_server
 from tests.helpers import (
@@ -24,13 +25,15 @@ from tests.helpers import (
     create_older_ecs_state_table,
     iso,
     legacy_index_definition,
+    record,
     stored_item,
+    table_name,
     task_event,
 )
 from tools import migrate
 from tools.stage import stage_plan
 
-PLAN = stage_plan("prod")  # the docs example's tables, 14 days' retention
+PLAN = stage_plan("prod")  # the docs example's tables, 16 days' retention
 UPGRADE_TIME = EVENT_TIME + HOUR  # when these tests' upgrades run: about when the run started
 
 
@@ -121,7 +124,7 @@ def dynamodb_local(own_dynamodb_local, use_endpoint):
 def docs_example_tables(dynamodb_local):
     """The stage's tables made as the docs example makes them: provisioned, key only, its items in them."""
     for spec in (TASKS, CONTAINER_INSTANCES):
-        name = settings.table_name(spec)
+        name = table_name(spec)
         dynamodb_local.delete_table(TableName=name)
         dynamodb_local.get_waiter("table_not_exists").wait(TableName=name)
         request = spec.create_table_request(name, read_index=False)
@@ -129,12 +132,12 @@ def docs_example_tables(dynamodb_local):
         dynamodb_local.create_table(**request, ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 5})
     for item in docs_example_items():
         spec = TASKS if "taskArn" in item else CONTAINER_INSTANCES
-        dynamodb_local.put_item(TableName=settings.table_name(spec), Item=encoded(item))
+        dynamodb_local.put_item(TableName=table_name(spec), Item=encoded(item))
     return dynamodb_local
 
 
 def names() -> Dict[TableSpec, str]:
-    return {spec: settings.table_name(spec) for spec in (TASKS, CONTAINER_INSTANCES)}
+    return {spec: table_name(spec) for spec in (TASKS, CONTAINER_INSTANCES)}
 
 
 def upgrade(client: Any, options: migrate.TableOptions = migrate.DEPLOY) -> List[str]:
@@ -147,7 +150,7 @@ def test_the_docs_example_tables_are_upgraded_in_place_and_a_second_run_changes_
 
     changes = upgrade(client)
 
-    task_table = settings.table_name(TASKS)
+    task_table = table_name(TASKS)
     assert f"created index clusterArn-cw_phase-index on {task_table}" in changes
     assert f"added cw_phase and cw_expires_at to 12 of 12 items of {task_table}" in changes
     for spec, name in names().items():
@@ -184,7 +187,7 @@ def test_the_docs_example_tables_are_upgraded_in_place_and_a_second_run_changes_
 
 def test_an_older_ecs_state_table_between_the_packaged_stacks_two_updates(dynamodb_local):
     """After update 1 (KeepLegacyIndex=yes) a table has both indexes; make migrate backfills and drops the old one."""
-    name = settings.table_name(TASKS)
+    name = table_name(TASKS)
     dynamodb_local.delete_table(TableName=name)
     dynamodb_local.get_waiter("table_not_exists").wait(TableName=name)
     request = TASKS.create_table_request(name)
@@ -212,11 +215,11 @@ def test_an_older_ecs_state_table_between_the_packaged_stacks_two_updates(dynamo
 
 def test_an_event_racing_the_backfill_wins(docs_example_tables):
     """The backfill read the item at version 2; an event stores version 3 before its write."""
-    name = settings.table_name(TASKS)
+    name = table_name(TASKS)
     [read] = [item for item in docs_example_tables.scan(TableName=name)["Items"] if item["version"]["N"] == "3"]
     arn = read["taskArn"]["S"]
     newer = task_event(9, task_id=arn.rsplit("/", 1)[-1], lastStatus="STOPPED", stoppedAt="2026-11-22T09:00:00Z")
-    assert recorder.record(newer)["outcome"] == "updated"
+    assert record(newer)["outcome"] == "updated"
     before = stored_item(docs_example_tables, TASKS, arn)
 
     assert migrate.backfill_item(docs_example_tables, TASKS, name, read, at_upgrade_time()) is False
@@ -226,7 +229,7 @@ def test_an_event_racing_the_backfill_wins(docs_example_tables):
 
 def test_the_backfill_never_overwrites_what_an_item_has(docs_example_tables):
     """Nor lowers an expiry: it only raises one sooner than the item's own date (below)."""
-    name = settings.table_name(TASKS)
+    name = table_name(TASKS)
     later = int(EVENT_TIME) + 400 * DAY
     item = encoded({**docs_example_items()[0], "cw_expires_at": later})  # STOPPED, with an expiry of its own
     docs_example_tables.put_item(TableName=name, Item=item)
@@ -242,7 +245,7 @@ def test_the_backfill_never_overwrites_what_an_item_has(docs_example_tables):
 def test_an_upgrade_deletes_none_of_the_history_sooner_than_a_retention_period_after_it(docs_example_tables):
     """Dated from stoppedAt, the tasks stopped 30 to 90 days ago got an expiry in the past: TTL would
     have deleted them within days of the upgrade, with no point-in-time recovery to undo it."""
-    before = events.now()
+    before = time.time()
 
     migrate.ensure_tables(WithoutTaggingBackupsOrEncryption(docs_example_tables), names(), PLAN.item_rules,
                           PLAN.deployment, migrate.MIGRATE, lambda changes: True, pause=short_pause)
@@ -391,7 +394,7 @@ def test_an_item_dynamodb_refuses_is_listed_and_the_upgrade_goes_on(docs_example
 
 def test_an_item_dynamodb_refuses_does_not_keep_the_old_index_or_ttl(dynamodb_local):
     """An older ecs-state's table (the index keyed by status, no TTL) with one item at 400 KB."""
-    name = settings.table_name(TASKS)
+    name = table_name(TASKS)
     dynamodb_local.delete_table(TableName=name)
     dynamodb_local.get_waiter("table_not_exists").wait(TableName=name)
     create_older_ecs_state_table(dynamodb_local, name)
@@ -459,7 +462,7 @@ def test_an_upgrade_raises_the_expiries_an_older_ecs_state_dated_from_the_retent
                                     PLAN.deployment, migrate.MIGRATE, lambda changes: pytest.fail("asked"),
                                     short_pause, UPGRADE_TIME)
 
-    keep = f"{max(RETENTION, events.DELIVERY_HORIZON_SECONDS) // DAY} days and an hour"
+    keep = f"{max(RETENTION, lifecycle.DELIVERY_HORIZON_SECONDS) // DAY} days and an hour"
     assert changes == [
         f"{name}: raised the expiry of {count} items stored before this version (or under a shorter retention) to "
         f"{keep} after they finished (a ghost: after it was found missing): deleted sooner, an item could be "
@@ -469,9 +472,9 @@ def test_an_upgrade_raises_the_expiries_an_older_ecs_state_dated_from_the_retent
     for spec, item, expiry in cases:
         assert stored_item(dynamodb_local, spec, item[spec.key]["S"])["cw_expires_at"] == expiry
     # What the older ecs-state dated 14 days after, now lasts at least as long as any event of it can
-    # create it (events.DELIVERY_HORIZON_SECONDS), and an hour more.
+    # create it (lifecycle.DELIVERY_HORIZON_SECONDS), and an hour more.
     stopped = stored_item(dynamodb_local, TASKS, cases[0][1]["taskArn"]["S"])
-    assert int(stopped["cw_expires_at"]) - events.parse_time(stopped["stoppedAt"], "stoppedAt") >= 16 * DAY + HOUR
+    assert int(stopped["cw_expires_at"]) - parse_time(stopped["stoppedAt"], "stoppedAt") >= 16 * DAY + HOUR
     assert migrate.ensure_tables(WithoutTaggingBackupsOrEncryption(dynamodb_local), names(), PLAN.item_rules,
                                  PLAN.deployment, migrate.MIGRATE, lambda changes: True, short_pause,
                                  UPGRADE_TIME + DAY) == []
@@ -488,7 +491,7 @@ def test_a_write_racing_the_raise_wins(dynamodb_local):
     stopped, ghost = (item for _, item, _ in stored_by_the_ecs_state_before_the_horizon(dynamodb_local)[:2])
     arn = stopped["taskArn"]["S"]
     newer = task_event(6, task_id=arn.rsplit("/", 1)[-1], lastStatus="STOPPED", stoppedAt=iso(EVENT_TIME))
-    assert recorder.record(newer)["outcome"] == "updated"
+    assert record(newer)["outcome"] == "updated"
     dynamodb_local.update_item(TableName=names()[TASKS], Key={"taskArn": ghost["taskArn"]},
                                UpdateExpression="REMOVE cw_missing_since, cw_expires_at")
     before = [stored_item(dynamodb_local, TASKS, item["taskArn"]["S"]) for item in (stopped, ghost)]

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from chalicelib import settings, tables
+from chalicelib import runtime, tables
 from tools import replay
 
 
@@ -20,7 +20,7 @@ def isolated_run(monkeypatch):
     for spec in tables.ALL:
         os.environ[spec.name_env] = f"{spec.default_name}-{suffix}"
     yield
-    settings.reset_client()
+    runtime.reset()
 
 
 def test_every_event_is_planned_one_to_three_times():

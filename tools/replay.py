@@ -100,12 +100,14 @@ def expected_state(events: List[Dict[str, Any]]) -> Dict[Tuple[str, str], Dict[s
     return {ident: event for ident, (_, event) in latest.items()}
 
 
-def _parsed(event: Dict[str, Any]) -> Any:
-    """An event's change (its table, key and version), checked as the handlers check it."""
+def _parsed(event: Dict[str, Any], rules: Any = None) -> Any:
+    """An event's change (its table, key, version and item), checked as the handlers check it
+    under ``rules`` (by default any: the table, key and version do not depend on them)."""
     from chalicelib.ingest.events import parse_event
     from chalicelib.model.lifecycle import DELIVERY_HORIZON_SECONDS, ItemRules
 
-    return parse_event(event, ItemRules(read_index=True, retention_seconds=DELIVERY_HORIZON_SECONDS), time.time)
+    rules = rules or ItemRules(read_index=True, retention_seconds=DELIVERY_HORIZON_SECONDS)
+    return parse_event(event, rules, time.time)
 
 
 def deliver(deliveries: List[Dict[str, Any]], concurrency: int) -> Tuple[Counter, List[str]]:
@@ -155,7 +157,7 @@ def check_and_show(client: Any, expected: Dict[Tuple[str, str], Dict[str, Any]])
     problems = []
     rows = []
     for (kind, key), event in sorted(expected.items()):
-        change = _parsed(event)
+        change = _parsed(event, stage.rules)
         response = client.get_item(
             TableName=stage.table_name(change.table), Key={change.table.key: {"S": key}}, ConsistentRead=True
         )
