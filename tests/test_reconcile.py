@@ -1,4 +1,4 @@
-"""The reconciler against the fake ECS API (tools/fake_ecs.py) and Amazon's DynamoDB Local."""
+"""The reconciler against the fake ECS API (tests/fake_ecs.py) and Amazon's DynamoDB Local."""
 import contextlib
 import threading
 import uuid
@@ -16,7 +16,7 @@ from chalicelib.events import parse_event
 from chalicelib.snapshots import TIMESTAMP_FIELDS
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS
 from tests.helpers import count_requests, logs_and_metrics, stored_item
-from tools.fake_ecs import FakeECS
+from tests.fake_ecs import FakeECS
 from tools.local_dynamodb import create_tables
 
 METADATA = {"cw_version", "cw_time", "cw_source"}
@@ -742,7 +742,7 @@ def test_an_item_dynamodb_refuses_for_its_size_is_counted_and_the_pass_goes_on(f
 
 def test_a_stored_key_ecs_cannot_be_asked_about_is_refused_and_the_cluster_goes_on(fake, monkeypatch):
     """Ghost candidates come from the table, where any writer may have put any key; ECS refuses
-    a whole Describe call for an ARN of another account or region (tools/fake_ecs.py)."""
+    a whole Describe call for an ARN of another account or region (tests/fake_ecs.py)."""
     web = fake.add_cluster("web")
     template = fake.add_task("web")
     item = parse_event(fake.event_for_task(template)).item  # unfinished, in web
