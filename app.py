@@ -12,7 +12,9 @@ from chalice import Chalice, IAMAuthorizer, Rate
 from chalicelib import runtime
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS
 
-app = Chalice(app_name="ecs-state")
+# Powertools (chalicelib/observability.py) writes every log line, on the logger named for the
+# service, "ecs-state" as the app: Chalice's own handler there would print each line again.
+app = Chalice(app_name="ecs-state", configure_logs=False)
 # Deployed, every route needs SigV4-signed requests from an IAM principal
 # allowed execute-api:Invoke: nothing is readable anonymously. chalice local
 # does not check IAM authorizers, so the local stage needs no credentials.

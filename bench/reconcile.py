@@ -1,6 +1,6 @@
 """`make bench`'s reconcile section: what a reconciler pass costs on a simulated account.
 
-The account lives in the fake ECS API (tools/fake_ecs.py) on loopback: by
+The account lives in the fake ECS API (tests/fake_ecs.py) on loopback: by
 default 10,000 tasks in 20 clusters (19 in 20 RUNNING, 1 in 20 recently
 STOPPED, half Fargate, half EC2) and 5 container instances per cluster. The
 tables are on DynamoDB Local with the read index, as deployed. Three passes,
@@ -118,7 +118,7 @@ def measure(capture: Capture, admin: Any, tasks: int, clusters: int, instances_p
     from chalice.local import LambdaContext
 
     from app import app
-    from tools.fake_ecs import FakeECS
+    from tests.fake_ecs import FakeECS
     from tools.local_dynamodb import create_tables
 
     variables = ("AWS_ENDPOINT_URL_ECS", settings.ECS_CALLS_PER_SECOND_ENV, settings.READ_INDEX_ENV, TASKS.name_env,

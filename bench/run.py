@@ -6,7 +6,7 @@ Sections, all on Amazon's DynamoDB Local on loopback:
 - capacity: DynamoDB capacity per event, ecs-state beside the docs example, on
   the same streams (bench/cost.py, bench/streams.py, bench/capacity.py);
 - reconcile: what the reconciler's passes cost on a simulated account
-  (bench/reconcile.py, tools/fake_ecs.py).
+  (bench/reconcile.py, tests/fake_ecs.py).
 Prints the tables and writes JSON (default bench-results.json, not committed).
 """
 import argparse

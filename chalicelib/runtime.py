@@ -119,7 +119,7 @@ class Runtime:
         """One reconcile pass over the account (chalicelib/reconcile/passes.py)."""
         from chalicelib.reconcile.passes import reconcile
 
-        return reconcile(event, context, config=self.config, dynamodb=self.dynamodb(), ecs=self.ecs(),
+        return reconcile(event, context, config=self.config, dynamodb=self.dynamodb, ecs=self.ecs,
                          telemetry=self.telemetry, now=self.now, monotonic=self.monotonic,
                          budget_seconds=budget_seconds)
 

@@ -1,4 +1,4 @@
-"""The fake ECS (tools/fake_ecs.py) against botocore's ECS model, the API's documented
+"""The fake ECS (tests/fake_ecs.py) against botocore's ECS model, the API's documented
 behaviour and the events in events/, through a real boto3 ECS client.
 
 Every response body a client receives is checked member by member against the
@@ -29,7 +29,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError
 
-from tools.fake_ecs import (
+from tests.fake_ecs import (
     CONTAINER_API_ONLY,
     CONTAINER_INSTANCE_API_ONLY,
     CONTAINER_INSTANCE_STATUSES,

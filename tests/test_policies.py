@@ -16,7 +16,7 @@ from moto import mock_aws
 from chalicelib import events, settings, tables
 from tests.helpers import container_instance_event, task_event
 from tools import deploy, policies, policy_files
-from tools.fake_ecs import FakeECS
+from tests.fake_ecs import FakeECS
 from tools.local_dynamodb import create_tables
 from tools.stage import ROOT, DeployError, StagePlan, deployable_stages, stage_plan
 

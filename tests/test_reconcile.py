@@ -1,8 +1,8 @@
-"""The reconciler against the fake ECS API (tools/fake_ecs.py) and Amazon's DynamoDB Local."""
-import contextlib
+"""The reconciler against the fake ECS API (tests/fake_ecs.py) and Amazon's DynamoDB Local."""
+import os
 import threading
 import uuid
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
 import botocore.exceptions
 import botocore.retries.standard
@@ -10,28 +10,30 @@ import pytest
 from chalice.local import LambdaContext
 
 from app import app
-from chalicelib import events, reconciler, recorder, settings, store
-from chalicelib.ecs import EcsReader, OutOfTime, Pace
-from chalicelib.events import parse_event
-from chalicelib.snapshots import TIMESTAMP_FIELDS
+from chalicelib import runtime
+from chalicelib.errors import OutOfTime, ReconcileFailed
+from chalicelib.model.clock import iso_time, parse_time
+from chalicelib.model.lifecycle import expires_at
+from chalicelib.reconcile import passes
+from chalicelib.reconcile.ecs import EcsReader, Pace
+from chalicelib.reconcile.snapshots import TIMESTAMP_FIELDS
+from chalicelib.store import StateStore
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS
-from tests.helpers import count_requests, logs_and_metrics, stored_item
-from tools.fake_ecs import FakeECS
+from tests.fake_ecs import FakeECS
+from tests.helpers import DAY, count_requests, logs_and_metrics, parse, record, stored_item, table_name
 from tools.local_dynamodb import create_tables
 
 METADATA = {"cw_version", "cw_time", "cw_source"}
-EVENT_ONLY = {"updatedAt", "accountType"}  # what a snapshot cannot know (chalicelib/snapshots.py)
+EVENT_ONLY = {"updatedAt", "accountType"}  # what a snapshot cannot know (chalicelib/reconcile/snapshots.py)
 
 
 @pytest.fixture
-def fake(dynamodb_local, monkeypatch):
+def fake(dynamodb_local, monkeypatch, configure):
     """An empty fake ECS account the app's ECS client talks to, and fresh tables on DynamoDB Local."""
     with FakeECS() as ecs:
-        monkeypatch.setenv("AWS_ENDPOINT_URL_ECS", ecs.endpoint)
-        monkeypatch.setenv(settings.ECS_CALLS_PER_SECOND_ENV, "20")
-        settings.reset_client()
+        monkeypatch.setenv("AWS_ENDPOINT_URL_ECS", ecs.endpoint)  # (the Runtime makes its ECS client on first use)
+        configure(ecs_calls_per_second=20.0)
         yield ecs
-    settings.reset_client()
 
 
 def scheduled_event(time="2026-11-22T10:15:00Z") -> Dict[str, Any]:
@@ -41,12 +43,39 @@ def scheduled_event(time="2026-11-22T10:15:00Z") -> Dict[str, Any]:
     }
 
 
-def run_pass(time="2026-11-22T10:15:00Z", budget_seconds=None) -> Dict[str, Any]:
-    return reconciler.reconcile(scheduled_event(time), budget_seconds=budget_seconds)
+def run_pass(time="2026-11-22T10:15:00Z", budget_seconds=None, ecs=None, dynamodb=None) -> Dict[str, Any]:
+    """A pass as the scheduled function runs it, with the installed Runtime; ``ecs`` or ``dynamodb``:
+    a client to use instead of the Runtime's (one that changes what the service answers)."""
+    process = runtime.current()
+    if ecs is None and dynamodb is None:
+        return process.reconcile(scheduled_event(time), None, budget_seconds=budget_seconds)
+    return passes.reconcile(scheduled_event(time), None, config=process.config, telemetry=process.telemetry,
+                            dynamodb=lambda: dynamodb or process.dynamodb(), ecs=lambda: ecs or process.ecs(),
+                            now=process.now, monotonic=process.monotonic, budget_seconds=budget_seconds)
+
+
+class EcsAnswers:
+    """The installed Runtime's ECS client, each call answered by ``answer(operation, params, send)``
+    (``send()``: ECS's own answer): ECS answering otherwise than the fake does."""
+
+    def __init__(self, answer: Callable[[str, Dict[str, Any], Callable[[], Dict[str, Any]]], Dict[str, Any]]):
+        self._client = runtime.current().ecs()
+        self._answer = answer
+
+    def __getattr__(self, name):
+        attribute = getattr(self._client, name)
+        if name == "meta" or not callable(attribute):
+            return attribute
+        return lambda **params: self._answer(name, params, lambda: attribute(**params))
 
 
 def comparable(item: Dict[str, Any]) -> Dict[str, Any]:
     return {name: value for name, value in item.items() if name not in METADATA | EVENT_ONLY}
+
+
+def parse_event(event):
+    """``event`` checked and built into its item with the installed Runtime's settings."""
+    return parse(event, runtime.current().config.rules)
 
 
 def event_item(event: Dict[str, Any]) -> Dict[str, Any]:
@@ -54,9 +83,14 @@ def event_item(event: Dict[str, Any]) -> Dict[str, Any]:
     return comparable({name: value for name, value in parse_event(event).item.items()})
 
 
+def dynamodb_client():
+    """The installed Runtime's DynamoDB client (the app's)."""
+    return runtime.current().dynamodb()
+
+
 def stored_raw(table, key):
-    return settings.dynamodb_client().get_item(
-        TableName=settings.table_name(table), Key={table.key: {"S": key}}, ConsistentRead=True
+    return dynamodb_client().get_item(
+        TableName=table_name(table), Key={table.key: {"S": key}}, ConsistentRead=True
     ).get("Item")
 
 
@@ -91,13 +125,13 @@ def test_backfill_stores_every_task_and_instance_at_its_version_as_its_event_wou
         assert comparable(stored) == event_item(fake.event_for_container_instance(arn))
 
 
-def test_a_stopped_snapshot_expires_from_the_tasks_own_stoppedAt(fake, monkeypatch):
-    monkeypatch.setenv(settings.RETENTION_DAYS_ENV, "14")
+def test_a_stopped_snapshot_expires_from_the_tasks_own_stoppedAt(fake, configure):
+    configure(retention_seconds=14 * DAY)
     fake.add_cluster("web")
     arn = fake.add_task("web", last_status="STOPPED")
     run_pass()
-    assert int(stored_item(settings.dynamodb_client(), TASKS, arn)["cw_expires_at"]) == (
-        events.expires_at(fake.task(arn)["stoppedAt"], 14 * 86_400)
+    assert int(stored_item(dynamodb_client(), TASKS, arn)["cw_expires_at"]) == (
+        expires_at(fake.task(arn)["stoppedAt"], 14 * 86_400)
     )
 
 
@@ -144,22 +178,22 @@ def test_a_newer_event_replaces_a_snapshot_and_an_older_one_does_not(fake):
     run_pass()
     fake.transition_task(arn, "DEACTIVATING")
     newer = fake.event_for_task(arn)
-    assert recorder.record(older)["outcome"] == "duplicate"  # same version as the snapshot
-    assert recorder.record(newer)["outcome"] == "updated"
+    assert record(older)["outcome"] == "duplicate"  # same version as the snapshot
+    assert record(newer)["outcome"] == "updated"
     assert stored_raw(TASKS, arn)["cw_source"] == {"S": "event"}
 
 
 def test_a_snapshot_at_the_stored_version_writes_nothing(fake):
     fake.add_cluster("web")
     arn = fake.add_task("web")
-    recorder.record(fake.event_for_task(arn))
-    requests = count_requests(settings.dynamodb_client())
+    record(fake.event_for_task(arn))
+    requests = count_requests(dynamodb_client())
     summary = run_pass()
     assert summary["written"] == {"created": 0, "updated": 0} and summary["unchanged"] == 1
     assert "PutItem" not in requests and stored_raw(TASKS, arn)["cw_source"] == {"S": "event"}
 
 
-def test_a_snapshot_never_lowers_a_version_even_racing_events(fake, monkeypatch):
+def test_a_snapshot_never_lowers_a_version_even_racing_events(fake):
     """Events of versions above the API's land while passes run; the highest version always stays."""
     fake.add_cluster("web")
     arns = [fake.add_task("web") for _ in range(20)]
@@ -169,32 +203,36 @@ def test_a_snapshot_never_lowers_a_version_even_racing_events(fake, monkeypatch)
         fake.transition_task(arn, "DEACTIVATING")
         newer_events.append(fake.event_for_task(arn))
     # ECS describes the older state, as if the pass had read it just before the change:
-    monkeypatch.setattr(reconciler, "task_detail", _older_version(snapshot_versions))
+    ecs = described_older(snapshot_versions)
     barrier = threading.Barrier(len(newer_events) + 1)
 
     def deliver(event):
         barrier.wait()
-        recorder.record(event)
+        record(event)
 
     threads = [threading.Thread(target=deliver, args=(event,)) for event in newer_events]
     for thread in threads:
         thread.start()
     barrier.wait()
-    run_pass()
+    run_pass(ecs=ecs)
     for thread in threads:
         thread.join()
     for arn in arns:
         assert int(stored_raw(TASKS, arn)["version"]["N"]) == snapshot_versions[arn] + 1
 
 
-def _older_version(versions):
-    from chalicelib.snapshots import task_detail
+def described_older(versions):
+    """ECS describing each task of ``versions`` (ARN: version) at that version, still running."""
 
-    def older(task):
-        detail = task_detail(task)
-        return {**detail, "version": versions[detail["taskArn"]], "lastStatus": "RUNNING", "desiredStatus": "RUNNING"}
+    def older(operation, params, send):
+        response = send()
+        if operation == "describe_tasks":
+            response["tasks"] = [{**task, "version": versions[task["taskArn"]], "lastStatus": "RUNNING",
+                                  "desiredStatus": "RUNNING"} if task["taskArn"] in versions else task
+                                 for task in response["tasks"]]
+        return response
 
-    return older
+    return EcsAnswers(older)
 
 
 # -- an unchanged account: nothing written --------------------------------------------------
@@ -203,7 +241,7 @@ def _older_version(versions):
 def test_a_second_pass_over_an_unchanged_account_writes_nothing(fake):
     an_account(fake)
     run_pass()
-    requests = count_requests(settings.dynamodb_client())
+    requests = count_requests(dynamodb_client())
     summary = run_pass()
     assert summary["written"] == {"created": 0, "updated": 0} and summary["unchanged"] == 12
     assert set(requests) <= {"BatchGetItem", "Query"}
@@ -240,12 +278,10 @@ def test_keys_dynamodb_left_unread_are_deferred_never_written_blind(fake, monkey
     ghost = fake.add_task("web")
     run_pass()
     fake.forget_task(ghost)
-    monkeypatch.setattr(store.time, "sleep", lambda seconds: None)  # batch_get's backoff
-    client = settings.dynamodb_client()
-    monkeypatch.setattr(settings, "dynamodb_client", lambda: LeavesEveryKeyUnprocessed(client))
+    client = dynamodb_client()
     requests = count_requests(client)
     with logs_and_metrics(capsys, monkeypatch) as lines:
-        summary = run_pass()
+        summary = run_pass(dynamodb=LeavesEveryKeyUnprocessed(client))
     assert requests == {"Query": 2}  # no PutItem, no UpdateItem (the unread BatchGetItems are the wrapper's)
     assert (summary["deferred"], summary["unchanged"], summary["missing"], summary["errors"]) == (51, 0, 0, [])
     assert "cw_missing_since" not in stored_raw(TASKS, ghost)
@@ -256,22 +292,22 @@ def test_keys_dynamodb_left_unread_are_deferred_never_written_blind(fake, monkey
 # -- ghosts ---------------------------------------------------------------------------------
 
 
-def test_a_task_whose_stopped_event_was_lost_is_marked_not_deleted_and_expires(fake, monkeypatch):
-    monkeypatch.setenv(settings.RETENTION_DAYS_ENV, "14")
+def test_a_task_whose_stopped_event_was_lost_is_marked_not_deleted_and_expires(fake, configure):
+    configure(retention_seconds=14 * DAY)
     fake.add_cluster("web")
     arn = fake.add_task("web")
     running_event = fake.event_for_task(arn)
-    recorder.record(running_event)  # then its STOPPED event is lost, and ECS forgets the task
+    record(running_event)  # then its STOPPED event is lost, and ECS forgets the task
     fake.transition_task(arn, "STOPPED")
     fake.forget_task(arn)
-    monkeypatch.setattr(events, "now", lambda: 1_800_000_000.0)
+    configure(now=lambda: 1_800_000_000.0)
     summary = run_pass()
     assert summary["missing"] == 1
-    item = stored_item(settings.dynamodb_client(), TASKS, arn)
+    item = stored_item(dynamodb_client(), TASKS, arn)
     assert item["version"] == running_event["detail"]["version"] and item["lastStatus"] == "RUNNING"
-    assert item["cw_missing_since"] == events.iso_time(1_800_000_000)
-    assert item["cw_expires_at"] == events.expires_at(1_800_000_000, 14 * 86_400)
-    requests = count_requests(settings.dynamodb_client())
+    assert item["cw_missing_since"] == iso_time(1_800_000_000)
+    assert item["cw_expires_at"] == expires_at(1_800_000_000, 14 * 86_400)
+    requests = count_requests(dynamodb_client())
     assert run_pass()["missing"] == 0 and "UpdateItem" not in requests  # marked once
 
 
@@ -280,7 +316,7 @@ def lost_stop(fake):
     forgets: its ARN and the lost event."""
     fake.add_cluster("web")
     arn = fake.add_task("web")
-    recorder.record(fake.event_for_task(arn))
+    record(fake.event_for_task(arn))
     fake.transition_task(arn, "STOPPED")
     stopped = fake.event_for_task(arn)
     fake.forget_task(arn)
@@ -291,20 +327,20 @@ def test_a_later_event_clears_the_mark(fake):
     arn, stopped = lost_stop(fake)
     run_pass()
     assert "cw_missing_since" in stored_raw(TASKS, arn)
-    assert recorder.record(stopped)["outcome"] == "updated"  # the lost event, redriven at last
+    assert record(stopped)["outcome"] == "updated"  # the lost event, redriven at last
     item = stored_raw(TASKS, arn)
     assert "cw_missing_since" not in item and item["lastStatus"] == {"S": "STOPPED"}
 
 
 def test_an_event_that_races_in_first_wins_over_the_mark(fake, monkeypatch):
     arn, stopped = lost_stop(fake)
-    mark_missing = reconciler.StateStore.mark_missing
+    mark_missing = StateStore.mark_missing
 
     def event_lands_first(store, *args, **kwargs):
-        recorder.record(stopped)
+        record(stopped)
         return mark_missing(store, *args, **kwargs)
 
-    monkeypatch.setattr(reconciler.StateStore, "mark_missing", event_lands_first)
+    monkeypatch.setattr(StateStore, "mark_missing", event_lands_first)
     assert run_pass()["missing"] == 0
     item = stored_raw(TASKS, arn)
     assert "cw_missing_since" not in item and item["lastStatus"] == {"S": "STOPPED"}
@@ -341,14 +377,12 @@ def test_finished_and_listed_items_are_never_ghosts(fake):
     assert summary["missing"] == 0 and summary["ecs_calls"]["describe_tasks"] == 2  # the listed ones only
 
 
-def without_the_read_index(monkeypatch, segments=1):
+def without_the_read_index(configure, monkeypatch, segments=1):
     """The stage without the read index, on tables of its own; the sweep covers them in ``segments`` passes."""
-    monkeypatch.setenv(settings.READ_INDEX_ENV, settings.DISABLED)
-    for table in (TASKS, CONTAINER_INSTANCES):
-        monkeypatch.setenv(table.name_env, settings.table_name(table) + "-bare")
-    client = settings.dynamodb_client()
-    create_tables(client, {table: settings.table_name(table) for table in (TASKS, CONTAINER_INSTANCES)}, read_index=False)
-    monkeypatch.setattr(reconciler, "SWEEP_SEGMENTS", segments)
+    configure(read_index=False, **{f"{table.kind}_table": table_name(table) + "-bare" for table in (TASKS, CONTAINER_INSTANCES)})
+    client = dynamodb_client()
+    create_tables(client, {table: table_name(table) for table in (TASKS, CONTAINER_INSTANCES)}, read_index=False)
+    monkeypatch.setattr(passes, "SWEEP_SEGMENTS", segments)
     return client
 
 
@@ -357,39 +391,39 @@ def forgotten_tasks(fake, cluster, count):
     fake.add_cluster(cluster)
     arns = [fake.add_task(cluster) for _ in range(count)]
     for arn in arns:
-        recorder.record(fake.event_for_task(arn))
+        record(fake.event_for_task(arn))
         fake.forget_task(arn)
     return arns
 
 
-def test_without_the_read_index_ghosts_are_found_by_the_sweep(fake, monkeypatch):
-    without_the_read_index(monkeypatch, segments=2)
+def test_without_the_read_index_ghosts_are_found_by_the_sweep(fake, configure, monkeypatch):
+    without_the_read_index(configure, monkeypatch, segments=2)
     fake.add_cluster("web")
     arns = [fake.add_task("web") for _ in range(6)]
     run_pass()
     for arn in arns:
         fake.transition_task(arn, "STOPPED")
         fake.forget_task(arn)
-    requests = count_requests(settings.dynamodb_client())
+    requests = count_requests(dynamodb_client())
     found = [run_pass(time=f"2026-11-22T10:{minute}:00Z")["missing"] for minute in ("15", "30")]  # two segments
     assert sum(found) == 6
     assert "Query" not in requests and requests["Scan"] >= 2
     assert all("cw_missing_since" in stored_raw(TASKS, arn) for arn in arns)
 
 
-def test_without_the_read_index_a_cluster_that_fails_does_not_stop_the_sweep(fake, monkeypatch):
+def test_without_the_read_index_a_cluster_that_fails_does_not_stop_the_sweep(fake, configure, monkeypatch):
     """A stale cluster name in the settings fails the pass, but the other clusters' ghosts are marked."""
-    without_the_read_index(monkeypatch)
+    without_the_read_index(configure, monkeypatch)
     ghosts = forgotten_tasks(fake, "web", 3)
-    monkeypatch.setenv(settings.RECONCILE_CLUSTERS_ENV, "web,old-cluster")
-    with pytest.raises(reconciler.ReconcileFailed, match="old-cluster: no such cluster") as failed:
+    configure(reconcile_clusters=("web", "old-cluster"))
+    with pytest.raises(ReconcileFailed, match="old-cluster: no such cluster") as failed:
         run_pass()
     assert failed.value.summary["missing"] == 3 and not failed.value.summary["complete"]
     assert all("cw_missing_since" in stored_raw(TASKS, arn) for arn in ghosts)
 
 
-def test_the_sweep_goes_on_with_the_other_clusters_when_one_fails(fake, monkeypatch):
-    without_the_read_index(monkeypatch)
+def test_the_sweep_goes_on_with_the_other_clusters_when_one_fails(fake, configure, monkeypatch):
+    without_the_read_index(configure, monkeypatch)
     forgotten_tasks(fake, "a", 2)
     ghosts = forgotten_tasks(fake, "b", 2)
     describe = EcsReader.describe_tasks
@@ -400,16 +434,16 @@ def test_the_sweep_goes_on_with_the_other_clusters_when_one_fails(fake, monkeypa
         return describe(reader, cluster, arns)
 
     monkeypatch.setattr(EcsReader, "describe_tasks", bug_in_a)
-    with pytest.raises(reconciler.ReconcileFailed) as failed:
+    with pytest.raises(ReconcileFailed) as failed:
         run_pass()
     summary = failed.value.summary
     assert summary["errors"] == [f"{fake.add_cluster('a')}: RuntimeError: a bug"] and summary["missing"] == 2
     assert all("cw_missing_since" in stored_raw(TASKS, arn) for arn in ghosts)
 
 
-def test_a_pass_ecs_throttles_beyond_its_retries_does_not_sweep(fake, monkeypatch):
+def test_a_pass_ecs_throttles_beyond_its_retries_does_not_sweep(fake, configure, monkeypatch):
     """ECS's bucket is the account's: after a throttled cluster the sweep's describes would be throttled too."""
-    without_the_read_index(monkeypatch)
+    without_the_read_index(configure, monkeypatch)
     forgotten_tasks(fake, "web", 1)
 
     def throttled(reader, cluster):
@@ -417,20 +451,18 @@ def test_a_pass_ecs_throttles_beyond_its_retries_does_not_sweep(fake, monkeypatc
                                               "ListContainerInstances")
 
     monkeypatch.setattr(EcsReader, "container_instance_arns", throttled)
-    requests = count_requests(settings.dynamodb_client())
-    with pytest.raises(reconciler.ReconcileFailed, match="ThrottlingException") as failed:
+    requests = count_requests(dynamodb_client())
+    with pytest.raises(ReconcileFailed, match="ThrottlingException") as failed:
         run_pass()
     assert failed.value.summary["missing"] == 0 and "Scan" not in requests
 
 
-@contextlib.contextmanager
-def ecs_forgets_for_a_moment(monkeypatch, arn, described=False):
-    """Inside the block, ECS leaves ``arn`` out of every listing and (unless ``described``) answers
-    MISSING when asked to describe it, though it still knows it: as its API may for a moment."""
-    call = EcsReader._call
+def ecs_forgets_for_a_moment(arn, described=False):
+    """ECS leaving ``arn`` out of every listing and (unless ``described``) answering MISSING when
+    asked to describe it, though it still knows it: as its API may for a moment."""
 
-    def forgetful(reader, operation, **params):
-        response = call(reader, operation, **params)
+    def forgetful(operation, params, send):
+        response = send()
         for member in ("taskArns", "containerInstanceArns"):
             if member in response:
                 response[member] = [listed for listed in response[member] if listed != arn]
@@ -440,26 +472,23 @@ def ecs_forgets_for_a_moment(monkeypatch, arn, described=False):
                 response["failures"] = response.get("failures", []) + [{"arn": arn, "reason": "MISSING"}]
         return response
 
-    with monkeypatch.context() as patch:
-        patch.setattr(EcsReader, "_call", forgetful)
-        yield
+    return EcsAnswers(forgetful)
 
 
-def a_task_marked_by_mistake(fake, monkeypatch):
+def a_task_marked_by_mistake(fake):
     """A running task recorded from its event, marked a ghost by a pass in which ECS answered MISSING for it."""
     fake.add_cluster("web")
     arn = fake.add_task("web")
-    recorder.record(fake.event_for_task(arn))
-    with ecs_forgets_for_a_moment(monkeypatch, arn):
-        assert run_pass()["missing"] == 1
+    record(fake.event_for_task(arn))
+    assert run_pass(ecs=ecs_forgets_for_a_moment(arn))["missing"] == 1
     assert {"cw_missing_since", "cw_expires_at"} <= set(stored_raw(TASKS, arn))
     return arn
 
 
-def test_a_mark_goes_when_ecs_lists_the_item_again_at_the_same_version(fake, monkeypatch):
-    arn = a_task_marked_by_mistake(fake, monkeypatch)
+def test_a_mark_goes_when_ecs_lists_the_item_again_at_the_same_version(fake):
+    arn = a_task_marked_by_mistake(fake)
     before = stored_raw(TASKS, arn)
-    requests = count_requests(settings.dynamodb_client())
+    requests = count_requests(dynamodb_client())
     summary = run_pass()  # ECS lists it again, at the version stored
     assert (summary["cleared"], summary["unchanged"], summary["written"]) == (1, 0, {"created": 0, "updated": 0})
     assert requests.get("UpdateItem") == 1 and "PutItem" not in requests  # one conditioned write, the mark only
@@ -471,10 +500,9 @@ def test_a_mark_goes_when_ecs_lists_the_item_again_at_the_same_version(fake, mon
     assert stored_raw(TASKS, arn) == after
 
 
-def test_a_mark_goes_when_ecs_describes_the_item_again_though_it_does_not_list_it(fake, monkeypatch):
-    arn = a_task_marked_by_mistake(fake, monkeypatch)
-    with ecs_forgets_for_a_moment(monkeypatch, arn, described=True):
-        summary = run_pass()
+def test_a_mark_goes_when_ecs_describes_the_item_again_though_it_does_not_list_it(fake):
+    arn = a_task_marked_by_mistake(fake)
+    summary = run_pass(ecs=ecs_forgets_for_a_moment(arn, described=True))
     assert summary["cleared"] == 1 and summary["ecs_calls"]["describe_tasks"] == 1  # the ghost, described again
     assert not {"cw_missing_since", "cw_expires_at"} & set(stored_raw(TASKS, arn))
 
@@ -483,7 +511,7 @@ def test_a_ghost_still_missing_is_described_again_but_not_written(fake):
     arn, _ = lost_stop(fake)
     assert run_pass()["missing"] == 1
     marked = stored_raw(TASKS, arn)
-    requests = count_requests(settings.dynamodb_client())
+    requests = count_requests(dynamodb_client())
     summary = run_pass()
     assert (summary["missing"], summary["cleared"], summary["ecs_calls"]["describe_tasks"]) == (0, 0, 1)
     assert set(requests) <= {"BatchGetItem", "Query"} and stored_raw(TASKS, arn) == marked
@@ -491,46 +519,46 @@ def test_a_ghost_still_missing_is_described_again_but_not_written(fake):
 
 def test_clearing_a_mark_never_undoes_a_newer_event(fake, monkeypatch):
     """The task stops, and its STOPPED event lands between the pass's read and its clearing write."""
-    arn = a_task_marked_by_mistake(fake, monkeypatch)
+    arn = a_task_marked_by_mistake(fake)
     fake.transition_task(arn, "STOPPED")
     stopped = fake.event_for_task(arn)
-    clear_missing = reconciler.StateStore.clear_missing
+    clear_missing = StateStore.clear_missing
 
     def event_lands_first(store, *args, **kwargs):
-        assert recorder.record(stopped)["outcome"] == "updated"
+        assert record(stopped)["outcome"] == "updated"
         return clear_missing(store, *args, **kwargs)
 
-    monkeypatch.setattr(reconciler.StateStore, "clear_missing", event_lands_first)
+    monkeypatch.setattr(StateStore, "clear_missing", event_lands_first)
     # ECS lists it, and describes it as it was at the stored version (just before it stopped):
-    monkeypatch.setattr(reconciler, "task_detail", _older_version({arn: int(stopped["detail"]["version"]) - 1}))
-    summary = run_pass()
+    summary = run_pass(ecs=described_older({arn: int(stopped["detail"]["version"]) - 1}))
     assert summary["cleared"] == 0
-    item = stored_item(settings.dynamodb_client(), TASKS, arn)
+    item = stored_item(dynamodb_client(), TASKS, arn)
     assert item["lastStatus"] == "STOPPED" and "cw_missing_since" not in item
-    assert item["cw_expires_at"] == events.expires_at(
-        events.parse_time(stopped["detail"]["stoppedAt"], "stoppedAt"), settings.retention_seconds()
+    assert item["cw_expires_at"] == expires_at(
+        parse_time(stopped["detail"]["stoppedAt"], "stoppedAt"), runtime.current().config.retention_seconds
     )
 
 
 def test_a_finished_item_is_never_marked_and_keeps_its_own_expiry(fake):
     fake.add_cluster("web")
     arn = fake.add_task("web", last_status="STOPPED")
-    recorder.record(fake.event_for_task(arn))
+    record(fake.event_for_task(arn))
     stored = stored_raw(TASKS, arn)
-    store = reconciler.StateStore(settings.dynamodb_client())
-    assert not store.mark_missing(TASKS, arn, int(stored["version"]["N"]), events.now())
+    process = runtime.current()
+    store = StateStore(process.dynamodb(), process.config)
+    assert not store.mark_missing(TASKS, arn, int(stored["version"]["N"]), process.now())
     assert stored_raw(TASKS, arn) == stored
 
 
 # -- time budget and rotation ------------------------------------------------------------------
 
 
-def test_a_pass_short_of_time_stops_cleanly_and_later_passes_cover_every_cluster(fake, monkeypatch):
+def test_a_pass_short_of_time_stops_cleanly_and_later_passes_cover_every_cluster(fake, configure, monkeypatch):
     for number in range(5):
         fake.add_cluster(f"c{number}")
         fake.add_task(f"c{number}")
     clock = {"now": 0.0}
-    monkeypatch.setattr(reconciler, "_clock", lambda: clock["now"])
+    configure(monotonic=lambda: clock["now"])
     list_tasks = EcsReader.task_arns
 
     def slow_listing(reader, cluster, desired):
@@ -566,14 +594,12 @@ class SlowDynamoDB:
         return request
 
 
-def test_a_slow_dynamodb_stops_the_pass_within_its_budget_with_nothing_half_written(fake, monkeypatch):
+def test_a_slow_dynamodb_stops_the_pass_within_its_budget_with_nothing_half_written(fake, configure):
     fake.add_cluster("web")
     arns = [fake.add_task("web") for _ in range(100)]
     clock = {"now": 0.0}
-    monkeypatch.setattr(reconciler, "_clock", lambda: clock["now"])
-    client = settings.dynamodb_client()
-    monkeypatch.setattr(settings, "dynamodb_client", lambda: SlowDynamoDB(client, clock, 0.1))
-    summary = run_pass(budget_seconds=2)
+    configure(monotonic=lambda: clock["now"])
+    summary = run_pass(budget_seconds=2, dynamodb=SlowDynamoDB(dynamodb_client(), clock, 0.1))
     assert not summary["complete"] and summary["errors"] == []
     assert summary["duration_ms"] <= 2100  # the budget, and at most the one request under way when it ran out
     written = [arn for arn in arns if stored_raw(TASKS, arn)]
@@ -582,13 +608,13 @@ def test_a_slow_dynamodb_stops_the_pass_within_its_budget_with_nothing_half_writ
 
 
 def _all_items(table) -> List[Dict[str, Any]]:
-    return settings.dynamodb_client().scan(TableName=settings.table_name(table))["Items"]
+    return dynamodb_client().scan(TableName=table_name(table))["Items"]
 
 
 def test_the_lambda_budget_is_the_remaining_time_less_the_margin(fake, monkeypatch):
     fake.add_cluster("web")
     fake.add_task("web")
-    context = LambdaContext("ecs-state-test-reconcile", 256, max_runtime_ms=(reconciler.STOP_MARGIN_SECONDS - 1) * 1000)
+    context = LambdaContext("ecs-state-test-reconcile", 256, max_runtime_ms=(passes.STOP_MARGIN_SECONDS - 1) * 1000)
     summary = app.handler_map["reconcile"](scheduled_event(), context)
     assert summary["complete"] is False and summary["clusters"] == 0  # no time left for even ListClusters
     assert fake.calls == {}
@@ -619,14 +645,14 @@ def test_throttling_is_retried_with_backoff_and_the_pass_completes(fake, no_back
     assert summary["complete"] and summary["written"]["created"] == 12
     assert fake.calls["DescribeTasks"] == summary["ecs_calls"]["describe_tasks"] + 2
     assert len(no_backoff_sleep) == 2 and all(delay > 0 for delay in no_backoff_sleep)
-    assert settings.ecs_client().meta.config.retries["mode"] == "adaptive"  # and slows its rate after a throttle
+    assert runtime.current().ecs().meta.config.retries["mode"] == "adaptive"  # and slows its rate after a throttle
 
 
 @pytest.mark.real_clock  # botocore's adaptive rate limiter, once throttled, waits on a timed Condition
 def test_a_pass_throttled_beyond_its_retries_fails_and_leaves_nothing_half_written(fake, no_backoff_sleep):
     tasks, instances = an_account(fake, clusters=("a", "b", "c"))
     fake.throttle(10**6, operation="DescribeContainerInstances")
-    with pytest.raises(reconciler.ReconcileFailed) as failed:
+    with pytest.raises(ReconcileFailed) as failed:
         run_pass()
     summary = failed.value.summary
     assert not summary["complete"] and "ThrottlingException" in summary["errors"][0]
@@ -645,20 +671,20 @@ def test_a_pass_throttled_beyond_its_retries_fails_and_leaves_nothing_half_writt
 # -- settings, summary, log and metrics --------------------------------------------------------
 
 
-def test_the_stage_can_restrict_the_clusters_by_name_or_arn(fake, monkeypatch):
+def test_the_stage_can_restrict_the_clusters_by_name_or_arn(fake, configure):
     for name in ("web", "batch", "other"):
         fake.add_cluster(name)
         fake.add_task(name)
-    monkeypatch.setenv(settings.RECONCILE_CLUSTERS_ENV, f"web, {fake.add_cluster('batch')}")
+    configure(reconcile_clusters=("web", fake.add_cluster("batch")))
     summary = run_pass()
     assert summary["clusters"] == 2 and summary["clusters_in_account"] == 3
     assert {item["clusterArn"]["S"].rsplit("/", 1)[-1] for item in _all_items(TASKS)} == {"web", "batch"}
 
 
-def test_a_named_cluster_that_does_not_exist_fails_the_pass_by_name(fake, monkeypatch):
+def test_a_named_cluster_that_does_not_exist_fails_the_pass_by_name(fake, configure):
     fake.add_cluster("web")
-    monkeypatch.setenv(settings.RECONCILE_CLUSTERS_ENV, "web,typo")
-    with pytest.raises(reconciler.ReconcileFailed, match="typo: no such cluster"):
+    configure(reconcile_clusters=("web", "typo"))
+    with pytest.raises(ReconcileFailed, match="typo: no such cluster"):
         run_pass()
 
 
@@ -691,15 +717,16 @@ def reconcile_pass_lines(lines):
     return logged, metrics
 
 
-def test_another_writers_fractional_version_is_refused_by_the_sweep_and_the_pass_goes_on(fake, monkeypatch, capsys):
-    client = without_the_read_index(monkeypatch)  # every pass sweeps the whole table
+def test_another_writers_fractional_version_is_refused_by_the_sweep_and_the_pass_goes_on(fake, configure, monkeypatch,
+                                                                                          capsys):
+    client = without_the_read_index(configure, monkeypatch)  # every pass sweeps the whole table
     fake.add_cluster("web")
     ghost = fake.add_task("web")
-    recorder.record(fake.event_for_task(ghost))
+    record(fake.event_for_task(ghost))
     fake.forget_task(ghost)
     odd = dict(parse_event(fake.event_for_task(fake.add_task("web"))).item, version={"N": "5.5"})  # another writer's
     fake.forget_task(odd["taskArn"]["S"])
-    client.put_item(TableName=settings.table_name(TASKS), Item=odd)
+    client.put_item(TableName=table_name(TASKS), Item=odd)
     with logs_and_metrics(capsys, monkeypatch) as lines:
         summary = run_pass()
     assert (summary["missing"], summary["refused"], summary["errors"]) == (1, 1, [])
@@ -729,10 +756,8 @@ class RefusesOneItem:
 def test_an_item_dynamodb_refuses_for_its_size_is_counted_and_the_pass_goes_on(fake, monkeypatch, capsys):
     fake.add_cluster("web")
     too_large, fine = fake.add_task("web"), fake.add_task("web")  # the refused one first
-    client = settings.dynamodb_client()
-    monkeypatch.setattr(settings, "dynamodb_client", lambda: RefusesOneItem(client, too_large))
     with logs_and_metrics(capsys, monkeypatch) as lines:
-        summary = run_pass()
+        summary = run_pass(dynamodb=RefusesOneItem(dynamodb_client(), too_large))
     assert (summary["written"]["created"], summary["refused"], summary["errors"]) == (1, 1, [])
     assert too_large in summary["refusals"][0] and "maximum allowed size" in summary["refusals"][0]
     assert stored_raw(TASKS, fine) and stored_raw(TASKS, too_large) is None
@@ -740,9 +765,9 @@ def test_an_item_dynamodb_refuses_for_its_size_is_counted_and_the_pass_goes_on(f
     assert logged["refused"] == 1 and metrics["reconcile_refused"] == [1.0] and metrics["reconcile_failed"] == [0.0]
 
 
-def test_a_stored_key_ecs_cannot_be_asked_about_is_refused_and_the_cluster_goes_on(fake, monkeypatch):
+def test_a_stored_key_ecs_cannot_be_asked_about_is_refused_and_the_cluster_goes_on(fake):
     """Ghost candidates come from the table, where any writer may have put any key; ECS refuses
-    a whole Describe call for an ARN of another account or region (tools/fake_ecs.py)."""
+    a whole Describe call for an ARN of another account or region (tests/fake_ecs.py)."""
     web = fake.add_cluster("web")
     template = fake.add_task("web")
     item = parse_event(fake.event_for_task(template)).item  # unfinished, in web
@@ -758,9 +783,9 @@ def test_a_stored_key_ecs_cannot_be_asked_about_is_refused_and_the_cluster_goes_
         f"web/{task_id}",  # not an ARN
     ]
     for key in foreign + [old_format]:
-        settings.dynamodb_client().put_item(TableName=settings.table_name(TASKS), Item={**item, "taskArn": {"S": key}})
+        dynamodb_client().put_item(TableName=table_name(TASKS), Item={**item, "taskArn": {"S": key}})
     with pytest.raises(botocore.exceptions.ClientError, match="InvalidParameterException"):
-        settings.ecs_client().describe_tasks(cluster=web, tasks=[foreign[0]])  # the whole call, as ECS answers it
+        runtime.current().ecs().describe_tasks(cluster=web, tasks=[foreign[0]])  # the whole call, as ECS answers it
     summary = run_pass()
     assert (summary["errors"], summary["clusters"], summary["refused"], summary["missing"]) == ([], 1, 5, 2)
     assert all(any(key in refusal for refusal in summary["refusals"]) for key in foreign)
@@ -769,38 +794,41 @@ def test_a_stored_key_ecs_cannot_be_asked_about_is_refused_and_the_cluster_goes_
     assert all("cw_missing_since" not in stored_raw(TASKS, key) for key in foreign)
 
 
-def test_a_describe_ecs_refuses_is_split_and_only_the_key_it_refuses_is_refused(fake, monkeypatch):
+def test_a_describe_ecs_refuses_is_split_and_only_the_key_it_refuses_is_refused(fake):
     ghosts = forgotten_tasks(fake, "web", 3)
     odd = ghosts[1]
-    call = EcsReader._call
 
-    def refuses_odd(reader, operation, **params):
+    def refuses_odd(operation, params, send):
         if odd in params.get("tasks", []):
             raise botocore.exceptions.ClientError(
                 {"Error": {"Code": "InvalidParameterException", "Message": "Invalid identifier"}}, "DescribeTasks")
-        return call(reader, operation, **params)
+        return send()
 
-    monkeypatch.setattr(EcsReader, "_call", refuses_odd)
-    summary = run_pass()
+    summary = run_pass(ecs=EcsAnswers(refuses_odd))
     assert (summary["errors"], summary["refused"], summary["missing"]) == ([], 1, 2)
     assert odd in summary["refusals"][0] and "InvalidParameterException" in summary["refusals"][0]
     assert all(("cw_missing_since" in stored_raw(TASKS, arn)) == (arn != odd) for arn in ghosts)
 
 
-def test_an_unexpected_error_on_one_item_fails_the_pass_only_after_the_rest_is_done(fake, monkeypatch, capsys):
-    from chalicelib.snapshots import task_detail
+class TaskReadWithABug(dict):
+    """A described task whose fields ecs-state's code fails to read, as with a bug: KeyError."""
 
+    def items(self):
+        raise KeyError("containers")
+
+
+def test_an_unexpected_error_on_one_item_fails_the_pass_only_after_the_rest_is_done(fake, monkeypatch, capsys):
     fake.add_cluster("web")
     broken, fine = fake.add_task("web"), fake.add_task("web")
 
-    def bug_on_one(task):
-        if task["taskArn"] == broken:
-            raise KeyError("containers")
-        return task_detail(task)
+    def bug_on_one(operation, params, send):
+        response = send()
+        if operation == "describe_tasks":
+            response["tasks"] = [TaskReadWithABug(task) if task["taskArn"] == broken else task for task in response["tasks"]]
+        return response
 
-    monkeypatch.setattr(reconciler, "task_detail", bug_on_one)
-    with logs_and_metrics(capsys, monkeypatch) as lines, pytest.raises(reconciler.ReconcileFailed) as failed:
-        run_pass()
+    with logs_and_metrics(capsys, monkeypatch) as lines, pytest.raises(ReconcileFailed) as failed:
+        run_pass(ecs=EcsAnswers(bug_on_one))
     summary = failed.value.summary
     assert summary["written"]["created"] == 1 and stored_raw(TASKS, fine) and summary["complete"]
     assert summary["refused"] == 1 and broken in summary["refusals"][0] and "KeyError" in summary["refusals"][0]
@@ -822,7 +850,7 @@ def test_an_unexpected_error_in_one_cluster_fails_it_and_the_others_are_done(fak
         return listing(reader, cluster)
 
     monkeypatch.setattr(EcsReader, "container_instance_arns", bug_in_a)
-    with logs_and_metrics(capsys, monkeypatch) as lines, pytest.raises(reconciler.ReconcileFailed) as failed:
+    with logs_and_metrics(capsys, monkeypatch) as lines, pytest.raises(ReconcileFailed) as failed:
         run_pass()
     summary = failed.value.summary
     assert summary["clusters"] == 1 and not summary["complete"]
@@ -833,8 +861,10 @@ def test_an_unexpected_error_in_one_cluster_fails_it_and_the_others_are_done(fak
 
 
 def test_a_pass_that_cannot_start_still_logs_its_summary_and_metrics(fake, monkeypatch, capsys):
-    monkeypatch.setenv(settings.ECS_CALLS_PER_SECOND_ENV, "fast")
-    with logs_and_metrics(capsys, monkeypatch) as lines, pytest.raises(reconciler.ReconcileFailed, match="ECS_STATE_ECS_CALLS"):
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):  # its ECS client cannot be made: no region
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)  # (nor a profile's)
+    with logs_and_metrics(capsys, monkeypatch) as lines, pytest.raises(ReconcileFailed, match="region"):
         run_pass()
     logged, metrics = reconcile_pass_lines(lines)
     assert logged["level"] == "ERROR" and not logged["complete"] and metrics["reconcile_failed"] == [1.0]
@@ -892,8 +922,8 @@ def test_no_dynamodb_request_once_the_time_is_up():
             sent.append(request)
             return {}
 
-    assert reconciler.TimeBoxed(Client(), lambda: True).scan(Segment=0) == {} and sent == [{"Segment": 0}]
-    boxed = reconciler.TimeBoxed(Client(), lambda: False)
+    assert passes.TimeBoxed(Client(), lambda: True).scan(Segment=0) == {} and sent == [{"Segment": 0}]
+    boxed = passes.TimeBoxed(Client(), lambda: False)
     with pytest.raises(OutOfTime):
         boxed.scan(Segment=1)
     assert sent == [{"Segment": 0}] and boxed.meta == "its meta"

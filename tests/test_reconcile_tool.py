@@ -1,5 +1,5 @@
 """`make reconcile`: one pass from a workstation, on moto (STS, DynamoDB) and the fake ECS API
-(tools/fake_ecs.py), which the real botocore client reaches through AWS_ENDPOINT_URL_ECS."""
+(tests/fake_ecs.py), which the real botocore client reaches through AWS_ENDPOINT_URL_ECS."""
 import json
 import os
 
@@ -9,7 +9,7 @@ from moto import mock_aws
 
 from chalicelib import settings, tables
 from tools import reconcile
-from tools.fake_ecs import FakeECS
+from tests.fake_ecs import FakeECS
 from tools.local_dynamodb import create_tables
 from tools.stage import DeployError
 

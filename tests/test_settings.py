@@ -97,7 +97,7 @@ def test_the_ecs_clients_retries_back_off_and_fit_in_the_passes_stop_margin(monk
 
 
 def test_the_ecs_client_keeps_timestamps_as_the_numbers_ecs_sent(monkeypatch):
-    from tools.fake_ecs import FakeECS
+    from tests.fake_ecs import FakeECS
 
     with FakeECS() as fake:
         fake.add_cluster("web")

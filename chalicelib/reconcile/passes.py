@@ -71,12 +71,14 @@ MAX_ERRORS_REPORTED = 20
 THROTTLED = {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
 
 
-def reconcile(event: Mapping[str, Any], context: Any, *, config: Config, dynamodb: "DynamoDBClient",
-              ecs: "ECSClient", telemetry: Telemetry, now: Clock = time.time, monotonic: Clock = time.monotonic,
-              budget_seconds: Optional[float] = None) -> Dict[str, Any]:
+def reconcile(event: Mapping[str, Any], context: Any, *, config: Config, dynamodb: Callable[[], "DynamoDBClient"],
+              ecs: Callable[[], "ECSClient"], telemetry: Telemetry, now: Clock = time.time,
+              monotonic: Clock = time.monotonic, budget_seconds: Optional[float] = None) -> Dict[str, Any]:
     """One pass over the account (the scheduled handler and `make reconcile` call this, through
     chalicelib/runtime.py, which gives it the stage's settings, clients and clocks).
 
+    ``dynamodb`` and ``ecs`` give the clients, asked for once the pass has
+    started: one that cannot be made (no region) fails the pass like any error.
     The time budget is the function's remaining time less STOP_MARGIN_SECONDS,
     or ``budget_seconds`` without a Lambda context (none: unbounded), on the
     ``monotonic`` clock. Returns the summary, logged as one line with a metric
@@ -96,9 +98,9 @@ def reconcile(event: Mapping[str, Any], context: Any, *, config: Config, dynamod
         scheduled_at = parse_time(event["time"], "time") if isinstance(event.get("time"), str) else pass_.taken_at
         passes = int(scheduled_at // (config.reconcile_minutes * 60))
         pass_.start(
-            EcsReader(ecs, Pace(config.ecs_calls_per_second, clock=monotonic), time_left),
+            EcsReader(ecs(), Pace(config.ecs_calls_per_second, clock=monotonic), time_left),
             # no high-water marks: a pass writes each key at most once
-            StateStore(TimeBoxed(dynamodb, time_left), config, now=now),  # type: ignore[arg-type]
+            StateStore(TimeBoxed(dynamodb(), time_left), config, now=now),  # type: ignore[arg-type]
             config.rules,
         )
         pass_.run(passes, config.reconcile_clusters)
