@@ -12,7 +12,10 @@ from chalice import Chalice, IAMAuthorizer, Rate
 from chalicelib import runtime
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS
 
-app = Chalice(app_name="ecs-state")
+# Chalice's own logger is named by the app, as Powertools' is by the service (both
+# "ecs-state"): Chalice's handler would print every line of the Telemetry a second
+# time, as plain text. Powertools' handler is the one (chalicelib/observability.py).
+app = Chalice(app_name="ecs-state", configure_logs=False)
 # Deployed, every route needs SigV4-signed requests from an IAM principal
 # allowed execute-api:Invoke: nothing is readable anonymously. chalice local
 # does not check IAM authorizers, so the local stage needs no credentials.
