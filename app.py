@@ -12,8 +12,9 @@ from chalice import Chalice, IAMAuthorizer, Rate
 from chalicelib import runtime
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS
 
-# Powertools (chalicelib/observability.py) writes every log line, on the logger named for the
-# service, "ecs-state" as the app: Chalice's own handler there would print each line again.
+# Chalice's own logger is named by the app, as Powertools' is by the service (both
+# "ecs-state"): Chalice's handler would print every line of the Telemetry a second
+# time, as plain text. Powertools' handler is the one (chalicelib/observability.py).
 app = Chalice(app_name="ecs-state", configure_logs=False)
 # Deployed, every route needs SigV4-signed requests from an IAM principal
 # allowed execute-api:Invoke: nothing is readable anonymously. chalice local

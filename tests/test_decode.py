@@ -4,7 +4,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chalicelib.attributes import MAX_NESTED_CONTAINERS, decode, encode
+from chalicelib.model.attributes import MAX_NESTED_CONTAINERS, decode, encode
 
 json_numbers = st.integers(min_value=-(10**38) + 1, max_value=10**38 - 1) | st.floats(
     allow_nan=False, allow_infinity=False

@@ -14,11 +14,10 @@ from hypothesis import HealthCheck, event as note, given, settings as hypothesis
 from chalice.local import LambdaContext
 
 from app import app
-from chalicelib import recorder
 from chalicelib.errors import InvalidEvent
-from chalicelib.events import table_of
+from chalicelib.ingest.events import table_of
 from chalicelib.tables import CONTAINER_INSTANCES
-from tests.helpers import container_instance_event, stored_item, task_event
+from tests.helpers import container_instance_event, record, stored_item, task_event
 
 SCALE = int(os.environ.get("ECS_STATE_FUZZ_EXAMPLES", "0"))
 # Chalice's CloudWatchEvent reads these before the handler runs; EventBridge always sends them.
@@ -113,13 +112,13 @@ def mutate(data: Any, event: dict) -> None:
 def deliver(event: Any) -> dict:
     """Through the handler as Lambda calls it, when Chalice can build its CloudWatchEvent.
 
-    Otherwise through the recorder directly: Chalice's wrapper itself raises
+    Otherwise through the Runtime's recorder directly: Chalice's wrapper itself raises
     KeyError or TypeError for such events, which EventBridge never sends.
     """
     if isinstance(event, dict) and all(name in event for name in CHALICE_ENVELOPE):
         name = "container_instance_state_change" if table_of(event) is CONTAINER_INSTANCES else "task_state_change"
         return app.handler_map[name](event, LambdaContext("ecs-state-fuzz", 256))
-    return recorder.record(event)
+    return record(event)
 
 
 def as_stored(value: Any) -> Any:

@@ -5,7 +5,7 @@ import pytest
 from chalice.test import Client
 
 from app import app
-from chalicelib import settings
+from chalicelib import runtime
 from chalicelib.errors import InvalidEvent
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS
 from tests.helpers import container_instance_event, count_requests, logs_and_metrics, stored_item, task_event
@@ -65,21 +65,23 @@ def test_a_bad_event_fails_the_invocation_and_writes_nothing(client, dynamodb_lo
     assert stored_item(dynamodb_local, TASKS, event["detail"]["taskArn"]) is None
 
 
-def test_dynamodb_errors_fail_the_invocation(client, dynamodb_local, monkeypatch):
-    monkeypatch.setenv(TASKS.name_env, "no-such-table")
+def test_dynamodb_errors_fail_the_invocation(client, dynamodb_local, configure):
+    configure(task_table="no-such-table")
     with pytest.raises(Exception) as raised:
         client.lambda_.invoke("task_state_change", task_event(1))
     assert "ResourceNotFoundException" in str(raised.value)
 
 
-def test_stage_variables_choose_the_tables(dynamodb_local, monkeypatch):
+def test_stage_variables_choose_the_tables(dynamodb_local, configure):
     # The dev stage names its own tables in .chalice/config.json; the test client
-    # applies them for the invocation, over the fixture's.
+    # applies them for the invocation, over the fixture's, and the process's first
+    # invocation reads them into its Runtime (as Lambda's first one does).
     dev_tasks = json.load(open(".chalice/config.json"))["stages"]["dev"]["environment_variables"][TASKS.name_env]
     dynamodb_local.create_table(**TASKS.create_table_request(dev_tasks))
+    runtime.reset()
     with Client(app, stage_name="dev") as dev:
         assert dev.lambda_.invoke("task_state_change", task_event(5)).payload["outcome"] == "created"
-    monkeypatch.setenv(TASKS.name_env, dev_tasks)
+    configure(task_table=dev_tasks)
     assert stored_item(dynamodb_local, TASKS, task_event(5)["detail"]["taskArn"])["version"] == 5
 
 
@@ -97,11 +99,18 @@ def test_one_log_line_and_one_metric_per_event(client, dynamodb_local, capsys, m
     assert metrics[0]["kind"] == "task"
 
 
-def test_no_aws_call_and_no_client_at_import():
+def test_no_aws_call_and_no_client_at_import(monkeypatch):
     import importlib
     import sys
 
-    settings.reset_client()
+    import botocore.session
+
+    created = []  # every client, boto3's included, is made by a botocore session
+    monkeypatch.setattr(botocore.session.Session, "create_client", lambda self, *args, **kwargs: created.append(args))
+    runtime.reset()
     sys.modules.pop("app", None)
-    importlib.import_module("app")
-    assert settings._clients == {}
+    try:
+        importlib.import_module("app")
+    finally:
+        runtime.reset()
+    assert created == []

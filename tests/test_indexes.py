@@ -3,18 +3,18 @@ and written only when an item is created and when it finishes, measured on Dynam
 import pytest
 from botocore.exceptions import ClientError
 
-from chalicelib import recorder, settings
-from chalicelib.attributes import encode
+from chalicelib import runtime
+from chalicelib.config import READ_INDEX_ENV
 from chalicelib.errors import InvalidEvent
-from chalicelib.events import parse_event
+from chalicelib.model.attributes import encode
 from chalicelib.tables import ALL, CONTAINER_INSTANCES, TASKS
-from tests.helpers import container_instance_event, count_requests, stored_item, task_event
+from tests.helpers import container_instance_event, count_requests, parse, record, stored_item, table_name, task_event
 from tools.local_dynamodb import create_tables
 
 
 @pytest.mark.parametrize("table", ALL, ids=lambda table: table.kind)
 def test_tables_are_created_with_the_read_index_projecting_keys_only(dynamodb_local, table):
-    description = dynamodb_local.describe_table(TableName=settings.table_name(table))["Table"]
+    description = dynamodb_local.describe_table(TableName=table_name(table))["Table"]
     (index,) = description["GlobalSecondaryIndexes"]
     assert index["IndexName"] == table.cluster_index.name == "clusterArn-cw_phase-index"
     assert [(key["AttributeName"], key["KeyType"]) for key in index["KeySchema"]] == [
@@ -24,28 +24,28 @@ def test_tables_are_created_with_the_read_index_projecting_keys_only(dynamodb_lo
 
 
 @pytest.mark.parametrize("table", ALL, ids=lambda table: table.kind)
-def test_a_stage_without_the_read_index_gets_bare_tables_and_items_without_a_phase(dynamodb_local, table, monkeypatch):
-    monkeypatch.setenv(settings.READ_INDEX_ENV, settings.DISABLED)
-    monkeypatch.setenv(table.name_env, settings.table_name(table) + "-bare")
-    create_tables(dynamodb_local, {table: settings.table_name(table)})
-    description = dynamodb_local.describe_table(TableName=settings.table_name(table))["Table"]
+def test_a_stage_without_the_read_index_gets_bare_tables_and_items_without_a_phase(dynamodb_local, table, configure):
+    stage = configure(read_index=False, **{f"{table.kind}_table": table_name(table) + "-bare"}).config
+    create_tables(dynamodb_local, {table: table_name(table)}, stage.read_index)
+    description = dynamodb_local.describe_table(TableName=table_name(table))["Table"]
     assert "GlobalSecondaryIndexes" not in description
     event = task_event(1) if table is TASKS else container_instance_event(1)
-    assert recorder.record(event)["outcome"] == "created"
+    assert record(event)["outcome"] == "created"
     assert "cw_phase" not in stored_item(dynamodb_local, table, event["detail"][table.key])
 
 
 def test_a_bad_read_index_setting_is_refused_by_name(monkeypatch):
-    monkeypatch.setenv(settings.READ_INDEX_ENV, "off")
-    with pytest.raises(ValueError, match=settings.READ_INDEX_ENV):
-        recorder.record(task_event(1))
+    monkeypatch.setenv(READ_INDEX_ENV, "off")
+    runtime.reset()  # the process's first event reads the stage's settings
+    with pytest.raises(ValueError, match=READ_INDEX_ENV):
+        record(task_event(1))
 
 
 def _index_units(client, event):
     """The read index's write units for recording ``event``, as DynamoDB reports them."""
-    change = parse_event(event)
+    change = parse(event)
     response = client.put_item(
-        TableName=settings.table_name(change.table), Item=change.item, ReturnConsumedCapacity="INDEXES"
+        TableName=table_name(change.table), Item=change.item, ReturnConsumedCapacity="INDEXES"
     )
     indexes = response["ConsumedCapacity"].get("GlobalSecondaryIndexes", {})
     return indexes.get(change.table.cluster_index.name, {}).get("CapacityUnits", 0)
@@ -79,14 +79,14 @@ def test_dynamodb_refuses_a_bad_index_key_so_the_event_is_refused_first(dynamodb
     event = make_event(1, **{field: value})
     requests = count_requests(dynamodb_local)
     with pytest.raises(InvalidEvent) as refused:
-        recorder.record(event)
+        record(event)
     assert refused.value.field == f"detail.{field}"
     assert requests == {}
     # Without the check, DynamoDB would refuse the write itself.
-    valid = parse_event(make_event(1))
+    valid = parse(make_event(1))
     with pytest.raises(ClientError, match="ValidationException"):
         dynamodb_local.put_item(
-            TableName=settings.table_name(valid.table), Item={**valid.item, field: encode(value)[0]}
+            TableName=table_name(valid.table), Item={**valid.item, field: encode(value)[0]}
         )
 
 
@@ -104,7 +104,7 @@ def test_a_status_that_would_break_the_previous_index_is_refused(dynamodb_local,
     # A table being upgraded still has the index keyed by status (tables.TableSpec.legacy_index).
     requests = count_requests(dynamodb_local)
     with pytest.raises(InvalidEvent) as refused:
-        recorder.record(make_event(1, **{field: value}))
+        record(make_event(1, **{field: value}))
     assert refused.value.field == f"detail.{field}"
     assert requests == {}
 
@@ -112,10 +112,10 @@ def test_a_status_that_would_break_the_previous_index_is_refused(dynamodb_local,
 def test_an_event_without_a_cluster_is_stored_but_not_indexed(dynamodb_local):
     event = task_event(1)
     del event["detail"]["clusterArn"]
-    assert recorder.record(event)["outcome"] == "created"
+    assert record(event)["outcome"] == "created"
     index = TASKS.cluster_index
     listed = dynamodb_local.query(
-        TableName=settings.table_name(TASKS), IndexName=index.name,
+        TableName=table_name(TASKS), IndexName=index.name,
         KeyConditionExpression="#c = :c", ExpressionAttributeNames={"#c": index.hash_key},
         ExpressionAttributeValues={":c": {"S": task_event(1)["detail"]["clusterArn"]}},
     )["Items"]

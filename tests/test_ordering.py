@@ -12,9 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app import app
-from chalicelib import recorder
 from chalicelib.tables import TASKS
-from tests.helpers import stored_item, task_event
+from tests.helpers import record, stored_item, task_event
 
 deliveries = st.lists(st.integers(min_value=0, max_value=12), min_size=1, max_size=25)
 
@@ -41,7 +40,7 @@ def expected_outcomes(versions):
 def test_any_interleaving_keeps_the_highest_version_and_classifies_each_delivery(dynamodb_local, versions):
     task_id = uuid.uuid4().hex  # a fresh task per example: the table is shared by the examples
     events = [task_event(v, task_id=task_id, lastStatus=f"status-{v}") for v in versions]
-    outcomes = [recorder.record(event)["outcome"] for event in events]
+    outcomes = [record(event)["outcome"] for event in events]
     assert outcomes == expected_outcomes(versions)
     item = stored_item(dynamodb_local, TASKS, events[0]["detail"]["taskArn"])
     assert item["version"] == max(versions)

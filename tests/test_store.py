@@ -3,30 +3,40 @@ from decimal import Decimal
 
 import pytest
 
-from chalicelib import recorder, settings
+from chalicelib.config import from_environment
 from chalicelib.errors import InvalidEvent, StoredItemConflict
+from chalicelib.store import StateStore, StoredVersion
+from chalicelib.store.state_store import UNPROCESSED_ATTEMPTS
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS
-from tests.helpers import container_instance_event, count_requests, expected_item, stored_item, task_event
+from tests.helpers import (
+    container_instance_event,
+    count_requests,
+    expected_item,
+    record,
+    stored_item,
+    table_name,
+    task_event,
+)
 
 
 def test_outcomes_follow_the_stored_version(dynamodb):
-    results = [recorder.record(task_event(v))["outcome"] for v in (3, 3, 2, 5, 4, 5)]
+    results = [record(task_event(v))["outcome"] for v in (3, 3, 2, 5, 4, 5)]
     assert results == ["created", "duplicate", "stale", "updated", "stale", "duplicate"]
     assert stored_item(dynamodb, TASKS, task_event(0)["detail"]["taskArn"])["version"] == 5
 
 
 def test_summary_names_key_version_and_the_stored_version(dynamodb):
     arn = task_event(1)["detail"]["taskArn"]
-    assert recorder.record(task_event(4)) == {
+    assert record(task_event(4)) == {
         "outcome": "created", "kind": "task", "key": arn, "version": 4, "stored_version": None,
     }
-    assert recorder.record(task_event(7))["stored_version"] == 4  # the version it replaced
-    assert recorder.record(task_event(6))["stored_version"] == 7  # the version that kept it out
+    assert record(task_event(7))["stored_version"] == 4  # the version it replaced
+    assert record(task_event(6))["stored_version"] == 7  # the version that kept it out
 
 
 def test_item_holds_every_detail_field_verbatim_plus_cw_metadata(dynamodb):
     event = task_event(2, status="RUNNING", overrides={"containerOverrides": [{"name": "web", "cpu": 0.25}]})
-    recorder.record(event)
+    record(event)
     item = stored_item(dynamodb, TASKS, event["detail"]["taskArn"])
     expected = expected_item(event)
     expected["overrides"] = {"containerOverrides": [{"name": "web", "cpu": Decimal("0.25")}]}
@@ -35,7 +45,7 @@ def test_item_holds_every_detail_field_verbatim_plus_cw_metadata(dynamodb):
 
 def test_floats_are_stored_as_the_decimal_json_wrote(dynamodb):
     event = container_instance_event(1, remainingResources=[{"name": "X", "type": "DOUBLE", "doubleValue": 0.3}])
-    recorder.record(event)
+    record(event)
     item = stored_item(dynamodb, CONTAINER_INSTANCES, event["detail"]["containerInstanceArn"])
     assert item["registeredResources"][1]["doubleValue"] == Decimal("1.1")
     assert item["remainingResources"][0]["doubleValue"] == Decimal("0.3")
@@ -43,16 +53,16 @@ def test_floats_are_stored_as_the_decimal_json_wrote(dynamodb):
 
 
 def test_a_newer_version_replaces_fields_it_no_longer_has(dynamodb):
-    recorder.record(task_event(1, stoppedReason="old"))
+    record(task_event(1, stoppedReason="old"))
     newer = task_event(2)
-    recorder.record(newer)
+    record(newer)
     assert "stoppedReason" not in stored_item(dynamodb, TASKS, newer["detail"]["taskArn"])
 
 
 def test_tables_are_separate_per_kind(dynamodb):
     task, instance = task_event(9), container_instance_event(1)
-    assert recorder.record(task)["outcome"] == "created"
-    assert recorder.record(instance)["outcome"] == "created"
+    assert record(task)["outcome"] == "created"
+    assert record(instance)["outcome"] == "created"
     assert stored_item(dynamodb, TASKS, instance["detail"]["containerInstanceArn"]) is None
     assert stored_item(dynamodb, CONTAINER_INSTANCES, instance["detail"]["containerInstanceArn"])["version"] == 1
 
@@ -63,46 +73,46 @@ def test_tables_are_separate_per_kind(dynamodb):
 def test_every_event_costs_at_most_one_request(dynamodb, versions, requests):
     counts = count_requests(dynamodb)
     for version in versions:
-        recorder.record(task_event(version))
+        record(task_event(version))
     assert counts == {"PutItem": requests}
 
 
 @pytest.mark.parametrize("versions", [(1,), (1, 2), (2, 2), (2, 1)])
-def test_without_high_water_marks_every_event_costs_exactly_one_request(dynamodb, monkeypatch, versions):
-    monkeypatch.setenv(settings.HIGH_WATER_ENTRIES_ENV, "0")
+def test_without_high_water_marks_every_event_costs_exactly_one_request(dynamodb, configure, versions):
+    configure(high_water_entries=0)
     counts = count_requests(dynamodb)
     for version in versions:
-        recorder.record(task_event(version))
+        record(task_event(version))
     assert counts == {"PutItem": len(versions)}
 
 
 def test_an_oversized_item_is_refused_before_any_request(dynamodb):
     counts = count_requests(dynamodb)
     with pytest.raises(InvalidEvent, match="400|409600"):
-        recorder.record(task_event(1, stoppedReason="x" * 410_000))
+        record(task_event(1, stoppedReason="x" * 410_000))
     assert counts == {}
 
 
 def test_an_item_just_under_the_limit_is_stored(dynamodb):
     event = task_event(1, stoppedReason="x" * 399_000)
-    assert recorder.record(event)["outcome"] == "created"
+    assert record(event)["outcome"] == "created"
 
 
 def test_a_stored_item_with_a_non_numeric_version_is_not_overwritten_by_guess(dynamodb_local):
     # DynamoDB Local only: moto answers a string-versus-number comparison with a 500.
     arn = task_event(1)["detail"]["taskArn"]
     dynamodb_local.put_item(
-        TableName=recorder.settings.table_name(TASKS),
+        TableName=table_name(TASKS),
         Item={"taskArn": {"S": arn}, "version": {"S": "seven"}},
     )
     with pytest.raises(StoredItemConflict, match="not a number"):
-        recorder.record(task_event(3))
+        record(task_event(3))
 
 
 def test_a_stored_item_without_a_version_is_replaced(dynamodb):
     arn = task_event(1)["detail"]["taskArn"]
-    dynamodb.put_item(TableName=recorder.settings.table_name(TASKS), Item={"taskArn": {"S": arn}})
-    assert recorder.record(task_event(3))["outcome"] == "updated"
+    dynamodb.put_item(TableName=table_name(TASKS), Item={"taskArn": {"S": arn}})
+    assert record(task_event(3))["outcome"] == "updated"
 
 
 @pytest.mark.parametrize("detail", [{"extra": {"\ud800": 1}}, {"cw_\udfff": 1}, {"\ud800x": 1}])
@@ -110,7 +120,7 @@ def test_a_lone_surrogate_in_a_name_is_refused_with_a_loggable_field(moto_endpoi
     # Regression: the field named the raw surrogate, so the "event rejected" log line failed to write.
     use_endpoint(moto_endpoint)
     with pytest.raises(InvalidEvent) as refused:
-        recorder.record(task_event(1, **detail))
+        record(task_event(1, **detail))
     assert "\\ud" in refused.value.field
     assert str(refused.value).encode("utf-8")
 
@@ -133,24 +143,25 @@ class Shedding:
         return response
 
 
-def test_batch_get_backs_off_and_reads_what_dynamodb_left_unprocessed(monkeypatch):
-    from chalicelib import store
+# The stage's settings, but for the task table's name, "t" (what Shedding answers for).
+SHEDDING_SETTINGS = from_environment({TASKS.name_env: "t"})
 
+
+def test_batch_get_backs_off_and_reads_what_dynamodb_left_unprocessed():
     slept = []
-    monkeypatch.setattr(store.time, "sleep", slept.append)
     item = {"taskArn": {"S": "a"}, "version": {"N": "3"}}
-    found, unprocessed = store.batch_get(Shedding(1, {"a": item}), "t", "taskArn", ["a"])
+    store = StateStore(Shedding(1, {"a": item}), SHEDDING_SETTINGS, sleep=slept.append)
+    found, unprocessed = store.read_items(TASKS, ["a"])
     assert (found, unprocessed, len(slept)) == ({"a": item}, [], 1)
-    found, unprocessed = store.batch_get(Shedding(99, {"a": item}), "t", "taskArn", ["a"])
+    store = StateStore(Shedding(99, {"a": item}), SHEDDING_SETTINGS, sleep=slept.append)
+    found, unprocessed = store.read_items(TASKS, ["a"])
     assert (found, unprocessed) == ({}, ["a"])
-    assert slept[1:] == sorted(slept[1:]) and len(slept) == 1 + store._UNPROCESSED_ATTEMPTS
+    # A back-off between attempts, none after the last (it would only delay the answer).
+    assert slept[1:] == sorted(slept[1:]) and len(slept) == 1 + UNPROCESSED_ATTEMPTS - 1
 
 
-def test_stored_versions_name_the_keys_left_unread_apart_from_those_not_stored(monkeypatch):
+def test_stored_versions_name_the_keys_left_unread_apart_from_those_not_stored():
     """The reconciler writes a snapshot where nothing is stored, and defers the keys it could not read."""
-    from chalicelib import store
-
-    monkeypatch.setattr(store.time, "sleep", lambda seconds: None)
     items = {key: {"taskArn": {"S": key}, "version": {"N": "3"}} for key in ("a", "b")}
-    state = store.StateStore(Shedding(99, items, shed={"b"}), table_name=lambda table: "t")
-    assert state.stored_versions(TASKS, ["a", "b", "c"]) == ({"a": store.StoredVersion(3, None)}, ["b"])
+    state = StateStore(Shedding(99, items, shed={"b"}), SHEDDING_SETTINGS, sleep=lambda seconds: None)
+    assert state.stored_versions(TASKS, ["a", "b", "c"]) == ({"a": StoredVersion(3, None)}, ["b"])
