@@ -30,7 +30,7 @@ READ_INDEX ?=
 KEEP_LEGACY_INDEX ?=
 is_set = $(filter 1 yes true,$(1))
 
-.PHONY: run local test test-moved-clock unit clean package package-terraform deploy destroy migrate reconcile redrive bench bench-profile fuzz
+.PHONY: run local test test-moved-clock lint unit clean package package-terraform deploy destroy migrate reconcile redrive bench bench-profile fuzz
 
 run: $(VENV)/.installed
 	$(BIN)/python -m tools.replay $(ARGS)
@@ -40,12 +40,13 @@ run: $(VENV)/.installed
 local: $(VENV)/.installed
 	$(BIN)/python -m tools.local_api $(ARGS)
 
-# The whole suite, DynamoDB Local included, then again with the clock moved 40 and 400 days ahead.
+# Lint and types, the whole suite, DynamoDB Local included, then again with the clock moved 40 and 400 days ahead.
 # With CI=true a missing Java, npm or faketime fails it.
 test: $(VENV)/.installed node_modules/.installed $(CHECKOV_VENV)/.installed
 	@command -v java >/dev/null || { \
 		if [ "$$CI" = "true" ]; then echo "ERROR: java is missing, and CI requires the DynamoDB Local tests." >&2; exit 1; fi; \
 		echo "!!! WARNING: java is missing: the DynamoDB Local tests will be SKIPPED. Install Java 17." >&2; }
+	@$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	@$(MAKE) --no-print-directory test-moved-clock
 
@@ -62,6 +63,11 @@ test-moved-clock: $(VENV)/.installed node_modules/.installed $(CHECKOV_VENV)/.in
 INSTALL_FAKETIME = { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo -n); \
 	$$SUDO apt-get install -y -qq faketime >/dev/null 2>&1 || \
 	{ $$SUDO apt-get update -qq >/dev/null 2>&1 && $$SUDO apt-get install -y -qq faketime >/dev/null 2>&1; }; }
+
+# ruff on everything, mypy (strict) on what ships: app.py and chalicelib. Settings in pyproject.toml.
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # The fast tests only: no Java, no DynamoDB Local.
 unit: $(VENV)/.installed

@@ -7,7 +7,10 @@ makes no AWS call: Chalice loads the stage's variables before it imports it,
 and the settings it reads here (the schedule, the local route) are checked
 then, so a bad one fails `chalice deploy` and `chalice package` by name.
 """
+from typing import Any, Dict, Mapping, Optional
+
 from chalice import Chalice, IAMAuthorizer, Rate
+from chalice.app import CloudWatchEvent, Request
 
 from chalicelib import runtime
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS
@@ -24,39 +27,49 @@ stage = runtime.current().config
 
 
 @app.on_cw_event({"source": ["aws.ecs"], "detail-type": [TASKS.detail_type]})
-def task_state_change(event):
+def task_state_change(event: CloudWatchEvent) -> Dict[str, Any]:
     return runtime.current().record(event.to_dict(), event.context)
 
 
 @app.on_cw_event({"source": ["aws.ecs"], "detail-type": [CONTAINER_INSTANCES.detail_type]})
-def container_instance_state_change(event):
+def container_instance_state_change(event: CloudWatchEvent) -> Dict[str, Any]:
     return runtime.current().record(event.to_dict(), event.context)
 
 
 # The stage sets the schedule (ECS_STATE_RECONCILE_MINUTES in .chalice/config.json).
 @app.schedule(Rate(stage.reconcile_minutes, unit=Rate.MINUTES))
-def reconcile(event):
+def reconcile(event: CloudWatchEvent) -> Dict[str, Any]:
     return runtime.current().reconcile(event.to_dict(), event.context)
 
 
+def request() -> Request:
+    """The request a route is answering (Chalice sets it before calling the route)."""
+    assert app.current_request is not None
+    return app.current_request
+
+
+def query() -> Optional[Mapping[str, str]]:
+    return request().query_params
+
+
 @app.route("/tasks", methods=["GET"], authorizer=iam)
-def list_tasks():
-    return runtime.current().read_api().list_items(TASKS, app.current_request.query_params)
+def list_tasks() -> Any:
+    return runtime.current().read_api().list_items(TASKS, query())
 
 
 @app.route("/tasks/{id}", methods=["GET"], authorizer=iam)
-def get_task(id):
-    return runtime.current().read_api().get_item(TASKS, id, app.current_request.query_params)
+def get_task(id: str) -> Any:
+    return runtime.current().read_api().get_item(TASKS, id, query())
 
 
 @app.route("/container-instances", methods=["GET"], authorizer=iam)
-def list_container_instances():
-    return runtime.current().read_api().list_items(CONTAINER_INSTANCES, app.current_request.query_params)
+def list_container_instances() -> Any:
+    return runtime.current().read_api().list_items(CONTAINER_INSTANCES, query())
 
 
 @app.route("/container-instances/{id}", methods=["GET"], authorizer=iam)
-def get_container_instance(id):
-    return runtime.current().read_api().get_item(CONTAINER_INSTANCES, id, app.current_request.query_params)
+def get_container_instance(id: str) -> Any:
+    return runtime.current().read_api().get_item(CONTAINER_INSTANCES, id, query())
 
 
 # Test events through the handlers' own code path; only in stages that enable it (local).
@@ -64,6 +77,6 @@ if stage.events_route:
     from chalicelib.api import events_route
 
     @app.route("/events", methods=["POST"], authorizer=iam, content_types=events_route.CONTENT_TYPES)
-    def post_events():
+    def post_events() -> Any:
         process = runtime.current()
-        return events_route.post_events(app, app.current_request.raw_body, process.config.rules, process.now)
+        return events_route.post_events(app, request().raw_body, process.config.rules, process.now)

@@ -7,11 +7,22 @@ are those of the requests it made, filed under the outcome it has when
 delivered in order (created, updated, duplicate, stale).
 """
 import os
-import uuid
 import time
+import uuid
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, TextIO
 
-from bench.capacity import PRICES, READ_WEIGHT, WRITE_UNIT_BYTES, Capture, IndexKeys, Units, agreement, explained, item_size, total
+from bench.capacity import (
+    PRICES,
+    READ_WEIGHT,
+    WRITE_UNIT_BYTES,
+    Capture,
+    IndexKeys,
+    Units,
+    agreement,
+    explained,
+    item_size,
+    total,
+)
 from bench.docs_example import DocsExample
 from bench.streams import Stream
 from bench.writers import BASELINE, EXPECTED_LABELS, OURS, restored_environment
@@ -83,8 +94,8 @@ def _measure(streams: List[Stream], capture: Capture, admin: Any, resource: Any,
                                [IndexKeys(index.name, index.hash_key, index.range_key)] if config.read_index else [])
             if config.writer == OURS:
                 _use(stream.table, table, config)
-                handler = handlers[stream.table]
-                deliver: Callable[[Dict[str, Any]], str] = lambda event: handler(event, context)["outcome"]
+                def deliver(event: Dict[str, Any], handler: Any = handlers[stream.table]) -> str:
+                    return handler(event, context)["outcome"]
             else:
                 example = DocsExample(resource, {stream.table: table}, floats_as_decimal=stream.table is CONTAINER_INSTANCES)
                 deliver = example.handle

@@ -24,7 +24,8 @@ from collections import Counter, defaultdict
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Mapping, TextIO
 
-from bench import cost, reconcile, startup, streams, workload as workloads
+from bench import cost, reconcile, startup, streams
+from bench import workload as workloads
 from bench.capacity import Capture
 from bench.docs_example import DocsExample
 from bench.writers import (
@@ -155,7 +156,7 @@ def lost_updates(client: Any, resource: Any, tasks: int, trials: int, log: TextI
                 calls = [lambda event=event: handler(event, LambdaContext("ecs-state-bench", 256)) for event in events]
             else:
                 example = DocsExample(resource, names)
-                calls = [lambda event=event: example.handle(event) for event in events]
+                calls = [lambda event=event, example=example: example.handle(event) for event in events]
             errors = run_at_once(calls)
             stored = stored_versions(client, names[TASKS])
             latest = {task[0]["detail"]["taskArn"]: max(e["detail"]["version"] for e in task) for task in versions}

@@ -58,7 +58,7 @@ def measure(endpoint: str, runs: int, package: bool, log: TextIO) -> Dict[str, A
           f"({result['import_overhead_wall_ms']:.1f} ms wall; {result['import_overhead_from_source_ms']:.1f} ms CPU "
           f"compiling from source; boto3 + chalice {result['import_boto3_chalice_ms']:.0f} ms)", file=log, flush=True)
     result["first_event_ms"] = first_event(endpoint, runs)
-    print(f"  first event: " + ", ".join(f"{w} {ms:.0f} ms" for w, ms in result["first_event_ms"].items()), file=log, flush=True)
+    print("  first event: " + ", ".join(f"{w} {ms:.0f} ms" for w, ms in result["first_event_ms"].items()), file=log, flush=True)
     result["zip_bytes"] = zip_size(log) if package else None
     return result
 

@@ -26,9 +26,9 @@ from datetime import datetime, timezone
 from typing import Any, Dict, List, Sequence, Tuple
 
 from bench.workload import sequential_outcomes, task_versions
-from tools.replay import recent_events
 from chalicelib.model.clock import iso_time, parse_time
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS, TableSpec
+from tools.replay import recent_events
 
 TASK_STATES = ("PROVISIONING", "PENDING", "ACTIVATING", "RUNNING", "DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED")
 

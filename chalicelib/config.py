@@ -109,8 +109,9 @@ def from_environment(environ: Optional[Mapping[str, str]] = None) -> Config:
         read_index=_read_index(env),
         retention_seconds=_retention_days(env) * 86_400,
         reconcile_minutes=_reconcile_minutes(env),
-        reconcile_clusters=tuple(name for name in (part.strip() for part in env.get(RECONCILE_CLUSTERS_ENV, "").split(","))
-                                 if name),
+        reconcile_clusters=tuple(
+            name for name in (part.strip() for part in env.get(RECONCILE_CLUSTERS_ENV, "").split(",")) if name
+        ),
         ecs_calls_per_second=_ecs_calls_per_second(env),
         dead_letter_queue=env.get(DEAD_LETTER_QUEUE_ENV) or None,
         high_water_entries=_whole_number(env, HIGH_WATER_ENTRIES_ENV, DEFAULT_HIGH_WATER_ENTRIES),

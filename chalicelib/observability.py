@@ -45,7 +45,8 @@ class Telemetry:
     def log_reconcile(self, summary: Dict[str, Any], request_id: Optional[str]) -> None:
         """A reconcile pass: its summary as one log line, and one metric per count (one EMF line)."""
         failed = bool(summary["errors"])
-        (self.logger.error if failed else self.logger.info)("reconcile pass", extra=_with_request_id(summary, request_id))
+        log = self.logger.error if failed else self.logger.info
+        log("reconcile pass", extra=_with_request_id(summary, request_id))
         metrics = EphemeralMetrics(namespace=self.namespace, service=self.service)
         metrics.add_dimension(name="kind", value="reconcile")
         counts = {

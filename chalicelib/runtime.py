@@ -53,7 +53,7 @@ class Runtime:
                 part = self._parts.get(name)
                 if part is None:
                     part = self._parts[name] = make()
-        return part  # type: ignore[no-any-return]
+        return part
 
     def replace(self, now: Optional[Clock] = None, monotonic: Optional[Clock] = None, **settings: Any) -> "Runtime":
         """A Runtime with these settings (Config's fields) and clocks changed, sharing this one's
@@ -86,7 +86,8 @@ class Runtime:
         """The process's high-water marks, or None when the stage turns them off."""
         if not self.config.high_water_marks:
             return None
-        return self._part("marks", lambda: HighWaterMarks(self.config.high_water_entries, self.config.high_water_seconds,
+        config = self.config
+        return self._part("marks", lambda: HighWaterMarks(config.high_water_entries, config.high_water_seconds,
                                                           clock=self.monotonic))
 
     @property

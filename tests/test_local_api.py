@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 import urllib.error
 import urllib.request
 from contextlib import ExitStack
@@ -69,14 +70,18 @@ def test_make_local_records_posted_events_and_serves_them_back(request, tmp_path
     chalice_pid = None
     try:
         url, chalice_pid = wait_for_banner(wrapper, log_path)
+        outcomes = Counter()
         for path in sorted(samples.glob("*.json")):  # dated yesterday by make local
             status, results = call(f"{url}/events", data=path.read_bytes())
             assert status == 200, results
             assert len(results) == len(json.loads(path.read_text()))
+            outcomes.update(result["outcome"] for result in results)
+        assert outcomes["created"] == len(expected_state(recent_events())), outcomes
 
         status, page = call(f"{url}/tasks?{urlencode({'cluster': WEB_PROD})}")
-        assert status == 200
-        assert {item["taskArn"] for item in page["items"]} == expected_keys("task", WEB_PROD)
+        assert status == 200, page
+        listed = {item["taskArn"] for item in page["items"]}
+        assert listed == expected_keys("task", WEB_PROD), (page, log_path.read_text(errors="replace")[-3000:])
         latest = expected_state(recent_events())
         for item in page["items"]:
             status, stored = call(f"{url}/tasks/{quote(item['taskArn'], safe='')}")

@@ -178,8 +178,11 @@ def dynamodb_client(session: Any) -> Any:
     return session.client("dynamodb", config=Config(retries={"mode": "adaptive", "total_max_attempts": 10}))
 
 
+ASK_ON_TERMINAL = confirm_on_terminal(False)  # asks when changing tables ecs-state did not create
+
+
 def set_up(
-    session: Any, plan: StagePlan, confirm: Confirm = confirm_on_terminal(False), notify: Optional[str] = None,
+    session: Any, plan: StagePlan, confirm: Confirm = ASK_ON_TERMINAL, notify: Optional[str] = None,
     pause: Callable[[float], None] = time.sleep, now: Optional[float] = None, expire_history: bool = False,
 ) -> Tuple[str, List[str]]:
     """Step 1: tables, queue, alarm and log groups. Returns the queue ARN and every change made.

@@ -36,7 +36,8 @@ a repair, done without asking (and without that scan).
 import argparse
 import sys
 import time
-from dataclasses import dataclass, field as dataclass_field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any, Callable, Dict, FrozenSet, List, Mapping, NamedTuple, Optional, TextIO
 
 from botocore.exceptions import ClientError

@@ -1,6 +1,6 @@
 """POST /events (the local stage only): test events through the on_cw_event handlers, as EventBridge delivers them."""
 import json
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple, Union
 
 from botocore.exceptions import BotoCoreError, ClientError
 from chalice import BadRequestError, Response
@@ -15,7 +15,7 @@ MAX_EVENTS_PER_REQUEST = 100
 CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded", "text/plain"]
 
 
-def post_events(app: Any, raw_body: Optional[bytes], rules: ItemRules, now: Clock) -> Any:
+def post_events(app: Any, raw_body: Union[str, bytes, None], rules: ItemRules, now: Clock) -> Any:
     """Record one event or an array of them through the on_cw_event handlers, as EventBridge would.
 
     Every event is validated before the first is written: one bad event gets
@@ -50,7 +50,7 @@ def event_handlers(app: Any) -> Dict[str, str]:
     }
 
 
-def _events_from_body(raw_body: Optional[bytes]) -> Tuple[List[Any], bool]:
+def _events_from_body(raw_body: Union[str, bytes, None]) -> Tuple[List[Any], bool]:
     try:
         body = json.loads(raw_body or b"")
     except (ValueError, RecursionError) as error:
@@ -58,7 +58,8 @@ def _events_from_body(raw_body: Optional[bytes]) -> Tuple[List[Any], bool]:
     if isinstance(body, dict):
         return [body], True
     if not isinstance(body, list):
-        raise BadRequestError(f"body: must be an event (a JSON object) or an array of events, got {type(body).__name__}")
+        raise BadRequestError("body: must be an event (a JSON object) or an array of events, "
+                              f"got {type(body).__name__}")
     if not body:
         raise BadRequestError("body: the array holds no events")
     if len(body) > MAX_EVENTS_PER_REQUEST:

@@ -172,7 +172,8 @@ class ReadApi:
         """The items of ``keys``, by key; eventually consistent, like the index they were listed from."""
         found, unprocessed = self.store.read_items(table, keys)
         if unprocessed:  # a page must not skip items silently
-            raise Unavailable(f"DynamoDB left {len(unprocessed)} of the page's items unread (it is shedding load): retry")
+            raise Unavailable(f"DynamoDB left {len(unprocessed)} of the page's items unread "
+                              "(it is shedding load): retry")
         return found
 
     # -- GET /tasks/{id}, GET /container-instances/{id} ----------------------

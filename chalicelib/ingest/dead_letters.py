@@ -48,7 +48,8 @@ class DeadLetters:
         the invocation fail, so Lambda's retries and OnFailure destination apply).
         """
         client = self._client()
-        response = client.send_message(QueueUrl=self._queue_url(client), MessageBody=json.dumps(record(event, error, context)))
+        response = client.send_message(QueueUrl=self._queue_url(client),
+                                       MessageBody=json.dumps(record(event, error, context)))
         return response["MessageId"]
 
     def _queue_url(self, client: "SQSClient") -> str:

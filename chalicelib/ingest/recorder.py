@@ -58,7 +58,9 @@ class Recorder:
             result = self.store.put_if_newer(change)
         except Exception as error:
             self.telemetry.log_failure(
-                "event not stored", {"kind": change.table.kind, "key": change.key, "version": change.version}, request_id
+                "event not stored",
+                {"kind": change.table.kind, "key": change.key, "version": change.version},
+                request_id,
             )
             self.telemetry.count(FAILED, change.table.kind)
             if isinstance(error, PermanentError):

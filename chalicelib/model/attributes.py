@@ -7,7 +7,7 @@ The limits below were checked against DynamoDB Local.
 import base64
 import math
 from decimal import Decimal
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any, Dict, List, Mapping, Tuple, Union
 
 MAX_ITEM_BYTES = 400 * 1024
 # A top-level attribute may hold 31 nested maps or lists; the 32nd is refused.
@@ -20,7 +20,7 @@ _INT_LIMIT = 10 ** (MAX_ADJUSTED_EXPONENT + 1)
 _FLOAT_MIN = 1e-130
 _FLOAT_LIMIT = 1e126
 
-AttributeValue = Dict[str, Any]
+AttributeValue = Mapping[str, Any]
 PathPart = Union[str, int]
 
 

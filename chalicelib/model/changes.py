@@ -112,7 +112,8 @@ def _item(metadata: Mapping[str, Any], detail: Mapping[str, Any], metadata_field
             raise InvalidEvent(f"detail.{name}", f"the {RESERVED_PREFIX} prefix is reserved for ecs-state's metadata")
         size += _put(item, name, value)
     if size > MAX_ITEM_BYTES:
-        raise ItemTooLarge("detail", f"the item would take about {size} bytes; DynamoDB stores at most {MAX_ITEM_BYTES}")
+        raise ItemTooLarge("detail",
+                           f"the item would take about {size} bytes; DynamoDB stores at most {MAX_ITEM_BYTES}")
     return item, size
 
 

@@ -21,7 +21,8 @@ def parse_time(value: Any, field: str) -> float:
         else:
             if parsed.tzinfo is not None:
                 return parsed.timestamp()
-    raise InvalidEvent(field, f"must be an ISO-8601 time with its zone, such as 2026-11-05T07:58:44Z; got {show(value)}")
+    raise InvalidEvent(field,
+                       f"must be an ISO-8601 time with its zone, such as 2026-11-05T07:58:44Z; got {show(value)}")
 
 
 def iso_time(epoch_seconds: float) -> str:

@@ -49,7 +49,7 @@ class EcsReader:
         self._client = client
         self._pace = pace
         self._time_left = time_left
-        self.calls: Counter = Counter()  # per operation: the pass reports them
+        self.calls: Counter[str] = Counter()  # per operation: the pass reports them
 
     def cluster_arns(self) -> List[str]:
         return list(self._pages("list_clusters", "clusterArns"))
@@ -98,7 +98,8 @@ class EcsReader:
             raise OutOfTime(operation)
         self._pace.wait()
         self.calls[operation] += 1
-        return getattr(self._client, operation)(**params)
+        response: Dict[str, Any] = getattr(self._client, operation)(**params)
+        return response
 
 
 def new_ecs_client() -> "ECSClient":
@@ -111,7 +112,7 @@ def new_ecs_client() -> "ECSClient":
     # datetimes: snapshots write them as events do, to the millisecond, and a
     # float's trip through datetime can lose one.
     session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=lambda value: value)
-    return session.create_client(  # type: ignore[no-any-return]
+    return session.create_client(  # type: ignore[return-value]
         "ecs",
         config=Config(
             connect_timeout=CONNECT_TIMEOUT_SECONDS,

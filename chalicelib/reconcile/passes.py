@@ -141,8 +141,8 @@ class Pass:
     def __init__(self, taken_at: float, telemetry: Telemetry) -> None:
         self.taken_at = taken_at  # every snapshot of the pass carries it (cw_time)
         self.telemetry = telemetry
-        self.counts: Counter = Counter()
-        self.ecs_calls: Counter = Counter()  # per operation (the ECS reader's, once started)
+        self.counts: Counter[str] = Counter()
+        self.ecs_calls: Counter[str] = Counter()  # per operation (the ECS reader's, once started)
         self.errors: List[str] = []  # what failed the pass (ECS, DynamoDB, a cluster, a bug)
         self.refusals: List[str] = []  # single items not stored, for good reason or not; the pass goes on
         self.complete = True
@@ -242,8 +242,8 @@ class Pass:
             described, missing = self._describe(table, cluster, arns[start:start + DESCRIBE_LIMIT])
             gone += missing
             self.counts[f"{table.kind}s_seen"] += len(described)
-            self._write(table, [change for change in (self._snapshot(table, cluster, obj) for obj in described) if change],
-                        stored)
+            changes = (self._snapshot(table, cluster, api_object) for api_object in described)
+            self._write(table, [change for change in changes if change], stored)
         return gone
 
     def _describe(self, table: TableSpec, cluster: str, arns: Sequence[str]) -> Tuple[List[Dict[str, Any]], List[str]]:
@@ -261,15 +261,17 @@ class Pass:
                 self._refused(arns[0], error)
                 return [], []
         half = len(arns) // 2
-        (described, gone), (more, more_gone) = (self._describe(table, cluster, part) for part in (arns[:half], arns[half:]))
+        (described, gone), (more, more_gone) = (self._describe(table, cluster, part)
+                                                for part in (arns[:half], arns[half:]))
         return described + more, gone + more_gone
 
     def _snapshot(self, table: TableSpec, cluster: str, api_object: Mapping[str, Any]) -> Optional[StateChange]:
+        change = None  # stays so if refused
         with self._one_item(str(api_object.get(table.key, cluster))):
             # InvalidEvent, e.g. over DynamoDB's 400 KB: an event could not store it either
             detail = task_detail(api_object) if table is TASKS else container_instance_detail(api_object, cluster)
-            return parse_snapshot(table, detail, self.taken_at, self.rules)
-        return None  # refused
+            change = parse_snapshot(table, detail, self.taken_at, self.rules)
+        return change
 
     def _write(self, table: TableSpec, changes: Sequence[StateChange],
                stored: Optional[Mapping[str, StoredVersion]] = None) -> None:
@@ -285,7 +287,8 @@ class Pass:
                 known = stored.get(change.key)
                 if known is not None and known.version is not None and known.version >= change.version:
                     # ECS knows it: a mark goes, conditioned on the version read (not this older one)
-                    cleared = known.missing_since is not None and self.store.clear_missing(table, change.key, known.version)
+                    cleared = (known.missing_since is not None
+                               and self.store.clear_missing(table, change.key, known.version))
                     self.counts["cleared" if cleared else "unchanged"] += 1
                     continue
                 result = self.store.put_if_newer(change)  # another writer's version: StoredItemConflict
@@ -335,7 +338,7 @@ class Pass:
         for table in (TASKS, CONTAINER_INSTANCES):
             candidates: Dict[str, Dict[str, StoredVersion]] = {}
             for key, cluster, stored in self.store.scan_open_items(table, segment, SWEEP_SEGMENTS):
-                if cluster in listed and key not in listed[cluster][table]:
+                if cluster is not None and cluster in listed and key not in listed[cluster][table]:
                     candidates.setdefault(cluster, {})[key] = stored
             for cluster, stored_versions in candidates.items():
                 if self.throttled:
@@ -406,7 +409,8 @@ def _describable(key: str, table: TableSpec, cluster: str) -> bool:
 
 def _text(error: Any) -> str:
     """An error as the summary names it: ECS's and DynamoDB's say what they are, others get their type."""
-    if isinstance(error, (ClientError, BotoCoreError, InvalidEvent, StoredItemConflict)) or not isinstance(error, Exception):
+    if not isinstance(error, Exception) or isinstance(error, (ClientError, BotoCoreError, InvalidEvent,
+                                                              StoredItemConflict)):
         return str(error)
     return f"{type(error).__name__}: {error}"
 

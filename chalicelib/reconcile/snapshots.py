@@ -18,7 +18,7 @@ API (DescribeTasks, DescribeContainerInstances) and events, and what is done:
 
 Then parse_snapshot checks it as an event is checked, and builds the same item.
 """
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, FrozenSet, Mapping
 
 from chalicelib.model.changes import FROM_RECONCILE, SOURCE_FIELD, StateChange, state_change
 from chalicelib.model.clock import iso_time
@@ -62,7 +62,7 @@ def container_instance_detail(instance: Mapping[str, Any], cluster_arn: str) -> 
     return detail
 
 
-def _event_shaped(api_object: Mapping[str, Any], api_only: frozenset) -> Dict[str, Any]:
+def _event_shaped(api_object: Mapping[str, Any], api_only: FrozenSet[str]) -> Dict[str, Any]:
     return {name: _iso_times(name, value) for name, value in api_object.items() if name not in api_only}
 
 

@@ -234,7 +234,8 @@ class StateStore:
                 Key={table.key: {"S": key}},
                 UpdateExpression=update,
                 ConditionExpression=f"#version = :version AND {mark_condition} AND {unfinished}",
-                ExpressionAttributeNames={"#missing": MISSING_SINCE, "#expires": EXPIRES_AT, "#version": VERSION, **names},
+                ExpressionAttributeNames={"#missing": MISSING_SINCE, "#expires": EXPIRES_AT, "#version": VERSION,
+                                          **names},
                 ExpressionAttributeValues={":version": {"N": str(version)}, **finished, **values},
             )
         except Exception as error:
