@@ -18,6 +18,7 @@ from chalicelib.reconcile import passes
 from chalicelib.reconcile.ecs import EcsReader, Pace
 from chalicelib.reconcile.snapshots import TIMESTAMP_FIELDS
 from chalicelib.store import StateStore
+from chalicelib.store.client import TimeBoxed
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS
 from tests.fake_ecs import FakeECS
 from tests.helpers import DAY, count_requests, logs_and_metrics, parse, record, stored_item, table_name
@@ -922,8 +923,8 @@ def test_no_dynamodb_request_once_the_time_is_up():
             sent.append(request)
             return {}
 
-    assert passes.TimeBoxed(Client(), lambda: True).scan(Segment=0) == {} and sent == [{"Segment": 0}]
-    boxed = passes.TimeBoxed(Client(), lambda: False)
+    assert TimeBoxed(Client(), lambda: True).scan(Segment=0) == {} and sent == [{"Segment": 0}]
+    boxed = TimeBoxed(Client(), lambda: False)
     with pytest.raises(OutOfTime):
         boxed.scan(Segment=1)
     assert sent == [{"Segment": 0}] and boxed.meta == "its meta"

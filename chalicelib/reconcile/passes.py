@@ -59,6 +59,7 @@ from chalicelib.observability import Telemetry
 from chalicelib.reconcile.ecs import DESCRIBE_LIMIT, EcsReader, Pace
 from chalicelib.reconcile.snapshots import container_instance_detail, parse_snapshot, task_detail
 from chalicelib.store import StateStore, StoredVersion
+from chalicelib.store.client import TimeBoxed
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS, TableSpec
 
 if TYPE_CHECKING:
@@ -111,28 +112,6 @@ def reconcile(event: Mapping[str, Any], context: Any, *, config: Config, dynamod
     if pass_.errors:
         raise ReconcileFailed(summary)
     return summary
-
-
-class TimeBoxed:
-    """A client that raises OutOfTime instead of sending a request once ``time_left()`` is false:
-    the pass stops between two requests (each writes at most one item, whole), however slow or
-    throttled the service, and has the time left to log its summary."""
-
-    def __init__(self, client: Any, time_left: Callable[[], bool]) -> None:
-        self._client = client
-        self._time_left = time_left
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._client, name)
-        if not callable(attribute):  # meta, exceptions
-            return attribute
-
-        def request(*args: Any, **kwargs: Any) -> Any:
-            if not self._time_left():
-                raise OutOfTime(name)
-            return attribute(*args, **kwargs)
-
-        return request
 
 
 class Pass:

@@ -4,8 +4,9 @@ One client per process (chalicelib/runtime.py makes it on first use); every
 DynamoDB request of ecs-state goes through the StateStore that holds it.
 """
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
+from chalicelib.errors import OutOfTime
 from chalicelib.tables import VERSION
 
 if TYPE_CHECKING:
@@ -78,3 +79,25 @@ def keep_only_the_version(response_dict: Any, **kwargs: Any) -> None:
         # An item always has its key, so keeping one attribute keeps "it existed".
         response[member] = {VERSION: item[VERSION]} if VERSION in item else dict([next(iter(item.items()))])
         response_dict["body"] = json.dumps(response).encode()
+
+
+class TimeBoxed:
+    """A client that raises OutOfTime instead of sending a request once ``time_left()`` is false:
+    the pass stops between two requests (each writes at most one item, whole), however slow or
+    throttled the service, and has the time left to log its summary."""
+
+    def __init__(self, client: Any, time_left: Callable[[], bool]) -> None:
+        self._client = client
+        self._time_left = time_left
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute):  # meta, exceptions
+            return attribute
+
+        def request(*args: Any, **kwargs: Any) -> Any:
+            if not self._time_left():
+                raise OutOfTime(name)
+            return attribute(*args, **kwargs)
+
+        return request
