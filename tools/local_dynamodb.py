@@ -31,7 +31,7 @@ LOCAL_CREDENTIALS = {
 }
 
 
-# DynamoDB deletes an item some time after its cw_expires_at (chalicelib/events.py).
+# DynamoDB deletes an item some time after its cw_expires_at (chalicelib/model/lifecycle.py).
 TIME_TO_LIVE = {"Enabled": True, "AttributeName": EXPIRES_AT}
 # Retention for local runs (the local stage, make run, the tests): nothing they store
 # expires while one looks. (The creation window stays the delivery horizon's, so the
