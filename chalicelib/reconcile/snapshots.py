@@ -5,7 +5,7 @@ so the two must not differ where both carry a field. What differs between the
 API (DescribeTasks, DescribeContainerInstances) and events, and what is done:
 
 - Timestamps: the API sends epoch seconds (the ECS client keeps them as
-  numbers, chalicelib/settings.py), events ISO-8601 strings with milliseconds:
+  numbers, chalicelib/reconcile/ecs.py), events ISO-8601 strings with milliseconds:
   written as events write them (chalicelib.events.iso_time), in every nested
   object too.
 - Fields only the API returns (below) are left out. ``tags`` is never asked
