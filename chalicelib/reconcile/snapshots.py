@@ -6,7 +6,7 @@ API (DescribeTasks, DescribeContainerInstances) and events, and what is done:
 
 - Timestamps: the API sends epoch seconds (the ECS client keeps them as
   numbers, chalicelib/reconcile/ecs.py), events ISO-8601 strings with milliseconds:
-  written as events write them (chalicelib.events.iso_time), in every nested
+  written as events write them (chalicelib.model.clock.iso_time), in every nested
   object too.
 - Fields only the API returns (below) are left out. ``tags`` is never asked
   for; the others are newer API fields events do not carry.
