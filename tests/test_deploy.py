@@ -15,7 +15,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from chalicelib import attributes, events, tables
+from chalicelib import tables
+from chalicelib.model import attributes, lifecycle
 from tests.helpers import DAY, EVENT_TIME, container_instance_event, create_older_ecs_state_table, iso, task_event
 from tools import deploy, destroy, migrate, stage
 
@@ -631,7 +632,7 @@ def test_the_confirmation_says_how_many_items_will_expire_when_and_what_the_floo
     ensure_table(session.client("dynamodb"), tables.TASKS, "ECSTaskState",
                  confirm=lambda lines: shown.extend(lines()) or True, now=EVENT_TIME)
 
-    floor = events.expires_at(EVENT_TIME, plan.item_rules.retention_seconds)
+    floor = lifecycle.expires_at(EVENT_TIME, plan.item_rules.retention_seconds)
     assert shown[1:4] == [
         "ECSTaskState: add cw_phase and cw_expires_at to the items stored without them (a scan of the table)",
         "ECSTaskState: 4 of 4 items lack cw_phase and cw_expires_at",
@@ -657,14 +658,14 @@ def test_asked_to_expire_history_make_migrate_says_what_ttl_will_delete_and_advi
     assert shown[2:5] == [
         "ECSTaskState: 4 of 4 items lack cw_phase and cw_expires_at",
         f"ECSTaskState: 3 finished items will get cw_expires_at dated from when they finished (--expire-history), "
-        f"from {utc(events.expires_at(EVENT_TIME - 90 * DAY, retention))} to {utc(events.expires_at(EVENT_TIME, retention))}; "
+        f"from {utc(lifecycle.expires_at(EVENT_TIME - 90 * DAY, retention))} to {utc(lifecycle.expires_at(EVENT_TIME, retention))}; "
         "2 of them are past, and TTL deletes those within days",
         "ECSTaskState: point-in-time recovery is off, so nothing TTL deletes can be restored: turn it on before "
         "that (aws dynamodb update-continuous-backups --table-name ECSTaskState "
         "--point-in-time-recovery-specification PointInTimeRecoveryEnabled=true)",
     ]
     expiries = sorted(item["cw_expires_at"] for spec, item in every_item(session, plan) if "cw_expires_at" in item)
-    assert expiries == [events.expires_at(EVENT_TIME - days * DAY, retention) for days in (90, 30, 0)]
+    assert expiries == [lifecycle.expires_at(EVENT_TIME - days * DAY, retention) for days in (90, 30, 0)]
 
 
 # -- an upgrade while the old code writes (issue 13, point 1) -------------------------------------
@@ -693,7 +694,7 @@ def assert_every_item_has_its_lifecycle_fields(session, plan, upgraded_at):
         finished = item.get(spec.status_field) in spec.finished_statuses
         assert item.get("cw_phase") == ("finished" if finished else "open"), item
         if finished:
-            assert item["cw_expires_at"] >= events.expires_at(upgraded_at, plan.item_rules.retention_seconds), item
+            assert item["cw_expires_at"] >= lifecycle.expires_at(upgraded_at, plan.item_rules.retention_seconds), item
     return items
 
 
@@ -845,4 +846,4 @@ def test_every_make_deploy_raises_the_expiries_an_older_ecs_state_dated_sooner(s
 
     assert f"  - {task_table}: raised the expiry of 1 items stored before this version" in capsys.readouterr().out
     [(_, stored)] = every_item(session, plan)
-    assert stored["cw_expires_at"] == events.expires_at(stopped_at, plan.item_rules.retention_seconds)
+    assert stored["cw_expires_at"] == lifecycle.expires_at(stopped_at, plan.item_rules.retention_seconds)
