@@ -8,6 +8,8 @@ The table work on an existing table is also proven on DynamoDB Local
 import dataclasses
 import io
 import json
+import subprocess
+import sys
 import time
 from typing import Any, Dict
 
@@ -85,6 +87,23 @@ def test_stage_plan_reads_names_from_the_stage_config(plan):
     assert plan.reconcile_function_name == f"ecs-state-{plan.stage}-reconcile"
     assert plan.api_function_name == plan.deployment == f"ecs-state-{plan.stage}"
     assert plan.item_rules.read_index is True
+
+
+PRODUCTION_TOOLS = ("deploy", "destroy", "migrate", "stage", "policies", "policy_files", "reconcile", "redrive")
+LOCAL_LAUNCHERS = ("tools.local_api", "tools.local_dynamodb", "tools.replay")
+
+
+def test_the_production_tools_import_nothing_from_the_local_launchers():
+    """Issue 14: what make deploy, destroy, migrate, reconcile and redrive run loads none of the local
+    run's modules (moto, DynamoDB Local, the sample events). A fresh interpreter: this one has them."""
+    imports = "; ".join(f"import tools.{name}" for name in PRODUCTION_TOOLS)
+    loaded = subprocess.run(
+        [sys.executable, "-c", f"import json, sys; {imports}; print(json.dumps(sorted(sys.modules)))"],
+        cwd=stage.ROOT, capture_output=True, text=True, check=True,
+    ).stdout
+    modules = set(json.loads(loaded))
+    assert {f"tools.{name}" for name in PRODUCTION_TOOLS} <= modules
+    assert modules.isdisjoint(LOCAL_LAUNCHERS), sorted(modules & set(LOCAL_LAUNCHERS))
 
 
 def test_the_local_stage_is_not_deployable():
