@@ -12,6 +12,9 @@ from typing import Any, Dict, FrozenSet, NamedTuple, Optional, Tuple
 PHASE = "cw_phase"  # OPEN or FINISHED: the read index's sort key (only while the index is on)
 OPEN, FINISHED = "open", "finished"
 EXPIRES_AT = "cw_expires_at"  # epoch seconds: DynamoDB's TTL deletes the item after it
+# The tables' TTL setting (UpdateTimeToLive, CloudFormation): DynamoDB deletes an item some
+# time after its cw_expires_at (chalicelib/model/lifecycle.py).
+TIME_TO_LIVE = {"Enabled": True, "AttributeName": EXPIRES_AT}
 MISSING_SINCE = "cw_missing_since"  # ISO time the reconciler found ECS no longer knows the item
 VERSION = "version"  # detail.version: the order of a key's states
 

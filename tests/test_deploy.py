@@ -8,6 +8,8 @@ The table work on an existing table is also proven on DynamoDB Local
 import dataclasses
 import io
 import json
+import subprocess
+import sys
 import time
 from typing import Any, Dict
 
@@ -15,7 +17,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from chalicelib import attributes, events, tables
+from chalicelib import tables
+from chalicelib.model import attributes, lifecycle
 from tests.helpers import DAY, EVENT_TIME, container_instance_event, create_older_ecs_state_table, iso, task_event
 from tools import deploy, destroy, migrate, stage
 
@@ -84,6 +87,23 @@ def test_stage_plan_reads_names_from_the_stage_config(plan):
     assert plan.reconcile_function_name == f"ecs-state-{plan.stage}-reconcile"
     assert plan.api_function_name == plan.deployment == f"ecs-state-{plan.stage}"
     assert plan.item_rules.read_index is True
+
+
+PRODUCTION_TOOLS = ("deploy", "destroy", "migrate", "stage", "policies", "policy_files", "reconcile", "redrive")
+LOCAL_LAUNCHERS = ("tools.local_api", "tools.local_dynamodb", "tools.replay")
+
+
+def test_the_production_tools_import_nothing_from_the_local_launchers():
+    """Issue 14: what make deploy, destroy, migrate, reconcile and redrive run loads none of the local
+    run's modules (moto, DynamoDB Local, the sample events). A fresh interpreter: this one has them."""
+    imports = "; ".join(f"import tools.{name}" for name in PRODUCTION_TOOLS)
+    loaded = subprocess.run(
+        [sys.executable, "-c", f"import json, sys; {imports}; print(json.dumps(sorted(sys.modules)))"],
+        cwd=stage.ROOT, capture_output=True, text=True, check=True,
+    ).stdout
+    modules = set(json.loads(loaded))
+    assert {f"tools.{name}" for name in PRODUCTION_TOOLS} <= modules
+    assert modules.isdisjoint(LOCAL_LAUNCHERS), sorted(modules & set(LOCAL_LAUNCHERS))
 
 
 def test_the_local_stage_is_not_deployable():
@@ -631,7 +651,7 @@ def test_the_confirmation_says_how_many_items_will_expire_when_and_what_the_floo
     ensure_table(session.client("dynamodb"), tables.TASKS, "ECSTaskState",
                  confirm=lambda lines: shown.extend(lines()) or True, now=EVENT_TIME)
 
-    floor = events.expires_at(EVENT_TIME, plan.item_rules.retention_seconds)
+    floor = lifecycle.expires_at(EVENT_TIME, plan.item_rules.retention_seconds)
     assert shown[1:4] == [
         "ECSTaskState: add cw_phase and cw_expires_at to the items stored without them (a scan of the table)",
         "ECSTaskState: 4 of 4 items lack cw_phase and cw_expires_at",
@@ -657,14 +677,14 @@ def test_asked_to_expire_history_make_migrate_says_what_ttl_will_delete_and_advi
     assert shown[2:5] == [
         "ECSTaskState: 4 of 4 items lack cw_phase and cw_expires_at",
         f"ECSTaskState: 3 finished items will get cw_expires_at dated from when they finished (--expire-history), "
-        f"from {utc(events.expires_at(EVENT_TIME - 90 * DAY, retention))} to {utc(events.expires_at(EVENT_TIME, retention))}; "
+        f"from {utc(lifecycle.expires_at(EVENT_TIME - 90 * DAY, retention))} to {utc(lifecycle.expires_at(EVENT_TIME, retention))}; "
         "2 of them are past, and TTL deletes those within days",
         "ECSTaskState: point-in-time recovery is off, so nothing TTL deletes can be restored: turn it on before "
         "that (aws dynamodb update-continuous-backups --table-name ECSTaskState "
         "--point-in-time-recovery-specification PointInTimeRecoveryEnabled=true)",
     ]
     expiries = sorted(item["cw_expires_at"] for spec, item in every_item(session, plan) if "cw_expires_at" in item)
-    assert expiries == [events.expires_at(EVENT_TIME - days * DAY, retention) for days in (90, 30, 0)]
+    assert expiries == [lifecycle.expires_at(EVENT_TIME - days * DAY, retention) for days in (90, 30, 0)]
 
 
 # -- an upgrade while the old code writes (issue 13, point 1) -------------------------------------
@@ -693,7 +713,7 @@ def assert_every_item_has_its_lifecycle_fields(session, plan, upgraded_at):
         finished = item.get(spec.status_field) in spec.finished_statuses
         assert item.get("cw_phase") == ("finished" if finished else "open"), item
         if finished:
-            assert item["cw_expires_at"] >= events.expires_at(upgraded_at, plan.item_rules.retention_seconds), item
+            assert item["cw_expires_at"] >= lifecycle.expires_at(upgraded_at, plan.item_rules.retention_seconds), item
     return items
 
 
@@ -845,4 +865,4 @@ def test_every_make_deploy_raises_the_expiries_an_older_ecs_state_dated_sooner(s
 
     assert f"  - {task_table}: raised the expiry of 1 items stored before this version" in capsys.readouterr().out
     [(_, stored)] = every_item(session, plan)
-    assert stored["cw_expires_at"] == events.expires_at(stopped_at, plan.item_rules.retention_seconds)
+    assert stored["cw_expires_at"] == lifecycle.expires_at(stopped_at, plan.item_rules.retention_seconds)

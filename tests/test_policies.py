@@ -13,10 +13,15 @@ import pytest
 from botocore.client import BaseClient
 from moto import mock_aws
 
-from chalicelib import events, settings, tables
-from tests.helpers import container_instance_event, task_event
-from tools import deploy, policies, policy_files
+from chalicelib import runtime, tables
+from chalicelib.config import DISABLED, ENABLED, READ_INDEX_ENV
+from chalicelib.model.clock import iso_time
+from chalicelib.reconcile import passes
+from chalicelib.runtime import Runtime
+from tests.conftest import TEST_SETTINGS
 from tests.fake_ecs import FakeECS
+from tests.helpers import container_instance_event, record, table_name, task_event
+from tools import deploy, policies, policy_files
 from tools.local_dynamodb import create_tables
 from tools.stage import ROOT, DeployError, StagePlan, deployable_stages, stage_plan
 
@@ -126,14 +131,20 @@ class Calls(List[str]):
         self.requests.clear()
 
 
+def install(config) -> Runtime:
+    """A Runtime of its own with ``config``, its clients made on first use (on moto, or the fake ECS):
+    no high-water marks, so every event reaches DynamoDB and makes each call its policy must allow."""
+    return runtime.use(Runtime(config._replace(high_water_entries=0)))
+
+
 @pytest.fixture
 def aws(monkeypatch):
-    """moto in this process, and every AWS call any client makes, as an IAM action."""
-    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_PROFILE"):
+    """moto in this process, and every AWS call any client makes, as an IAM action; the test
+    settings installed."""
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_ECS", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-                        "ECS_STATE_HIGH_WATER_ENTRIES": "0"}.items():
+                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(name, value)
     calls = Calls()
     original = BaseClient._make_api_call
@@ -144,38 +155,36 @@ def aws(monkeypatch):
         return original(client, operation, params)
 
     monkeypatch.setattr(BaseClient, "_make_api_call", recording)
-    settings.reset_client()
     with mock_aws():
+        install(TEST_SETTINGS)
         yield calls
-    settings.reset_client()
+    runtime.reset()
 
 
 @pytest.fixture
-def fake_ecs(monkeypatch):
+def fake_ecs(aws, monkeypatch, configure):
     """The fake ECS API on loopback, the reconciler's ECS client pointed at it, unpaced."""
     with FakeECS() as ecs:
-        monkeypatch.setenv("AWS_ENDPOINT_URL_ECS", ecs.endpoint)
-        monkeypatch.setenv(settings.ECS_CALLS_PER_SECOND_ENV, "20")
-        settings.reset_client()
+        monkeypatch.setenv("AWS_ENDPOINT_URL_ECS", ecs.endpoint)  # (the Runtime makes its ECS client on first use)
+        configure(ecs_calls_per_second=20.0)
         yield ecs
 
 
 def fresh_tables(read_index: bool) -> Any:
     client = boto3.client("dynamodb")
-    create_tables(client, {spec: settings.table_name(spec) for spec in tables.ALL}, read_index=read_index)
+    create_tables(client, {spec: table_name(spec) for spec in tables.ALL}, read_index=read_index)
     return client
 
 
-def test_the_event_functions_call_exactly_what_their_policy_grants(aws, monkeypatch):
+def test_the_event_functions_call_exactly_what_their_policy_grants(aws, configure):
     fresh_tables(read_index=True)
     queue = boto3.client("sqs").create_queue(QueueName="dead-letters")["QueueUrl"]
-    monkeypatch.setenv(settings.DEAD_LETTER_QUEUE_ENV, "dead-letters")
+    configure(dead_letter_queue="dead-letters")
     aws.clear()
-    from chalicelib import recorder
 
-    recorder.record(task_event(3))
-    # Can never be stored: the handler sends it to the queue itself (chalicelib/dead_letters.py).
-    assert recorder.record(task_event(4, cw_bad="reserved prefix"))["outcome"] == "dead_lettered"
+    record(task_event(3))
+    # Can never be stored: the handler sends it to the queue itself (chalicelib/ingest/dead_letters.py).
+    assert record(task_event(4, cw_bad="reserved prefix"))["outcome"] == "dead_lettered"
 
     assert set(aws) == policies.actions(policies.EVENT, read_index=True) - policies.LOG_ACTIONS
     assert boto3.client("sqs").get_queue_attributes(
@@ -184,14 +193,14 @@ def test_the_event_functions_call_exactly_what_their_policy_grants(aws, monkeypa
 
 
 @pytest.mark.parametrize("read_index", [True, False])
-def test_the_api_calls_exactly_what_its_policy_grants(aws, monkeypatch, read_index):
-    monkeypatch.setenv(settings.READ_INDEX_ENV, settings.ENABLED if read_index else settings.DISABLED)
+def test_the_api_calls_exactly_what_its_policy_grants(aws, configure, read_index):
+    configure(read_index=read_index)
     fresh_tables(read_index)
-    from chalicelib import api, recorder
 
     event = task_event(3)
-    recorder.record(event)
+    record(event)
     aws.clear()
+    api = runtime.current().read_api()
     api.list_items(tables.TASKS, {"cluster": event["detail"]["clusterArn"]})
     api.get_item(tables.TASKS, event["detail"]["taskArn"], None)
 
@@ -199,28 +208,27 @@ def test_the_api_calls_exactly_what_its_policy_grants(aws, monkeypatch, read_ind
 
 
 @pytest.mark.parametrize("read_index", [True, False])
-def test_a_reconcile_pass_calls_exactly_what_its_policy_grants(aws, fake_ecs, monkeypatch, read_index):
+def test_a_reconcile_pass_calls_exactly_what_its_policy_grants(aws, fake_ecs, configure, read_index):
     """A pass that creates, updates and marks a ghost: every call it can make."""
-    monkeypatch.setenv(settings.READ_INDEX_ENV, settings.ENABLED if read_index else settings.DISABLED)
+    process = configure(read_index=read_index)
     fresh_tables(read_index)
-    from chalicelib import reconciler, recorder
 
     ecs = fake_ecs
     ecs.add_cluster("test-cluster")
     running = ecs.add_task("test-cluster", version=5)
     ecs.add_container_instance("test-cluster")
-    recorder.record(task_event(2, task_id=running.rsplit("/", 1)[-1]))  # older than ECS's: updated
-    recorder.record(task_event(7, task_id="f" * 32))  # ECS no longer knows it: a ghost
+    record(task_event(2, task_id=running.rsplit("/", 1)[-1]))  # older than ECS's: updated
+    record(task_event(7, task_id="f" * 32))  # ECS no longer knows it: a ghost
     aws.clear()
 
-    summary = reconciler.reconcile({"time": "2026-11-22T10:00:00Z"}, None, budget_seconds=60)
+    summary = process.reconcile({"time": "2026-11-22T10:00:00Z"}, None, budget_seconds=60)
     assert (summary["written"], summary["errors"]) == ({"created": 1, "updated": 1}, [])
     # Without the read index, each pass scans one slice of the tables: the ghost is in one of them.
-    minutes = settings.reconcile_minutes()
-    for number in range(reconciler.SWEEP_SEGMENTS):
+    minutes = process.config.reconcile_minutes
+    for number in range(passes.SWEEP_SEGMENTS):
         if summary["missing"]:
             break
-        summary = reconciler.reconcile({"time": events.iso_time(number * minutes * 60)}, None, budget_seconds=60)
+        summary = process.reconcile({"time": iso_time(number * minutes * 60)}, None, budget_seconds=60)
 
     assert summary["missing"] == 1
     assert set(aws) == policies.actions(policies.RECONCILE, read_index) - policies.LOG_ACTIONS
@@ -234,7 +242,7 @@ def stage_with_read_index(tmp_path, stage: str, read_index: str) -> StagePlan:
     shutil.copytree(ROOT / ".chalice", tmp_path / ".chalice")
     path = tmp_path / ".chalice" / "config.json"
     config = json.loads(path.read_text())
-    config["stages"][stage]["environment_variables"][settings.READ_INDEX_ENV] = read_index
+    config["stages"][stage]["environment_variables"][READ_INDEX_ENV] = read_index
     path.write_text(json.dumps(config))
     return stage_plan(stage, project_dir=tmp_path)
 
@@ -258,11 +266,7 @@ def authorized(service: str, operation: str, params: Dict[str, Any]) -> List[Tup
 def run_each_function(aws: Calls, plan: StagePlan, monkeypatch) -> Iterator[Tuple[policy_files.Function, List[tuple]]]:
     """Each of the stage's functions run with its variables on moto, making every call it can:
     (the function, the calls it made)."""
-    from chalicelib import api, reconciler, recorder
-
-    for name, value in plan.environment.items():
-        monkeypatch.setenv(name, value)
-    settings.reset_client()
+    process = install(plan.config)  # the stage's settings, as its functions read them from its variables
     fresh_tables(plan.item_rules.read_index)
     boto3.client("sqs").create_queue(QueueName=plan.queue_name)
     functions = policy_files.stage_functions(plan)
@@ -270,30 +274,30 @@ def run_each_function(aws: Calls, plan: StagePlan, monkeypatch) -> Iterator[Tupl
         if function.kind == policies.EVENT:
             make_event = task_event if function.own_table is tables.TASKS else container_instance_event
             aws.clear()
-            recorder.record(make_event(3))
-            assert recorder.record(make_event(4, cw_bad="reserved"))["outcome"] == "dead_lettered"  # sent by the function
+            record(make_event(3))
+            assert record(make_event(4, cw_bad="reserved"))["outcome"] == "dead_lettered"  # sent by the function
             yield function, list(aws.requests)
     (api_function,) = [function for function in functions if function.kind == policies.API]
     aws.clear()
+    api = process.read_api()
     api.list_items(tables.TASKS, {"cluster": task_event(3)["detail"]["clusterArn"]})
     api.get_item(tables.TASKS, task_event(3)["detail"]["taskArn"], None)
     yield api_function, list(aws.requests)
     with FakeECS(account=MOTO_ACCOUNT) as ecs:  # ECS's ARNs in the account of moto's calls
-        monkeypatch.setenv("AWS_ENDPOINT_URL_ECS", ecs.endpoint)
-        monkeypatch.setenv(settings.ECS_CALLS_PER_SECOND_ENV, "20")
-        monkeypatch.setattr(reconciler, "SWEEP_SEGMENTS", 1)  # without the index, one pass sweeps it all
-        settings.reset_client()
+        monkeypatch.setenv("AWS_ENDPOINT_URL_ECS", ecs.endpoint)  # (the Runtime makes its ECS client on first use)
+        monkeypatch.setattr(passes, "SWEEP_SEGMENTS", 1)  # without the index, one pass sweeps it all
+        process = runtime.use(process.replace(ecs_calls_per_second=20.0))
         ecs.add_cluster("web")
         changed = ecs.add_task("web")
-        recorder.record(ecs.event_for_task(changed))
+        record(ecs.event_for_task(changed))
         ecs.transition_task(changed, "DEACTIVATING")  # its event lost: updated
         ghost = ecs.add_task("web")
-        recorder.record(ecs.event_for_task(ghost))
+        record(ecs.event_for_task(ghost))
         ecs.forget_task(ghost)
         ecs.add_task("web")  # never recorded: created, with the instance
         ecs.add_container_instance("web")
         aws.clear()
-        summary = reconciler.reconcile({"time": events.iso_time(events.now())}, None, budget_seconds=60)
+        summary = process.reconcile({"time": iso_time(process.now())}, None, budget_seconds=60)
         assert summary["written"] == {"created": 2, "updated": 1} and summary["missing"] == 1, summary
         (reconcile_function,) = [function for function in functions if function.kind == policies.RECONCILE]
         yield reconcile_function, list(aws.requests)
@@ -313,7 +317,7 @@ def denied_calls(plan: StagePlan, runs: List[Tuple[policy_files.Function, List[t
     return denied
 
 
-@pytest.mark.parametrize("read_index", [settings.ENABLED, settings.DISABLED])
+@pytest.mark.parametrize("read_index", [ENABLED, DISABLED])
 @pytest.mark.parametrize("stage", STAGES)
 def test_each_stage_is_deployed_only_with_every_call_its_settings_make_allowed(aws, monkeypatch, tmp_path, stage,
                                                                               read_index):
@@ -357,7 +361,7 @@ def test_the_iam_check_denies_what_a_policy_does_not_name():
 
 
 def test_make_deploy_refuses_a_stage_turning_the_read_index_off_until_its_reconcile_policy_may_scan(tmp_path):
-    plan = stage_with_read_index(tmp_path, "dev", settings.DISABLED)
+    plan = stage_with_read_index(tmp_path, "dev", DISABLED)
     needs_scan = r"ECS_STATE_READ_INDEX=disabled.*\n.*policy-dev-reconcile\.json: .*dynamodb:Scan"
     with pytest.raises(DeployError, match=needs_scan) as refused:
         deploy.check_policies(plan)

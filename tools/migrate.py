@@ -49,8 +49,7 @@ from chalicelib.model import attributes, lifecycle
 from chalicelib.model.changes import SOURCE_FIELD
 from chalicelib.model.clock import parse_time
 from chalicelib.model.lifecycle import ItemRules
-from chalicelib.tables import EXPIRES_AT, FINISHED, MISSING_SINCE, PHASE, VERSION, TableSpec
-from tools.local_dynamodb import TIME_TO_LIVE
+from chalicelib.tables import EXPIRES_AT, FINISHED, MISSING_SINCE, PHASE, TIME_TO_LIVE, VERSION, TableSpec
 from tools.stage import DEPLOYMENT_TAG, DeployError, cli, report, stage_plan
 
 TABLE_ENCRYPTION = {"Enabled": True, "SSEType": "KMS"}  # the AWS managed key aws/dynamodb
