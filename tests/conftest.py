@@ -7,7 +7,7 @@ from typing import Iterator
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from chalicelib import runtime, tables
+from chalicelib import observability, runtime, tables
 from chalicelib.config import from_environment
 from chalicelib.runtime import Runtime
 from tools.local_dynamodb import (
@@ -35,6 +35,10 @@ os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 # Event times are relative to now (tests/helpers.py's EVENT_TIME, tools/replay.py's
 # recent_events), so no test depends on the date it runs.
 TEST_SETTINGS = from_environment({})._replace(retention_seconds=LOCAL_RETENTION_DAYS * 86_400)
+# The service's one Powertools Logger writes to the sys.stdout of when it is made: made here, that
+# is the session's; made first inside a test with capsys, it would keep writing to that test's
+# capture, closed after it (and logs_and_metrics, in a later test, fails flushing it).
+observability.logger_of(TEST_SETTINGS.service)
 
 
 @contextlib.contextmanager

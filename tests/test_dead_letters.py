@@ -7,8 +7,10 @@ from botocore.exceptions import ClientError
 from chalice.local import LambdaContext
 
 from app import app
-from chalicelib import dead_letters, observability, settings
+from chalicelib import runtime
 from chalicelib.errors import InvalidEvent, StoredItemConflict
+from chalicelib.ingest import dead_letters
+from chalicelib.observability import Telemetry
 from chalicelib.tables import TASKS
 from tests.helpers import count_requests, lambda_context, store_unnumbered_version, stored_item, task_event
 
@@ -28,13 +30,12 @@ def invoke(event, context=None):
 
 
 @pytest.fixture
-def queue(moto_endpoint, monkeypatch):
+def queue(dynamodb_local, moto_endpoint, configure, monkeypatch):
     """A dead-letter queue on moto, named in the stage's setting; returns a reader of its messages."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", moto_endpoint)
-    settings.reset_client()
-    sqs = settings.sqs_client()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", moto_endpoint)  # (the Runtime makes its SQS client on first use)
+    sqs = runtime.current().sqs()
     url = sqs.create_queue(QueueName=QUEUE)["QueueUrl"]
-    monkeypatch.setenv(settings.DEAD_LETTER_QUEUE_ENV, QUEUE)
+    configure(dead_letter_queue=QUEUE)
 
     def messages():
         found = []
@@ -51,7 +52,7 @@ def queue(moto_endpoint, monkeypatch):
 @pytest.fixture
 def counted(monkeypatch):
     counts = []
-    monkeypatch.setattr(observability, "count", lambda outcome, kind: counts.append((outcome, kind)))
+    monkeypatch.setattr(Telemetry, "count", lambda telemetry, outcome, kind: counts.append((outcome, kind)))
     return counts
 
 
@@ -107,17 +108,17 @@ def test_without_the_redrive_marker_the_event_is_still_dead_lettered(dynamodb_lo
     assert len(queue()) == 1
 
 
-def test_a_transient_failure_still_raises_for_lambdas_retries_and_sends_nothing(dynamodb_local, queue, monkeypatch):
-    monkeypatch.setenv(TASKS.name_env, "no-such-table")
+def test_a_transient_failure_still_raises_for_lambdas_retries_and_sends_nothing(dynamodb_local, queue, configure):
+    configure(task_table="no-such-table")
     with pytest.raises(ClientError, match="ResourceNotFoundException"):
         invoke(task_event(1))
     assert queue() == []
 
 
-def test_the_queue_may_be_named_by_url_and_then_is_not_looked_up(dynamodb_local, queue, monkeypatch):
-    monkeypatch.setenv(settings.DEAD_LETTER_QUEUE_ENV, queue.url)
+def test_the_queue_may_be_named_by_url_and_then_is_not_looked_up(dynamodb_local, queue, configure):
+    configure(dead_letter_queue=queue.url)
     requests = []
-    settings.sqs_client().meta.events.register("before-call.sqs", lambda model, **kw: requests.append(model.name))
+    runtime.current().sqs().meta.events.register("before-call.sqs", lambda model, **kw: requests.append(model.name))
     invoke(unversioned(1))
     invoke(unversioned(2))
     assert requests == ["SendMessage", "SendMessage"]
@@ -126,20 +127,20 @@ def test_the_queue_may_be_named_by_url_and_then_is_not_looked_up(dynamodb_local,
 
 def test_a_queue_name_is_resolved_once(dynamodb_local, queue):
     requests = []
-    settings.sqs_client().meta.events.register("before-call.sqs", lambda model, **kw: requests.append(model.name))
+    runtime.current().sqs().meta.events.register("before-call.sqs", lambda model, **kw: requests.append(model.name))
     invoke(unversioned(1))
     invoke(unversioned(2))
     assert requests == ["GetQueueUrl", "SendMessage", "SendMessage"]
 
 
-def test_when_the_queue_cannot_take_it_the_original_error_raises(dynamodb_local, queue, monkeypatch):
-    monkeypatch.setenv(settings.DEAD_LETTER_QUEUE_ENV, "no-such-queue")
+def test_when_the_queue_cannot_take_it_the_original_error_raises(dynamodb_local, queue, configure):
+    configure(dead_letter_queue="no-such-queue")
     with pytest.raises(InvalidEvent, match="detail.version") as raised:
         invoke(unversioned(1))
     assert isinstance(raised.value.__cause__, ClientError)
 
 
-def test_without_a_queue_a_permanent_error_raises_as_before(dynamodb_local, monkeypatch):
-    monkeypatch.delenv(settings.DEAD_LETTER_QUEUE_ENV, raising=False)
+def test_without_a_queue_a_permanent_error_raises_as_before(dynamodb_local, configure):
+    configure(dead_letter_queue=None)
     with pytest.raises(InvalidEvent, match="detail.version"):
         invoke(unversioned(1))

@@ -7,7 +7,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from chalicelib import settings, tables
+from chalicelib import tables
+from chalicelib.config import RETENTION_DAYS_ENV
+from chalicelib.runtime import Runtime
 from tools import reconcile
 from tests.fake_ecs import FakeECS
 from tools.local_dynamodb import create_tables
@@ -19,9 +21,9 @@ STAGE_TABLES = {tables.TASKS: "ecs-state-dev-tasks", tables.CONTAINER_INSTANCES:
 @pytest.fixture
 def ecs(monkeypatch):
     """moto for STS and DynamoDB, the dev stage's tables, a cluster with a task and an instance in ECS."""
-    monkeypatch.setattr(os, "environ", dict(os.environ))  # the tool loads the stage's variables into it
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # the changes below stay in this test
     for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_PROFILE", "TASK_TABLE_NAME",
-                 "CONTAINER_INSTANCE_TABLE_NAME", settings.RETENTION_DAYS_ENV):
+                 "CONTAINER_INSTANCE_TABLE_NAME", RETENTION_DAYS_ENV):
         os.environ.pop(name, None)
     os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"})
@@ -29,14 +31,20 @@ def ecs(monkeypatch):
         fake.add_cluster("web")
         fake.add_task("web", version=4)
         fake.add_container_instance("web")
-        os.environ["AWS_ENDPOINT_URL_ECS"] = fake.endpoint
-        settings.reset_client()
+        os.environ["AWS_ENDPOINT_URL_ECS"] = fake.endpoint  # (the tool's Runtime makes its clients on first use)
         create_tables(boto3.client("dynamodb"), STAGE_TABLES, read_index=True)
         yield fake
-    settings.reset_client()
 
 
-def test_a_pass_says_where_it_runs_then_prints_its_summary(ecs, capsys):
+def test_a_pass_says_where_it_runs_then_prints_its_summary(ecs, capsys, monkeypatch):
+    built = []  # the Runtime the tool runs its pass with
+
+    class RecordedRuntime(Runtime):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    monkeypatch.setattr(reconcile, "Runtime", RecordedRuntime)
     assert reconcile.main(["--stage", "dev"]) == 0
 
     out = capsys.readouterr().out
@@ -48,7 +56,8 @@ def test_a_pass_says_where_it_runs_then_prints_its_summary(ecs, capsys):
     items = boto3.client("dynamodb").scan(TableName="ecs-state-dev-tasks")["Items"]  # the stage's own table
     assert [item["cw_source"]["S"] for item in items] == ["reconcile"]
     assert "cw_expires_at" not in items[0] and items[0]["cw_phase"] == {"S": "open"}  # the stage's read index
-    assert os.environ["ECS_STATE_RETENTION_DAYS"] == "16"  # the stage's settings, loaded through Chalice
+    [process] = built  # the stage's settings, loaded through Chalice (its ECS_STATE_RETENTION_DAYS is 16)
+    assert process.config.retention_seconds == 16 * 86_400 and process.config.task_table == "ecs-state-dev-tasks"
 
 
 def test_a_failed_pass_exits_non_zero(ecs, capsys):

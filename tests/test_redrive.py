@@ -16,9 +16,12 @@ from botocore.response import StreamingBody
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from chalicelib import dead_letters, settings, tables
+from chalicelib import runtime, tables
+from chalicelib.ingest import dead_letters
+from chalicelib.runtime import Runtime
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS
 from tests.apps import load_app
+from tests.conftest import TEST_SETTINGS
 from tests.helpers import (
     DAY, EVENT_TIME, container_instance_event, iso, lambda_context, store_unnumbered_version, stored_item, task_event,
 )
@@ -96,14 +99,15 @@ class Queue:
 
 
 @pytest.fixture
-def queue(moto_endpoint, monkeypatch):
+def queue(moto_endpoint, monkeypatch, configure):
+    """The queue, named in the installed Runtime's settings (set up after the fixture that installs it)."""
     sqs = boto3.client("sqs", endpoint_url=moto_endpoint, region_name="us-east-1",
                        aws_access_key_id="testing", aws_secret_access_key="testing")
     url = sqs.create_queue(QueueName=f"redrive-{uuid.uuid4().hex[:12]}")["QueueUrl"]
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", moto_endpoint)
-    monkeypatch.setenv(settings.DEAD_LETTER_QUEUE_ENV, url)
-    settings.reset_client()
-    return Queue(sqs, url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", moto_endpoint)  # (the Runtime makes its SQS client on first use)
+    configure(dead_letter_queue=url)
+    yield Queue(sqs, url)
+    runtime.reset()  # (a test without a Runtime of its own got one built from the environment)
 
 
 MAX_RECEIVES = 200  # far more than any of these queues takes to go through
@@ -136,7 +140,7 @@ def run_to_end(queue: Queue, functions: Any, **options: Any) -> redrive.Report:
 
 def lambda_record(event: Dict[str, Any], condition: str = "RetriesExhausted", error_type: str = "ClientError",
                   error_message: str = "ProvisionedThroughputExceededException") -> Dict[str, Any]:
-    """Lambda's OnFailure record; ecs-state's own has condition PermanentError (chalicelib/dead_letters.py)."""
+    """Lambda's OnFailure record; ecs-state's own has condition PermanentError (chalicelib/ingest/dead_letters.py)."""
     return {
         "version": "1.0", "timestamp": iso(EVENT_TIME),
         "requestContext": {"requestId": str(uuid.uuid4()), "functionArn": "arn", "condition": condition,
@@ -268,7 +272,7 @@ def test_a_function_that_ignores_the_marker_sends_copies_and_the_run_still_ends_
     assert any(line.startswith(f"warning: {len(bad)} event(s) were sent to the queue again") for line in report.lines())
 
 
-def test_a_throttled_or_failing_function_leaves_its_message_and_the_run_goes_on(dynamodb_local, queue, monkeypatch):
+def test_a_throttled_or_failing_function_leaves_its_message_and_the_run_goes_on(dynamodb_local, queue, configure):
     throttled, failing, good = task(1, "throttled"), task(1, "failing"), container_instance_event(2)
     ids = {queue.put(lambda_record(throttled)): "TooManyRequestsException",
            queue.put(lambda_record(failing)): "ResourceNotFoundException"}
@@ -276,7 +280,7 @@ def test_a_throttled_or_failing_function_leaves_its_message_and_the_run_goes_on(
     nan = queue.put(ecs_state_record(container_instance_event(3, cpu=float("nan")), "InvalidEvent", "NaN"))
     functions = InProcessLambda()
     functions.throttled.add(throttled["id"])
-    monkeypatch.setenv(TASKS.name_env, "no-such-table")  # DynamoDB answers ResourceNotFoundException
+    configure(task_table="no-such-table")  # DynamoDB answers ResourceNotFoundException
     report = run_to_end(queue, functions)
     assert dict(report.recorded) == {"created": 1}
     assert {id: error_type for id, error_type, _ in report.left[FAILED]} == ids and report.left_count == 3
@@ -331,19 +335,18 @@ def test_the_invoke_request_is_synchronous_and_carries_the_marker_the_handler_re
 
 @pytest.fixture
 def account(monkeypatch):
-    """moto for STS, SQS and DynamoDB (the functions in process, the tables of the test's environment)."""
+    """moto for STS, SQS and DynamoDB (the functions in process, with a Runtime of the test settings)."""
     monkeypatch.setattr(os, "environ", dict(os.environ))
     for name in [name for name in os.environ if name.startswith("AWS_ENDPOINT_URL") or name == "AWS_PROFILE"]:
         del os.environ[name]
     os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"})
     with mock_aws():
-        settings.reset_client()
-        create_tables(boto3.client("dynamodb"), {spec: settings.table_name(spec) for spec in tables.ALL})
         url = boto3.client("sqs").create_queue(QueueName=PLAN.queue_name)["QueueUrl"]
-        os.environ[settings.DEAD_LETTER_QUEUE_ENV] = url
+        process = runtime.use(Runtime(TEST_SETTINGS._replace(dead_letter_queue=url)))
+        create_tables(process.dynamodb(), {spec: process.config.table_name(spec) for spec in tables.ALL})
         yield Queue(boto3.client("sqs"), url)
-    settings.reset_client()
+    runtime.reset()
 
 
 def test_make_redrive_says_where_it_runs_calls_only_what_the_docs_grant_and_exits_non_zero_when_any_are_left(
