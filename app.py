@@ -12,7 +12,7 @@ from typing import Any, Dict, Mapping, Optional
 from chalice import Chalice, IAMAuthorizer, Rate
 from chalice.app import CloudWatchEvent, Request
 
-from chalicelib import runtime
+from chalicelib import config, runtime
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS
 
 # Chalice's own logger is named by the app, as Powertools' is by the service (both
@@ -23,7 +23,7 @@ app = Chalice(app_name="ecs-state", configure_logs=False)
 # allowed execute-api:Invoke: nothing is readable anonymously. chalice local
 # does not check IAM authorizers, so the local stage needs no credentials.
 iam = IAMAuthorizer()
-stage = runtime.current().config
+shape = config.app_shape()  # the schedule and the routes; the other settings on first use
 
 
 @app.on_cw_event({"source": ["aws.ecs"], "detail-type": [TASKS.detail_type]})
@@ -37,7 +37,7 @@ def container_instance_state_change(event: CloudWatchEvent) -> Dict[str, Any]:
 
 
 # The stage sets the schedule (ECS_STATE_RECONCILE_MINUTES in .chalice/config.json).
-@app.schedule(Rate(stage.reconcile_minutes, unit=Rate.MINUTES))
+@app.schedule(Rate(shape.reconcile_minutes, unit=Rate.MINUTES))
 def reconcile(event: CloudWatchEvent) -> Dict[str, Any]:
     return runtime.current().reconcile(event.to_dict(), event.context)
 
@@ -73,7 +73,7 @@ def get_container_instance(id: str) -> Any:
 
 
 # Test events through the handlers' own code path; only in stages that enable it (local).
-if stage.events_route:
+if shape.events_route:
     from chalicelib.api import events_route
 
     @app.route("/events", methods=["POST"], authorizer=iam, content_types=events_route.CONTENT_TYPES)

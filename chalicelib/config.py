@@ -122,6 +122,26 @@ def from_environment(environ: Optional[Mapping[str, str]] = None) -> Config:
     )
 
 
+class AppShape(NamedTuple):
+    """The settings that shape the app itself, read when app.py is imported (Chalice loads the
+    stage's variables first): `chalice deploy` and `chalice package` fail on a bad one by name.
+    The rest are read on the first invocation (chalicelib/runtime.py): Chalice's test client
+    sets a stage's variables only while it invokes."""
+
+    reconcile_minutes: int  # the schedule
+    events_route: bool  # whether POST /events exists
+
+
+def app_shape(environ: Optional[Mapping[str, str]] = None) -> AppShape:
+    env = os.environ if environ is None else environ
+    return AppShape(reconcile_minutes=_reconcile_minutes(env), events_route=env.get(EVENTS_ROUTE_ENV) == ENABLED)
+
+
+def read_index(environ: Mapping[str, str]) -> bool:
+    """ECS_STATE_READ_INDEX alone (a deployed function's, a local run's); ConfigError if bad."""
+    return _read_index(environ)
+
+
 def _read_index(env: Mapping[str, str]) -> bool:
     text = env.get(READ_INDEX_ENV) or ENABLED
     if text not in (ENABLED, DISABLED):

@@ -65,3 +65,35 @@ def test_reconcile_has_its_own_policy_and_the_time_a_pass_needs():
         assert reconcile.lambda_timeout == 300 > STOP_MARGIN_SECONDS
         for handler in ("task_state_change", "container_instance_state_change"):
             assert config.scope(chalice_stage=stage, function_name=handler).lambda_timeout == CONFIG["lambda_timeout"]
+
+
+def import_app(**variables):
+    """`import app` in a fresh interpreter with these variables added: (exit status, stderr)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, **variables}
+    done = subprocess.run([sys.executable, "-c", "import app"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    return done.returncode, done.stderr
+
+
+def test_importing_the_app_reads_only_the_schedule_and_the_routes():
+    """Chalice loads a stage's variables before the import (chalice deploy, package, local), but its
+    test client only while it invokes, and the tools import app.py from a shell: the import checks
+    the two settings that shape the app, and leaves the rest to the first invocation."""
+    status, err = import_app(**{settings.HIGH_WATER_ENTRIES_ENV: "ten", settings.RETENTION_DAYS_ENV: "1"})
+    assert status == 0, err  # read on the first invocation, by the stage's function
+    status, err = import_app(**{settings.RECONCILE_MINUTES_ENV: "4"})
+    assert status != 0 and "ConfigError: ECS_STATE_RECONCILE_MINUTES must be from 5 to 1440, got 4" in err
+
+
+def test_a_stage_plan_takes_the_stages_settings_whatever_the_shell_sets(monkeypatch):
+    from tools.stage import stage_plan
+
+    monkeypatch.setenv(settings.HIGH_WATER_ENTRIES_ENV, "ten")
+    monkeypatch.setenv(settings.RETENTION_DAYS_ENV, "1")
+    plan = stage_plan("dev")
+    assert plan.config == settings.from_environment(plan.environment)
+    assert plan.config.retention_seconds == 16 * 86_400

@@ -845,6 +845,15 @@ def test_the_wait_covers_the_replaced_functions_that_wrote_items_without_their_f
     assert pauses == [305]
 
 
+def test_a_deployed_writer_is_judged_by_its_read_index_alone():
+    """Another setting of the deployed function, bad by this code's rules (a value edited by hand,
+    or an older ecs-state's), does not make it a writer that strips the lifecycle fields."""
+    rules = stage.stage_plan("dev").config.rules
+    assert deploy.writes_lifecycle_fields({"ECS_STATE_READ_INDEX": "enabled", "ECS_STATE_ECS_CALLS_PER_SECOND": "50"}, rules)
+    assert not deploy.writes_lifecycle_fields({"ECS_STATE_READ_INDEX": "disabled", "ECS_STATE_RETENTION_DAYS": "1"}, rules)
+    assert not deploy.writes_lifecycle_fields({"ECS_STATE_READ_INDEX": "sometimes"}, rules)
+
+
 # -- expiries an older ecs-state dated from the retention alone (issue 13 review, point 1) ----------
 
 

@@ -56,7 +56,8 @@ def test_a_pass_says_where_it_runs_then_prints_its_summary(ecs, capsys, monkeypa
     items = boto3.client("dynamodb").scan(TableName="ecs-state-dev-tasks")["Items"]  # the stage's own table
     assert [item["cw_source"]["S"] for item in items] == ["reconcile"]
     assert "cw_expires_at" not in items[0] and items[0]["cw_phase"] == {"S": "open"}  # the stage's read index
-    [process] = built  # the stage's settings, loaded through Chalice (its ECS_STATE_RETENTION_DAYS is 16)
+    assert os.environ["ECS_STATE_RETENTION_DAYS"] == "16"  # the stage's environment, loaded through Chalice
+    [process] = built  # and the settings its Runtime was built from
     assert process.config.retention_seconds == 16 * 86_400 and process.config.task_table == "ecs-state-dev-tasks"
 
 

@@ -253,7 +253,7 @@ def writes_lifecycle_fields(environment: Mapping[str, str], rules: ItemRules) ->
     if not any(name in environment for name in LIFECYCLE_SETTINGS):
         return False
     try:
-        return settings.from_environment(environment).read_index or not rules.read_index
+        return settings.read_index(environment) or not rules.read_index
     except ConfigError:
         return False
 

@@ -7,6 +7,7 @@
 Both serve only 127.0.0.1 traffic: DynamoDB Local has no bind-address flag,
 so nothing but loopback requests is ever sent to it.
 """
+import os
 import shutil
 import socket
 import subprocess
@@ -227,9 +228,9 @@ def create_tables(client: Any, names: Mapping[TableSpec, str], read_index: Optio
 
     ``read_index`` defaults to the environment's setting (ECS_STATE_READ_INDEX).
     """
-    from chalicelib.config import from_environment
+    from chalicelib.config import read_index as read_index_setting
 
-    with_index = from_environment().read_index if read_index is None else read_index
+    with_index = read_index_setting(os.environ) if read_index is None else read_index
     for spec, name in names.items():
         try:
             client.create_table(**spec.create_table_request(name, read_index=with_index))

@@ -34,6 +34,7 @@ def main(argv: "List[str] | None" = None) -> int:
 
     plan = stage_plan(args.stage)
     # EMF metrics mean nothing off Lambda (Powertools reads its own variable).
+    os.environ.update(plan.environment)  # as its function has them: boto3's and Powertools' variables too
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     process = Runtime(plan.config)  # the stage's settings, as its function reads them
     session = boto3.session.Session()
