@@ -13,8 +13,18 @@ from chalicelib.runtime import Runtime
 from chalicelib.store import StateStore
 from chalicelib.store.high_water import HighWaterMarks
 from chalicelib.tables import TASKS
+from tests.helpers import (
+    DAY,
+    EVENT_TIME,
+    count_requests,
+    iso,
+    parse,
+    record,
+    stored_item,
+    table_name,
+    task_event,
+)
 from tools.local_dynamodb import create_tables
-from tests.helpers import DAY, EVENT_TIME, count_requests, iso, parse, record, stored_item, table_name, task_event
 
 ARN = task_event(1)["detail"]["taskArn"]
 

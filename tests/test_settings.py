@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib import runtime, tables
 from chalicelib import config as settings
+from chalicelib import runtime, tables
 from chalicelib.config import from_environment
 from chalicelib.runtime import Runtime
 from chalicelib.store import client as store_client
