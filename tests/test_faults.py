@@ -10,10 +10,14 @@ from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeou
 from chalice.local import LambdaContext
 
 from app import app
-from chalicelib import observability, settings
+from chalicelib import runtime
+from chalicelib.observability import Telemetry
+from chalicelib.runtime import Runtime
+from chalicelib.store import client as store_client
+from chalicelib.store.client import MAX_ATTEMPTS
 from chalicelib.tables import TASKS
 from tests.fault_proxy import HANG, LOST_RESPONSE, SERVER_ERROR, THROTTLE, FaultProxy
-from tests.helpers import expected_item, stored_item, task_event
+from tests.helpers import expected_item, stored_item, table_name, task_event
 from tools.local_dynamodb import free_port
 
 EVENT = task_event(4)
@@ -28,15 +32,15 @@ def invoke(event):
 
 @pytest.fixture
 def failure_logs(monkeypatch):
-    """The messages the recorder logs as failures, in order."""
+    """The messages the recorder logs as failures, in order (whichever Runtime is installed)."""
     messages = []
-    log_failure = observability.log_failure
+    log_failure = Telemetry.log_failure
 
-    def recording(message, fields, request_id):
+    def recording(self, message, fields, request_id):
         messages.append(message)
-        log_failure(message, fields, request_id)
+        log_failure(self, message, fields, request_id)
 
-    monkeypatch.setattr(observability, "log_failure", recording)
+    monkeypatch.setattr(Telemetry, "log_failure", recording)
     return messages
 
 
@@ -44,24 +48,36 @@ def failure_logs(monkeypatch):
 def app_endpoint(dynamodb_local, monkeypatch):
     """Point the app's client (only) at another endpoint, keeping the fresh tables on DynamoDB Local.
 
-    The app's new client keeps botocore's retries (3 attempts) but not its
-    back-off sleeps, and gets short timeouts, so each fault test is quick.
+    The app's new client (a new Runtime's, with the same Config and clocks) keeps
+    botocore's retries (3 attempts) but not its back-off sleeps, and gets short
+    timeouts, so each fault test is quick.
     """
 
     def point_at(endpoint):
         monkeypatch.setattr(botocore.retries.standard.ExponentialBackoff, "delay_amount", lambda self, context: 0)
-        monkeypatch.setattr(settings, "CONNECT_TIMEOUT_SECONDS", 0.5)
-        monkeypatch.setattr(settings, "READ_TIMEOUT_SECONDS", 0.5)
+        monkeypatch.setattr(store_client, "CONNECT_TIMEOUT_SECONDS", 0.5)
+        monkeypatch.setattr(store_client, "READ_TIMEOUT_SECONDS", 0.5)
         monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", endpoint)
-        settings.reset_client()
-        return settings.dynamodb_client()
+        process = runtime.current()
+        return runtime.use(Runtime(process.config, process.now, process.monotonic)).dynamodb()
 
     return point_at
+
+
+def warm_up_writes(client):
+    """Write and delete a throwaway item directly: a freshly started DynamoDB Local can take
+    longer than the app's short read timeout (above) over its first writes, which the app's
+    client would then retry, answering "duplicate" where no fault was injected."""
+    key = {"taskArn": {"S": ARN + "-warm-up"}}
+    for _ in range(3):
+        client.put_item(TableName=table_name(TASKS), Item={**key, "version": {"N": "1"}})
+        client.delete_item(TableName=table_name(TASKS), Key=key)
 
 
 @pytest.fixture
 def proxy(dynamodb_local_endpoint, dynamodb_local, app_endpoint):
     """The app's requests go through the proxy; ``proxy.client`` reads DynamoDB Local directly."""
+    warm_up_writes(dynamodb_local)
     server = FaultProxy(dynamodb_local_endpoint).start()
     server.client = dynamodb_local
     app_endpoint(server.endpoint)
@@ -92,10 +108,10 @@ def test_a_retried_write_that_had_landed_is_answered_duplicate_not_failed(proxy,
     [(THROTTLE, ClientError), (SERVER_ERROR, ClientError), (HANG, ReadTimeoutError)],
 )
 def test_when_retries_run_out_the_handler_raises_and_nothing_is_stored(proxy, fault, error, failure_logs):
-    proxy.fail_next(settings.MAX_ATTEMPTS, fault)
+    proxy.fail_next(MAX_ATTEMPTS, fault)
     with pytest.raises(error):
         invoke(EVENT)
-    assert proxy.done() == [fault] * settings.MAX_ATTEMPTS
+    assert proxy.done() == [fault] * MAX_ATTEMPTS
     assert stored_item(proxy.client, TASKS, ARN) is None
     assert failure_logs == [NOT_STORED_LOG]
     # Lambda's retry of the same event, once DynamoDB answers again, stores it.
@@ -104,7 +120,7 @@ def test_when_retries_run_out_the_handler_raises_and_nothing_is_stored(proxy, fa
 
 
 def test_a_failure_after_the_write_raises_and_leaves_the_whole_item(proxy):
-    proxy.fail_next(settings.MAX_ATTEMPTS, LOST_RESPONSE)
+    proxy.fail_next(MAX_ATTEMPTS, LOST_RESPONSE)
     with pytest.raises(ClientError):
         invoke(EVENT)
     assert stored_item(proxy.client, TASKS, ARN) == EXPECTED_ITEM  # whole, never partial
@@ -117,7 +133,7 @@ def test_connection_refused_is_retried_then_raised_and_nothing_is_stored(dynamod
     client.meta.events.register("before-send.dynamodb", lambda **kwargs: attempts.append(1))
     with pytest.raises(EndpointConnectionError):
         invoke(EVENT)
-    assert len(attempts) == settings.MAX_ATTEMPTS
+    assert len(attempts) == MAX_ATTEMPTS
     assert stored_item(dynamodb_local, TASKS, ARN) is None
 
 
@@ -126,7 +142,7 @@ def test_a_conditional_check_failure_is_never_reported_as_a_failure(proxy, store
     # Stored by another container, so this process's high-water mark does not know it.
     stored = task_event(stored_version)
     proxy.client.put_item(
-        TableName=settings.table_name(TASKS),
+        TableName=table_name(TASKS),
         Item={"taskArn": {"S": ARN}, "version": {"N": str(stored_version)}, "id": {"S": stored["id"]}},
     )
     proxy.seen.clear()

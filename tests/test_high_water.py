@@ -1,14 +1,30 @@
 """High-water marks: duplicates and stale versions of keys this process saw stored cost no request."""
 import threading
+import time
 
 import pytest
 from botocore.exceptions import ClientError
 
-from chalicelib import recorder, settings
-from chalicelib.high_water import HighWaterMarks
+from chalicelib import config as settings
+from chalicelib import runtime
+from chalicelib.config import from_environment
+from chalicelib.ingest.recorder import Recorder
+from chalicelib.runtime import Runtime
+from chalicelib.store import StateStore
+from chalicelib.store.high_water import HighWaterMarks
 from chalicelib.tables import TASKS
+from tests.helpers import (
+    DAY,
+    EVENT_TIME,
+    count_requests,
+    iso,
+    parse,
+    record,
+    stored_item,
+    table_name,
+    task_event,
+)
 from tools.local_dynamodb import create_tables
-from tests.helpers import EVENT_TIME, count_requests, iso, stored_item, task_event
 
 ARN = task_event(1)["detail"]["taskArn"]
 
@@ -56,19 +72,19 @@ def test_bounded_under_concurrent_use():
 
 
 def test_duplicate_and_stale_versions_of_a_seen_key_make_no_request(dynamodb):
-    assert recorder.record(task_event(5))["outcome"] == "created"
+    assert record(task_event(5))["outcome"] == "created"
     counts = count_requests(dynamodb)
-    assert recorder.record(task_event(5)) == {
+    assert record(task_event(5)) == {
         "outcome": "duplicate", "kind": "task", "key": ARN, "version": 5, "stored_version": 5,
     }
-    assert recorder.record(task_event(3))["outcome"] == "stale"
+    assert record(task_event(3))["outcome"] == "stale"
     assert counts == {}
 
 
 def test_a_newer_version_still_writes(dynamodb):
-    recorder.record(task_event(5))
+    record(task_event(5))
     counts = count_requests(dynamodb)
-    assert recorder.record(task_event(6, lastStatus="STOPPED")) == {
+    assert record(task_event(6, lastStatus="STOPPED")) == {
         "outcome": "updated", "kind": "task", "key": ARN, "version": 6, "stored_version": 5,
     }
     assert counts == {"PutItem": 1}
@@ -77,40 +93,41 @@ def test_a_newer_version_still_writes(dynamodb):
 
 
 def test_a_version_stored_by_another_container_raises_the_mark_from_the_refusal(dynamodb):
-    recorder.record(task_event(5))
+    record(task_event(5))
     # Another Lambda container (its own process, its own marks) stores version 9.
-    other_container = recorder.StateStore(dynamodb)
-    assert other_container.put_if_newer(recorder.parse_event(task_event(9))).outcome == "updated"
+    other_container = StateStore(dynamodb, runtime.current().config)
+    assert other_container.put_if_newer(parse(task_event(9))).outcome == "updated"
     counts = count_requests(dynamodb)
-    assert recorder.record(task_event(7)) == {
+    assert record(task_event(7)) == {
         "outcome": "stale", "kind": "task", "key": ARN, "version": 7, "stored_version": 9,
     }
-    assert recorder.record(task_event(8))["outcome"] == "stale"  # answered by the raised mark
-    assert recorder.record(task_event(9))["outcome"] == "duplicate"
+    assert record(task_event(8))["outcome"] == "stale"  # answered by the raised mark
+    assert record(task_event(9))["outcome"] == "duplicate"
     assert counts == {"PutItem": 1}
     assert stored_item(dynamodb, TASKS, ARN)["version"] == 9
 
 
-def test_a_mark_for_one_table_does_not_answer_for_another(dynamodb, monkeypatch):
-    recorder.record(task_event(5))
+def test_a_mark_for_one_table_does_not_answer_for_another(dynamodb, configure):
+    record(task_event(5))
+    marks = runtime.current().marks
     # Same process, same marks, same key: but the stage now writes to another table.
-    monkeypatch.setenv(TASKS.name_env, settings.table_name(TASKS) + "-other")
-    create_tables(dynamodb, {TASKS: settings.table_name(TASKS)})
-    assert recorder.record(task_event(5))["outcome"] == "created"
+    configure(task_table=table_name(TASKS) + "-other")
+    create_tables(dynamodb, {TASKS: table_name(TASKS)})
+    assert _recorder_with(marks).record(task_event(5))["outcome"] == "created"
     assert stored_item(dynamodb, TASKS, ARN)["version"] == 5
 
 
-def test_the_settings_size_age_or_turn_off_the_marks(monkeypatch):
-    monkeypatch.setenv(settings.HIGH_WATER_ENTRIES_ENV, "25")
-    monkeypatch.setenv(settings.HIGH_WATER_SECONDS_ENV, "30")
-    assert (settings.high_water_marks().max_entries, settings.high_water_marks().max_age_seconds) == (25, 30)
-    monkeypatch.setenv(settings.HIGH_WATER_SECONDS_ENV, "0")
-    assert settings.high_water_marks() is None
-    monkeypatch.delenv(settings.HIGH_WATER_SECONDS_ENV)
-    monkeypatch.setenv(settings.HIGH_WATER_ENTRIES_ENV, "0")
-    assert settings.high_water_marks() is None
-    monkeypatch.delenv(settings.HIGH_WATER_ENTRIES_ENV)
-    marks = settings.high_water_marks()
+def marks_of(environ):
+    """The high-water marks of a process whose stage sets ``environ``."""
+    return Runtime(from_environment(environ)).marks
+
+
+def test_the_settings_size_age_or_turn_off_the_marks():
+    sized = {settings.HIGH_WATER_ENTRIES_ENV: "25", settings.HIGH_WATER_SECONDS_ENV: "30"}
+    assert (marks_of(sized).max_entries, marks_of(sized).max_age_seconds) == (25, 30)
+    assert marks_of({settings.HIGH_WATER_ENTRIES_ENV: "25", settings.HIGH_WATER_SECONDS_ENV: "0"}) is None
+    assert marks_of({settings.HIGH_WATER_ENTRIES_ENV: "0"}) is None
+    marks = marks_of({})
     assert (marks.max_entries, marks.max_age_seconds) == (
         settings.DEFAULT_HIGH_WATER_ENTRIES, settings.DEFAULT_HIGH_WATER_SECONDS,
     )
@@ -118,18 +135,17 @@ def test_the_settings_size_age_or_turn_off_the_marks(monkeypatch):
 
 @pytest.mark.parametrize("variable", [settings.HIGH_WATER_ENTRIES_ENV, settings.HIGH_WATER_SECONDS_ENV])
 @pytest.mark.parametrize("value", ["ten", "-1", "1.5"])
-def test_a_bad_setting_is_refused_by_name(monkeypatch, variable, value):
-    monkeypatch.setenv(variable, value)
+def test_a_bad_setting_is_refused_by_name(variable, value):
     with pytest.raises(ValueError, match=variable):
-        settings.high_water_marks()
+        marks_of({variable: value})
 
 
 # -- what the marks may assume: deletions ---------------------------------------
 
 
 class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
 
     def __call__(self) -> float:
         return self.now
@@ -164,50 +180,53 @@ def test_forgetting_a_table_keeps_the_marks_of_others():
     assert (marks.highest("a", "k"), marks.highest("b", "k")) == (None, 7)
 
 
-def _store_with(client, marks):
-    return recorder.StateStore(client, marks=marks)
+def _recorder_with(marks, now=time.time):
+    """A recorder of the installed Runtime's settings and client, with these marks (None: none)
+    and this wall clock: another process of the same stage, or the same process's marks."""
+    process = runtime.current()
+    store = StateStore(process.dynamodb(), process.config, marks, now=now)
+    return Recorder(store, process.config.rules, None, process.telemetry, now=now)
 
 
 def test_after_the_table_is_recreated_a_replay_stores_the_highest_version(dynamodb_local):
     # Issue: a restore into the same name answered a dead-letter redrive "stale" and stored nothing.
     marks = HighWaterMarks(100, 600)
-    store = _store_with(dynamodb_local, marks)
+    recorder = _recorder_with(marks)
     for version in (3, 5):
-        recorder.record(task_event(version), store=store)
-    name = settings.table_name(TASKS)
+        recorder.record(task_event(version))
+    name = table_name(TASKS)
     dynamodb_local.delete_table(TableName=name)
     with pytest.raises(ClientError, match="ResourceNotFoundException"):
-        recorder.record(task_event(6), store=store)  # fails, and clears this table's marks
+        recorder.record(task_event(6))  # fails, and clears this table's marks
     create_tables(dynamodb_local, {TASKS: name})
-    assert [recorder.record(task_event(v), store=store)["outcome"] for v in (3, 5)] == ["created", "updated"]
+    assert [recorder.record(task_event(v))["outcome"] for v in (3, 5)] == ["created", "updated"]
     assert stored_item(dynamodb_local, TASKS, ARN)["version"] == 5
 
 
 def test_after_a_silent_restore_marks_stop_answering_within_their_age(dynamodb_local):
     clock = Clock()
     marks = HighWaterMarks(100, max_age_seconds=600, clock=clock)
-    store = _store_with(dynamodb_local, marks)
-    recorder.record(task_event(5), store=store)
-    dynamodb_local.delete_item(TableName=settings.table_name(TASKS), Key={"taskArn": {"S": ARN}})  # restored to before
-    assert recorder.record(task_event(5), store=store)["outcome"] == "duplicate"  # the bounded exposure
+    recorder = _recorder_with(marks)
+    recorder.record(task_event(5))
+    dynamodb_local.delete_item(TableName=table_name(TASKS), Key={"taskArn": {"S": ARN}})  # restored to before
+    assert recorder.record(task_event(5))["outcome"] == "duplicate"  # the bounded exposure
     clock.now += 601
-    assert recorder.record(task_event(5), store=store)["outcome"] == "created"
+    assert recorder.record(task_event(5))["outcome"] == "created"
     assert stored_item(dynamodb_local, TASKS, ARN)["version"] == 5
 
 
-def test_when_ttl_deletes_a_finished_item_marks_and_dynamodb_both_write_nothing(dynamodb_local, monkeypatch):
+def test_when_ttl_deletes_a_finished_item_marks_and_dynamodb_both_write_nothing(dynamodb_local, configure):
     # The argument in chalicelib/high_water.py: an event at or below a finished item's
     # version is older than any creation window by the time TTL may delete the item.
-    from chalicelib import events
-
-    monkeypatch.setenv(settings.RETENTION_DAYS_ENV, "2")
+    configure(retention_seconds=2 * DAY)
+    wall = Clock(start=time.time())
     stopped = task_event(8, lastStatus="STOPPED", stoppedAt=iso(EVENT_TIME))
-    with_marks = _store_with(dynamodb_local, HighWaterMarks(100, 10**9))
-    assert recorder.record(stopped, store=with_marks)["outcome"] == "created"
+    with_marks = _recorder_with(HighWaterMarks(100, 10**9), now=wall)
+    assert with_marks.record(stopped)["outcome"] == "created"
     expires_at = int(stored_item(dynamodb_local, TASKS, ARN)["cw_expires_at"])
-    monkeypatch.setattr(events, "now", lambda: float(expires_at))  # the earliest TTL may delete it
-    dynamodb_local.delete_item(TableName=settings.table_name(TASKS), Key={"taskArn": {"S": ARN}})
+    wall.now = float(expires_at)  # the earliest TTL may delete it
+    dynamodb_local.delete_item(TableName=table_name(TASKS), Key={"taskArn": {"S": ARN}})
     for late in (task_event(6, lastStatus="RUNNING"), stopped):
-        assert recorder.record(late, store=with_marks)["outcome"] in ("stale", "duplicate")
-        assert recorder.record(late, store=_store_with(dynamodb_local, None))["outcome"] == "expired"
+        assert with_marks.record(late)["outcome"] in ("stale", "duplicate")
+        assert _recorder_with(None, now=wall).record(late)["outcome"] == "expired"
     assert stored_item(dynamodb_local, TASKS, ARN) is None
