@@ -14,8 +14,8 @@ from chalice.local import LambdaContext
 from chalicelib import runtime
 from chalicelib.ingest.events import parse_event
 from chalicelib.model.changes import StateChange
-from chalicelib.model.lifecycle import ItemRules
 from chalicelib.model.clock import iso_time
+from chalicelib.model.lifecycle import ItemRules
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS, TableSpec
 
 ACCOUNT = "111122223333"

@@ -10,7 +10,7 @@ from chalicelib import runtime
 from chalicelib.api import reads as api
 from chalicelib.api.events_route import MAX_EVENTS_PER_REQUEST
 from chalicelib.api.reads import MAX_LIMIT
-from chalicelib.config import DISABLED, READ_INDEX_ENV
+from chalicelib.config import READ_INDEX_ENV
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS
 from tests.apps import client_for, load_app
 from tests.helpers import (

@@ -10,8 +10,8 @@ from chalice.utils import to_cfn_resource_name
 
 from chalicelib.config import EVENTS_ROUTE_ENV as EVENTS_ROUTE_VARIABLE
 from chalicelib.tables import ALL
-from tools.stage import deployable_stages
 from tools.local_dynamodb import ROOT
+from tools.stage import deployable_stages
 
 CHALICE_DIR = ROOT / ".chalice"
 CONFIG = json.loads((CHALICE_DIR / "config.json").read_text())

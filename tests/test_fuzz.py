@@ -10,8 +10,11 @@ import uuid
 from decimal import Decimal
 from typing import Any, Iterator, Tuple
 
-from hypothesis import HealthCheck, event as note, given, settings as hypothesis_settings, strategies as st
 from chalice.local import LambdaContext
+from hypothesis import HealthCheck, given
+from hypothesis import event as note
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from app import app
 from chalicelib.errors import InvalidEvent

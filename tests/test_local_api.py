@@ -6,9 +6,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 import urllib.error
 import urllib.request
+from collections import Counter
 from contextlib import ExitStack
 from urllib.parse import quote, urlencode
 

@@ -153,7 +153,7 @@ def test_the_docs_example_tables_are_upgraded_in_place_and_a_second_run_changes_
     task_table = table_name(TASKS)
     assert f"created index clusterArn-cw_phase-index on {task_table}" in changes
     assert f"added cw_phase and cw_expires_at to 12 of 12 items of {task_table}" in changes
-    for spec, name in names().items():
+    for name in names().values():
         table = docs_example_tables.describe_table(TableName=name)["Table"]
         assert table.get("BillingModeSummary", {}).get("BillingMode", "PROVISIONED") == "PROVISIONED"
         [index] = table["GlobalSecondaryIndexes"]

@@ -20,9 +20,8 @@ from chalice.utils import to_cfn_resource_name
 from app import app
 from chalicelib import tables
 from chalicelib.tables import TableSpec
-from tools import policies
 from tests.helpers import legacy_index_definition
-from tools import deploy
+from tools import deploy, policies
 from tools.local_dynamodb import TIME_TO_LIVE
 from tools.stage import ROOT, deployable_stages, run_chalice, stage_plan
 

@@ -10,8 +10,8 @@ from moto import mock_aws
 from chalicelib import tables
 from chalicelib.config import RETENTION_DAYS_ENV
 from chalicelib.runtime import Runtime
-from tools import reconcile
 from tests.fake_ecs import FakeECS
+from tools import reconcile
 from tools.local_dynamodb import create_tables
 from tools.stage import DeployError
 

@@ -23,7 +23,14 @@ from chalicelib.tables import CONTAINER_INSTANCES, TASKS
 from tests.apps import load_app
 from tests.conftest import TEST_SETTINGS
 from tests.helpers import (
-    DAY, EVENT_TIME, container_instance_event, iso, lambda_context, store_unnumbered_version, stored_item, task_event,
+    DAY,
+    EVENT_TIME,
+    container_instance_event,
+    iso,
+    lambda_context,
+    store_unnumbered_version,
+    stored_item,
+    task_event,
 )
 from tools import redrive
 from tools.local_dynamodb import create_tables
