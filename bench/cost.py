@@ -6,7 +6,6 @@ captures each request's capacity (reported and modelled). A delivery's units
 are those of the requests it made, filed under the outcome it has when
 delivered in order (created, updated, duplicate, stale).
 """
-import os
 import time
 import uuid
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, TextIO
@@ -25,7 +24,7 @@ from bench.capacity import (
 )
 from bench.docs_example import DocsExample
 from bench.streams import Stream
-from bench.writers import BASELINE, EXPECTED_LABELS, OURS, restored_environment
+from bench.writers import BASELINE, EXPECTED_LABELS, OURS, configure, settings_restored
 from chalicelib import config as settings
 from chalicelib import runtime
 from chalicelib.store import CREATED, DUPLICATE, STALE, UPDATED
@@ -67,8 +66,7 @@ class Delivery(NamedTuple):
 
 def measure(streams: List[Stream], capture: Capture, admin: Any, resource: Any, log: TextIO) -> Dict[str, Any]:
     """Every configuration on every stream; the summaries, the targets and where the gaps come from."""
-    names = [spec.name_env for spec in (TASKS, CONTAINER_INSTANCES)] + [settings.READ_INDEX_ENV, settings.HIGH_WATER_ENTRIES_ENV]
-    with restored_environment(*names):
+    with settings_restored():
         return _measure(streams, capture, admin, resource, log)
 
 
@@ -127,12 +125,8 @@ def _measure(streams: List[Stream], capture: Capture, admin: Any, resource: Any,
 
 
 def _use(table: TableSpec, name: str, config: Config) -> None:
-    os.environ[table.name_env] = name
-    os.environ[settings.READ_INDEX_ENV] = settings.ENABLED if config.read_index else settings.DISABLED
-    if config.marks:
-        os.environ.pop(settings.HIGH_WATER_ENTRIES_ENV, None)
-    else:
-        os.environ[settings.HIGH_WATER_ENTRIES_ENV] = "0"
+    configure(**{f"{table.kind}_table": name}, read_index=config.read_index,
+              high_water_entries=settings.DEFAULT_HIGH_WATER_ENTRIES if config.marks else 0)
 
 
 def _deliver(stream: Stream, deliver: Callable[[Dict[str, Any]], str], capture: Capture,

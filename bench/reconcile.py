@@ -28,10 +28,11 @@ from typing import Any, Dict, Iterator, List, Mapping, TextIO
 
 from bench.capacity import PRICES, Capture, IndexKeys, Units, agreement, explained, total
 from bench.cost import agreement_line
-from bench.writers import restored_environment
+from bench.writers import restored_environment, settings_restored
 from chalicelib import config as settings
 from chalicelib import runtime
-from chalicelib.tables import ALL, CONTAINER_INSTANCES, TASKS
+from chalicelib.runtime import Runtime
+from chalicelib.tables import ALL
 
 STOPPED_SHARE = 20  # one task in 20 is recently STOPPED
 
@@ -121,49 +122,44 @@ def measure(capture: Capture, admin: Any, tasks: int, clusters: int, instances_p
     from tests.fake_ecs import FakeECS
     from tools.local_dynamodb import create_tables
 
-    variables = ("AWS_ENDPOINT_URL_ECS", settings.ECS_CALLS_PER_SECOND_ENV, settings.READ_INDEX_ENV, TASKS.name_env,
-                 CONTAINER_INSTANCES.name_env, settings.HIGH_WATER_ENTRIES_ENV)
     names = {spec: f"reconcile-{spec.kind.replace('_', '-')}-{uuid.uuid4().hex[:8]}" for spec in ALL}
     rng = random.Random(seed)
-    with FakeECS() as fake, restored_environment(*variables):
-        try:
-            os.environ["AWS_ENDPOINT_URL_ECS"] = fake.endpoint
-            os.environ[settings.ECS_CALLS_PER_SECOND_ENV] = f"{rate:g}"
-            os.environ[settings.READ_INDEX_ENV] = settings.ENABLED
-            os.environ.pop(settings.HIGH_WATER_ENTRIES_ENV, None)
-            for spec, name in names.items():
-                os.environ[spec.name_env] = name
-                index = spec.cluster_index
-                capture.know_table(name, spec.key, [IndexKeys(index.name, index.hash_key, index.range_key)])
-            create_tables(admin, names, read_index=True)
-            capture.attach(runtime.current().dynamodb())
-            started = time.perf_counter()
-            account = build_account(fake, tasks, clusters, instances_per_cluster)
-            print(f"  account built in the fake ECS: {tasks} tasks ({len(account['stopped'])} STOPPED), "
-                  f"{len(account['instances'])} container instances, {clusters} clusters, "
-                  f"{time.perf_counter() - started:.1f} s", file=log, flush=True)
-            passes = []
-            for number, label in ((1, "into empty tables"), (2, "unchanged")):
-                passes.append({"pass": number, "label": label, **one_pass(capture, fake, rate)})
-                _log_pass(passes[-1], log)
-            handler = app.handler_map["task_state_change"]
-            running = rng.sample(account["running"], changes + lost + ghosts)
-            delivered_mark = capture.mark()
-            for arn in running[:changes]:  # stopped, and EventBridge delivered the event
-                fake.transition_task(arn, "STOPPED")
-                handler(fake.event_for_task(arn), LambdaContext("ecs-state-bench", 256))
-            delivered = capture.since(delivered_mark)
-            for arn in running[changes:changes + lost]:  # stopped; the event was lost
-                fake.transition_task(arn, "STOPPED")
-            for arn in running[changes + lost:]:  # stopped, the event lost, and ECS forgot the task
-                fake.transition_task(arn, "STOPPED")
-                fake.forget_task(arn)
-            passes.append({"pass": 3, "label": "after changes", **one_pass(capture, fake, rate)})
+    with FakeECS() as fake, restored_environment("AWS_ENDPOINT_URL_ECS"), settings_restored():
+        os.environ["AWS_ENDPOINT_URL_ECS"] = fake.endpoint  # boto3's: a new Runtime's ECS client goes there
+        process = runtime.current()
+        runtime.use(Runtime(process.config._replace(
+            ecs_calls_per_second=rate, read_index=True, high_water_entries=settings.DEFAULT_HIGH_WATER_ENTRIES,
+            **{f"{spec.kind}_table": name for spec, name in names.items()}), process.now, process.monotonic))
+        for spec, name in names.items():
+            index = spec.cluster_index
+            capture.know_table(name, spec.key, [IndexKeys(index.name, index.hash_key, index.range_key)])
+        create_tables(admin, names, read_index=True)
+        capture.attach(runtime.current().dynamodb())
+        started = time.perf_counter()
+        account = build_account(fake, tasks, clusters, instances_per_cluster)
+        print(f"  account built in the fake ECS: {tasks} tasks ({len(account['stopped'])} STOPPED), "
+              f"{len(account['instances'])} container instances, {clusters} clusters, "
+              f"{time.perf_counter() - started:.1f} s", file=log, flush=True)
+        passes = []
+        for number, label in ((1, "into empty tables"), (2, "unchanged")):
+            passes.append({"pass": number, "label": label, **one_pass(capture, fake, rate)})
             _log_pass(passes[-1], log)
-            for name in names.values():
-                admin.delete_table(TableName=name)
-        finally:
-            runtime.reset()  # forget the ECS client bound to the fake's port
+        handler = app.handler_map["task_state_change"]
+        running = rng.sample(account["running"], changes + lost + ghosts)
+        delivered_mark = capture.mark()
+        for arn in running[:changes]:  # stopped, and EventBridge delivered the event
+            fake.transition_task(arn, "STOPPED")
+            handler(fake.event_for_task(arn), LambdaContext("ecs-state-bench", 256))
+        delivered = capture.since(delivered_mark)
+        for arn in running[changes:changes + lost]:  # stopped; the event was lost
+            fake.transition_task(arn, "STOPPED")
+        for arn in running[changes + lost:]:  # stopped, the event lost, and ECS forgot the task
+            fake.transition_task(arn, "STOPPED")
+            fake.forget_task(arn)
+        passes.append({"pass": 3, "label": "after changes", **one_pass(capture, fake, rate)})
+        _log_pass(passes[-1], log)
+        for name in names.values():
+            admin.delete_table(TableName=name)
     return {
         "account": {"tasks": tasks, "stopped_tasks": len(account["stopped"]), "clusters": clusters,
                     "container_instances": len(account["instances"]), "calls_per_second": rate},

@@ -38,13 +38,25 @@ def prepare_ours(workload: Workload, table_names: Mapping[TableSpec, str], marks
 
 
 def use_tables(table_names: Mapping[TableSpec, str], marks: bool = True) -> None:
-    """Point ecs-state at these tables, marks on or off (both settings are read per event)."""
-    for spec, name in table_names.items():
-        os.environ[spec.name_env] = name
-    if marks:
-        os.environ.pop(settings.HIGH_WATER_ENTRIES_ENV, None)
-    else:
-        os.environ[settings.HIGH_WATER_ENTRIES_ENV] = "0"
+    """Point ecs-state at these tables, marks on or off: the process's Runtime with those settings,
+    its clients (and the counters hooked on them) kept."""
+    configure(**{f"{spec.kind}_table": name for spec, name in table_names.items()},
+              high_water_entries=settings.DEFAULT_HIGH_WATER_ENTRIES if marks else 0)
+
+
+def configure(**changes: Any) -> runtime.Runtime:
+    """Install the process's Runtime with these settings (Config's fields) changed."""
+    return runtime.use(runtime.current().replace(**changes))
+
+
+@contextmanager
+def settings_restored() -> Iterator[None]:
+    """Put the process's Runtime back as it was once the block ends."""
+    saved = runtime.current()
+    try:
+        yield
+    finally:
+        runtime.use(saved)
 
 
 @contextmanager
