@@ -143,6 +143,7 @@ def test_the_defaults():
             config.read_index) == (15, 10.0, 16 * 86_400, True)
 
 
+@pytest.mark.real_clock  # a timed join: under faketime it waits as long as the clock was moved
 def test_a_client_is_published_only_once_its_hooks_are_registered(monkeypatch):
     # Another thread could take the client between its creation and its hook's registration.
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
