@@ -24,8 +24,7 @@ from bench.capacity import (
 )
 from bench.docs_example import DocsExample
 from bench.streams import Stream
-from bench.writers import BASELINE, EXPECTED_LABELS, OURS, configure, settings_restored
-from chalicelib import config as settings
+from bench.writers import BASELINE, EXPECTED_LABELS, OURS, settings_restored, use_tables
 from chalicelib import runtime
 from chalicelib.store import CREATED, DUPLICATE, STALE, UPDATED
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS, TableSpec
@@ -125,8 +124,7 @@ def _measure(streams: List[Stream], capture: Capture, admin: Any, resource: Any,
 
 
 def _use(table: TableSpec, name: str, config: Config) -> None:
-    configure(**{f"{table.kind}_table": name}, read_index=config.read_index,
-              high_water_entries=settings.DEFAULT_HIGH_WATER_ENTRIES if config.marks else 0)
+    use_tables({table: name}, config.marks, read_index=config.read_index)
 
 
 def _deliver(stream: Stream, deliver: Callable[[Dict[str, Any]], str], capture: Capture,

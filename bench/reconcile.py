@@ -127,9 +127,9 @@ def measure(capture: Capture, admin: Any, tasks: int, clusters: int, instances_p
     with FakeECS() as fake, restored_environment("AWS_ENDPOINT_URL_ECS"), settings_restored():
         os.environ["AWS_ENDPOINT_URL_ECS"] = fake.endpoint  # boto3's: a new Runtime's ECS client goes there
         process = runtime.current()
-        runtime.use(Runtime(process.config._replace(
-            ecs_calls_per_second=rate, read_index=True, high_water_entries=settings.DEFAULT_HIGH_WATER_ENTRIES,
-            **{f"{spec.kind}_table": name for spec, name in names.items()}), process.now, process.monotonic))
+        runtime.use(Runtime(process.config.with_tables(names)._replace(
+            ecs_calls_per_second=rate, read_index=True, high_water_entries=settings.DEFAULT_HIGH_WATER_ENTRIES),
+            process.now, process.monotonic))
         for spec, name in names.items():
             index = spec.cluster_index
             capture.know_table(name, spec.key, [IndexKeys(index.name, index.hash_key, index.range_key)])

@@ -37,16 +37,13 @@ def prepare_ours(workload: Workload, table_names: Mapping[TableSpec, str], marks
     return lambda index: handler(deliveries[index], contexts[index])["outcome"]
 
 
-def use_tables(table_names: Mapping[TableSpec, str], marks: bool = True) -> None:
-    """Point ecs-state at these tables, marks on or off: the process's Runtime with those settings,
-    its clients (and the counters hooked on them) kept."""
-    configure(**{f"{spec.kind}_table": name for spec, name in table_names.items()},
-              high_water_entries=settings.DEFAULT_HIGH_WATER_ENTRIES if marks else 0)
-
-
-def configure(**changes: Any) -> runtime.Runtime:
-    """Install the process's Runtime with these settings (Config's fields) changed."""
-    return runtime.use(runtime.current().replace(**changes))
+def use_tables(table_names: Mapping[TableSpec, str], marks: bool = True, **changes: Any) -> None:
+    """Point ecs-state at these tables, marks on or off, other settings (Config's fields) changed:
+    the process's Runtime with those settings, its clients (and the counters hooked on them) kept."""
+    process = runtime.current()
+    config = process.config.with_tables(table_names)._replace(
+        high_water_entries=settings.DEFAULT_HIGH_WATER_ENTRIES if marks else 0, **changes)
+    runtime.use(process.replace(**config._asdict()))
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from typing import Mapping, NamedTuple, Optional, Tuple
 
 from chalicelib.errors import ConfigError
 from chalicelib.model.lifecycle import ItemRules
-from chalicelib.tables import ALL, TASKS, TableSpec
+from chalicelib.tables import ALL, CONTAINER_INSTANCES, TASKS, TableSpec
 
 # The read index (chalicelib/tables.py): "disabled" keeps the docs example's bare
 # tables; the list routes then answer 501, and the reconciler finds ghosts by a
@@ -88,6 +88,13 @@ class Config(NamedTuple):  # a NamedTuple: immutable, and cheap to build at impo
     def table_name(self, table: TableSpec) -> str:
         """The stage's name of ``table``."""
         return self.task_table if table.kind == TASKS.kind else self.container_instance_table
+
+    def with_tables(self, names: Mapping[TableSpec, str]) -> "Config":
+        """These settings with these tables' names (the others kept): table_name's inverse."""
+        by_kind = {table.kind: name for table, name in names.items()}
+        return self._replace(task_table=by_kind.get(TASKS.kind, self.task_table),
+                             container_instance_table=by_kind.get(CONTAINER_INSTANCES.kind,
+                                                                  self.container_instance_table))
 
     @property
     def rules(self) -> ItemRules:

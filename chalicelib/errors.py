@@ -72,3 +72,10 @@ def aws_error_code(error: BaseException) -> Optional[str]:
         return None
     code = response.get("Error", {}).get("Code")
     return code if isinstance(code, str) else None
+
+
+def aws_error_message(error: BaseException) -> str:
+    """The message of an AWS service's answer (botocore's ClientError), else ""."""
+    response = getattr(error, "response", None)
+    message = response.get("Error", {}).get("Message") if isinstance(response, Mapping) else None
+    return message if isinstance(message, str) else ""

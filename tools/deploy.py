@@ -399,7 +399,8 @@ def main(argv: "List[str] | None" = None, pause: Callable[[float], None] = time.
     # set-up step), and which code chalice deploy replaces.
     backfilled = {name: SET_UP in steps or migrate.upgraded(dynamodb, spec, name, plan.item_rules)
                   for spec, name in plan.table_names.items()} if REPAIR in steps else {}
-    writers = replaced_writers(session.client("lambda"), plan) if CHALICE_DEPLOY in steps and REPAIR in steps else None
+    lambda_client = session.client("lambda")
+    writers = replaced_writers(lambda_client, plan) if CHALICE_DEPLOY in steps and REPAIR in steps else None
     if SET_UP in steps:
         print(f"{SET_UP}: tables, dead-letter queue, alarm and log groups of stage {plan.stage}")
         report(set_up(session, plan, confirm_on_terminal(args.yes), args.notify, pause, upgrade.now,
@@ -410,19 +411,19 @@ def main(argv: "List[str] | None" = None, pause: Callable[[float], None] = time.
     if EVENT_INVOKE_CONFIGS in steps:
         print(f"{EVENT_INVOKE_CONFIGS}: retries and OnFailure destination of each function")
         queue = queue_arn(session.client("sqs"), plan.queue_name)
-        report(apply_event_invoke_configs(session.client("lambda"), plan, queue))
+        report(apply_event_invoke_configs(lambda_client, plan, queue))
     if REPAIR in steps:
         print(f"{REPAIR}: every item without {migrate.lifecycle_names(plan.item_rules)} gets them (a scan of each table)")
         if writers:
             print(f"  waiting for the code chalice deploy replaced, which wrote items without them, to stop: "
                   f"its update, then its timeout ({max(writer.timeout for writer in writers.values())} s) and "
                   f"{REPLACED_CODE_MARGIN_SECONDS} s", flush=True)
-            wait_for_replaced_code(session.client("lambda"), writers, pause)
+            wait_for_replaced_code(lambda_client, writers, pause)
         report(repair(dynamodb, plan, upgrade, backfilled, writers))
     if RECONCILE_PASS in steps:
         print(f"{RECONCILE_PASS}: one reconcile pass now (the schedule runs one every "
               f"{plan.config.reconcile_minutes} minutes)")
-        report(start_reconcile_pass(session.client("lambda"), plan.reconcile_function_name))
+        report(start_reconcile_pass(lambda_client, plan.reconcile_function_name))
     return 0
 
 

@@ -44,7 +44,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib import config as settings
 from chalicelib import tables
-from chalicelib.errors import InvalidEvent
+from chalicelib.errors import InvalidEvent, aws_error_code, aws_error_message
 from chalicelib.model import attributes, lifecycle
 from chalicelib.model.changes import SOURCE_FIELD
 from chalicelib.model.clock import parse_time
@@ -518,11 +518,11 @@ def _write_fix(client: Any, spec: TableSpec, name: str, item: Mapping[str, Any],
             ConditionExpression=" AND ".join(conditions), ExpressionAttributeNames=names, ExpressionAttributeValues=values,
         )
     except ClientError as error:
-        details = error.response.get("Error", {})
-        if details.get("Code") == "ConditionalCheckFailedException":
+        code = aws_error_code(error)
+        if code == "ConditionalCheckFailedException":
             return False  # an event or the reconciler wrote the item since: its write carries what it needs
-        if details.get("Code") == "ValidationException":  # this item only: the others go on
-            raise ItemRefused(f"ValidationException: {details.get('Message', '')}") from None
+        if code == "ValidationException":  # this item only: the others go on
+            raise ItemRefused(f"ValidationException: {aws_error_message(error)}") from None
         raise
     return True
 

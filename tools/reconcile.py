@@ -18,7 +18,7 @@ from typing import List
 from chalicelib.errors import ReconcileFailed
 from chalicelib.runtime import Runtime
 from tools.deploy import scheduled_event
-from tools.stage import DeployError, cli, stage_plan
+from tools.stage import aws_caller, cli, stage_plan
 
 
 def main(argv: "List[str] | None" = None) -> int:
@@ -30,17 +30,13 @@ def main(argv: "List[str] | None" = None) -> int:
     args = parser.parse_args(argv)
     if args.budget_seconds is not None and args.budget_seconds <= 0:
         parser.error("--budget-seconds must be above 0")
-    import boto3
 
     plan = stage_plan(args.stage)
     # EMF metrics mean nothing off Lambda (Powertools reads its own variable).
     os.environ.update(plan.environment)  # as its function has them: boto3's and Powertools' variables too
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     process = Runtime(plan.config)  # the stage's settings, as its function reads them
-    session = boto3.session.Session()
-    if not session.region_name:
-        raise DeployError("no AWS region: set AWS_REGION, or a region in your profile")
-    identity = session.client("sts").get_caller_identity()
+    session, identity = aws_caller()
     print(f"reconcile pass, stage {plan.stage}: account {identity['Account']} as {identity['Arn']}, "
           f"region {session.region_name}, tables {', '.join(plan.table_names.values())}", flush=True)
 

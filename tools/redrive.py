@@ -31,11 +31,11 @@ from typing import Any, Dict, List, Mapping, Optional, Set, TextIO, Tuple
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.config import RETENTION_DAYS_ENV
-from chalicelib.errors import PermanentError
+from chalicelib.errors import PermanentError, aws_error_code
 from chalicelib.ingest import dead_letters, recorder
 from chalicelib.model.lifecycle import DELIVERY_HORIZON_SECONDS
 from chalicelib.store import EXPIRED, OUTCOMES
-from tools.stage import DeployError, StagePlan, cli, stage_plan
+from tools.stage import DeployError, StagePlan, aws_caller, cli, stage_plan
 
 # What the function answers for an event it has recorded: its message may go.
 # (Not "expired": an event older than the creation window stored nothing, and must not be lost.)
@@ -132,7 +132,7 @@ def event_functions(plan: StagePlan) -> Dict[Tuple[str, str], str]:
     functions = {}
     for source in app.event_sources:
         if isinstance(source, CloudWatchEventConfig):
-            name = f"{plan.app_name}-{plan.stage}-{source.name}"
+            name = f"{plan.deployment}-{source.name}"
             assert name in plan.event_function_names, name
             pattern = source.event_pattern
             for event_source in pattern["source"]:
@@ -276,8 +276,7 @@ class Redrive:
 
 def _error_type(error: Exception) -> str:
     """A service error's code (TooManyRequestsException), else the exception's class (ReadTimeoutError)."""
-    return error.response.get("Error", {}).get("Code", "ClientError") if isinstance(error, ClientError) \
-        else type(error).__name__
+    return aws_error_code(error) or type(error).__name__
 
 
 def lambda_client(session: Any) -> Any:
@@ -302,14 +301,10 @@ def main(argv: "List[str] | None" = None) -> int:
         parser.error("--max-messages must be at least 1")
     if not 60 <= args.visibility_timeout <= MAX_VISIBILITY_SECONDS:
         parser.error(f"--visibility-timeout must be from 60 to {MAX_VISIBILITY_SECONDS}")
-    import boto3
 
     plan = stage_plan(args.stage)
     functions = event_functions(plan)
-    session = boto3.session.Session()
-    if not session.region_name:
-        raise DeployError("no AWS region: set AWS_REGION, or a region in your profile")
-    identity = session.client("sts").get_caller_identity()
+    session, identity = aws_caller()
     sqs = session.client("sqs")
     try:
         queue_url = sqs.get_queue_url(QueueName=plan.queue_name)["QueueUrl"]

@@ -224,7 +224,7 @@ def main(argv: List[str] = None) -> int:
         from chalicelib import runtime
         from chalicelib.config import from_environment
 
-        stage = from_environment()._replace(**{f"{spec.kind}_table": name for spec, name in table_names.items()})
+        stage = from_environment().with_tables(table_names)
         client = runtime.use(runtime.Runtime(stage)).dynamodb()  # the handlers' runtime: the run's settings
         if args.endpoint == "aws":
             refuse_existing_tables(client, table_names.values())

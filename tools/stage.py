@@ -6,6 +6,7 @@ Everything is read through Chalice's own config loading, so the tools and
 import subprocess
 import sys
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, List, Mapping, Sequence, Tuple
 
@@ -58,9 +59,9 @@ class StagePlan:
     def log_group_names(self) -> List[str]:
         return [f"/aws/lambda/{function}" for function in self.function_names]
 
-    @property
+    @cached_property
     def config(self) -> Config:
-        """The stage's settings, as its functions read them."""
+        """The stage's settings, as its functions read them (parsed once per plan)."""
         return from_environment(self.environment)
 
     @property
@@ -148,3 +149,14 @@ def cli(main: Callable[[], int]) -> None:
         sys.exit(f"error: {error}")
     except subprocess.CalledProcessError as error:
         sys.exit(f"error: {' '.join(map(str, error.cmd))} failed with exit status {error.returncode}")
+
+
+def aws_caller() -> Tuple[Any, Mapping[str, str]]:
+    """A session on the caller's own credentials and region, and who that is (STS), for the tools
+    that act on a stage's account; DeployError without a region."""
+    import boto3
+
+    session = boto3.session.Session()
+    if not session.region_name:
+        raise DeployError("no AWS region: set AWS_REGION, or a region in your profile")
+    return session, session.client("sts").get_caller_identity()

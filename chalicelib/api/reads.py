@@ -19,7 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalice import BadRequestError, NotFoundError, Response
 
 from chalicelib.config import DISABLED, READ_INDEX_ENV, Config
-from chalicelib.errors import Unavailable, aws_error_code
+from chalicelib.errors import Unavailable, aws_error_code, aws_error_message
 from chalicelib.model import arns
 from chalicelib.model.attributes import AttributeValue, decode
 from chalicelib.model.clock import Clock
@@ -218,9 +218,8 @@ class ReadApi:
         if isinstance(error, BotoCoreError):  # a timeout, a connection refused or dropped
             return self._unavailable(f"DynamoDB did not answer in time ({type(error).__name__}): retry")
         code = aws_error_code(error)
-        response: Mapping[str, Any] = getattr(error, "response", {})
-        text = response.get("Error", {}).get("Message", "")
-        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        text = aws_error_message(error)
+        status = getattr(error, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         if code in _BUSY_CODES or status >= 500:
             return self._unavailable(f"DynamoDB is busy ({code}): retry")
         name = table.cluster_index.name

@@ -52,8 +52,9 @@ class Recorder:
         except InvalidEvent as error:
             self.telemetry.log_failure("event rejected", {"field": error.field, "problem": error.problem}, request_id)
             table = table_of(event)
-            self.telemetry.count(INVALID, table.kind if table else "unknown")
-            return self._dead_letter(event, error, context, table.kind if table else "unknown")
+            kind = table.kind if table else "unknown"
+            self.telemetry.count(INVALID, kind)
+            return self._dead_letter(event, error, context, kind)
         try:
             result = self.store.put_if_newer(change)
         except Exception as error:

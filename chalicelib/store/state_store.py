@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from chalicelib.config import Config
-from chalicelib.errors import ItemTooLarge, StoredItemConflict, aws_error_code
+from chalicelib.errors import ItemTooLarge, StoredItemConflict, aws_error_code, aws_error_message
 from chalicelib.model.attributes import AttributeValue
 from chalicelib.model.changes import StateChange
 from chalicelib.model.clock import Clock, iso_time
@@ -152,7 +152,7 @@ class StateStore:
         if code == "ResourceNotFoundException" and self._marks is not None:
             # Deleted, maybe to be restored or recreated: what the marks remember of it is void.
             self._marks.forget_table(table)
-        message = response.get("Error", {}).get("Message", "")
+        message = aws_error_message(error)
         if code == "ValidationException" and "item size" in message.lower():
             raise ItemTooLarge("detail", f"DynamoDB refused the item: {message}") from error
         raise error
