@@ -7,6 +7,8 @@ makes no AWS call: Chalice loads the stage's variables before it imports it,
 and the settings it reads here (the schedule, the local route) are checked
 then, so a bad one fails `chalice deploy` and `chalice package` by name.
 """
+from __future__ import annotations
+
 from typing import Any, Dict, Mapping, Optional
 
 from chalice import Chalice, IAMAuthorizer, Rate

@@ -10,6 +10,8 @@ The endpoints, region and credentials are boto3's own variables
 (AWS_ENDPOINT_URL_DYNAMODB, AWS_ENDPOINT_URL_ECS, AWS_REGION, ...): boto3
 reads them itself, so there is nothing ecs-state-specific to set for local runs.
 """
+from __future__ import annotations
+
 import os
 from typing import Mapping, NamedTuple, Optional, Tuple
 

@@ -6,6 +6,8 @@ would fail every retry alike: the recorder sends its event to the dead-letter
 queue at once, and the read API answers it with a 4xx; it tests the branch,
 never a list of classes.
 """
+from __future__ import annotations
+
 from typing import Any, Mapping, Optional
 
 

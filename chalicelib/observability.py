@@ -5,6 +5,8 @@ Chalice handler receives one CloudWatchEvent, so the recorder, the reconciler
 and the read API call a Telemetry explicitly instead. The runtime makes one
 per process, named by the stage's service and namespace.
 """
+from __future__ import annotations
+
 import threading
 from typing import Any, Dict, Optional
 

@@ -10,6 +10,8 @@ event functions' cold starts never load them.
 The tests, the local runs and the tools build a Runtime of their own (from a
 Config they choose, with the clocks they choose) and install it with ``use``.
 """
+from __future__ import annotations
+
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, TypeVar

@@ -5,6 +5,8 @@ read it from here, so the schema cannot drift between them. The names and keys
 are those of the ECS Developer Guide's "Handling events" example, so its tables
 and readers keep working.
 """
+from __future__ import annotations
+
 from typing import Any, Dict, FrozenSet, NamedTuple, Optional, Tuple
 
 # ecs-state's own attributes, beside the event's detail fields (the cw_ prefix

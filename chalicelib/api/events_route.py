@@ -1,4 +1,6 @@
 """POST /events (the local stage only): test events through the on_cw_event handlers, as EventBridge delivers them."""
+from __future__ import annotations
+
 import json
 from typing import Any, Dict, List, Tuple, Union
 

@@ -6,6 +6,8 @@ however many items the table holds. Every parameter, id and token is checked
 before any request, and anything a caller sends is answered 200, 400 or 404
 (or 501 where the stage has no read index): never 500.
 """
+from __future__ import annotations
+
 import base64
 import binascii
 import json

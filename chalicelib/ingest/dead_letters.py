@@ -17,6 +17,8 @@ such an invocation the handler raises instead of sending the event again: the
 caller sees the error and leaves the original message, where a copy would be
 received, replayed and copied again by the same redrive, without end.
 """
+from __future__ import annotations
+
 import json
 import threading
 from datetime import datetime, timezone

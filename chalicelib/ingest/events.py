@@ -5,6 +5,8 @@ cw_time, as the docs example stores them); the event's id is not (the log
 line of each event carries it): its 41 bytes on every item cost about 4% of a
 write unit per write (docs/benchmark.md).
 """
+from __future__ import annotations
+
 from typing import Any, Mapping, Optional
 
 from chalicelib.errors import InvalidEvent

@@ -3,6 +3,8 @@
 The on_cw_event handlers call Recorder.record (through chalicelib/runtime.py);
 everything that must behave the same wherever an event enters goes through here.
 """
+from __future__ import annotations
+
 import time
 from typing import Any, Dict, Optional
 

@@ -10,6 +10,8 @@ what ECS and its samples write (the aws-samples events carry 10-digit
 accounts; real ones have 12), both task ARN formats (with the cluster, and the
 old one without), and any partition.
 """
+from __future__ import annotations
+
 import re
 from functools import lru_cache
 from typing import Any, NamedTuple, Optional, Pattern

@@ -4,6 +4,8 @@ One walk both encodes a value and checks it, so an event that DynamoDB would
 reject is refused before any request, with the path of the offending value.
 The limits below were checked against DynamoDB Local.
 """
+from __future__ import annotations
+
 import base64
 import math
 from decimal import Decimal

@@ -6,6 +6,8 @@ checks and build the same item but for the metadata (cw_source, cw_time):
 equal versions are duplicates, so whichever copy lands first must be the one
 a reader would want either way.
 """
+from __future__ import annotations
+
 from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
 from chalicelib.errors import InvalidEvent, ItemTooLarge

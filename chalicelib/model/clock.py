@@ -3,6 +3,8 @@
 Every component that needs the time takes a Clock (chalicelib/runtime.py
 passes time.time), so a test moves time by passing another.
 """
+from __future__ import annotations
+
 from datetime import datetime, timezone
 from typing import Any, Callable
 

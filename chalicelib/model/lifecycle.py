@@ -15,6 +15,8 @@ became. The horizon is the oldest an event can be when it is delivered:
 EventBridge retries for 24 h, Lambda for 6 h, and the dead-letter queue keeps
 it 14 days (SQS's maximum), 15 d 6 h in all, rounded up.
 """
+from __future__ import annotations
+
 from typing import Any, Dict, Mapping, NamedTuple
 
 from chalicelib.errors import InvalidEvent

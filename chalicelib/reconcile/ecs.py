@@ -6,6 +6,8 @@ a second). The reconciler keeps well under it: one call at a time, at most
 ``calls_per_second`` (the stage's ECS_STATE_ECS_CALLS_PER_SECOND), and the client's
 adaptive retry mode backs off further when ECS throttles anyway.
 """
+from __future__ import annotations
+
 import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Sequence, Tuple

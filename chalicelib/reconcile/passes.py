@@ -42,6 +42,8 @@ within as many passes as there are clusters each cluster is first in line
 once, and the first cluster of a pass is always done unless it alone
 outlasts the budget.
 """
+from __future__ import annotations
+
 import time
 from collections import Counter
 from contextlib import contextmanager

@@ -18,6 +18,8 @@ API (DescribeTasks, DescribeContainerInstances) and events, and what is done:
 
 Then parse_snapshot checks it as an event is checked, and builds the same item.
 """
+from __future__ import annotations
+
 from typing import Any, Dict, FrozenSet, Mapping
 
 from chalicelib.model.changes import FROM_RECONCILE, SOURCE_FIELD, StateChange, state_change

@@ -3,6 +3,8 @@
 One client per process (chalicelib/runtime.py makes it on first use); every
 DynamoDB request of ecs-state goes through the StateStore that holds it.
 """
+from __future__ import annotations
+
 import json
 from typing import TYPE_CHECKING, Any, Callable
 

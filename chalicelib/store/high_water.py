@@ -28,6 +28,8 @@ Deletions break "for good", so the marks bound what they assume:
 Bounded: at most ``max_entries`` keys, the least recently used dropped first;
 forgetting a key only costs the next event for it a request.
 """
+from __future__ import annotations
+
 import threading
 import time
 from collections import OrderedDict

@@ -12,6 +12,8 @@ reads and single reads, with their paging and the keys DynamoDB leaves
 unprocessed. DynamoDB's errors (botocore's) propagate to the caller, which
 alone knows what they mean to it; chalicelib.errors.aws_error_code reads them.
 """
+from __future__ import annotations
+
 import time
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
