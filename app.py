@@ -15,6 +15,7 @@ from chalice import Chalice, IAMAuthorizer, Rate
 from chalice.app import CloudWatchEvent, Request
 
 from chalicelib import config, runtime
+from chalicelib.model import arns
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS
 
 # Chalice's own logger is named by the app, as Powertools' is by the service (both
@@ -54,24 +55,34 @@ def query() -> Optional[Mapping[str, str]]:
     return request().query_params
 
 
+def home() -> Optional[str]:
+    """The stage's own account and region (from the function's ARN), where a cluster name is taken."""
+    return arns.home_of(getattr(app.lambda_context, "invoked_function_arn", None))
+
+
 @app.route("/tasks", methods=["GET"], authorizer=iam)
 def list_tasks() -> Any:
-    return runtime.current().read_api().list_items(TASKS, query())
+    return runtime.current().read_api().list_items(TASKS, query(), home())
 
 
 @app.route("/tasks/{id}", methods=["GET"], authorizer=iam)
 def get_task(id: str) -> Any:
-    return runtime.current().read_api().get_item(TASKS, id, query())
+    return runtime.current().read_api().get_item(TASKS, id, query(), home())
 
 
 @app.route("/container-instances", methods=["GET"], authorizer=iam)
 def list_container_instances() -> Any:
-    return runtime.current().read_api().list_items(CONTAINER_INSTANCES, query())
+    return runtime.current().read_api().list_items(CONTAINER_INSTANCES, query(), home())
 
 
 @app.route("/container-instances/{id}", methods=["GET"], authorizer=iam)
 def get_container_instance(id: str) -> Any:
-    return runtime.current().read_api().get_item(CONTAINER_INSTANCES, id, query())
+    return runtime.current().read_api().get_item(CONTAINER_INSTANCES, id, query(), home())
+
+
+@app.route("/clusters", methods=["GET"], authorizer=iam)
+def list_clusters() -> Any:
+    return runtime.current().read_api().list_clusters(query())
 
 
 # Test events through the handlers' own code path; only in stages that enable it (local).

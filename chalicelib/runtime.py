@@ -110,7 +110,8 @@ class Runtime:
 
         # No high-water marks: a read never writes.
         return self._part("read_api", lambda: ReadApi(StateStore(self.dynamodb(), self.config, now=self.now),
-                                                      self.config, self.telemetry, clock=self.monotonic))
+                                                      self.config, self.telemetry, clock=self.monotonic,
+                                                      now=self.now))
 
     # -- what the handlers call ----------------------------------------------------------------
 

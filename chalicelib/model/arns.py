@@ -79,3 +79,12 @@ def key_problem(value: Any, max_bytes: int = MAX_KEY_BYTES) -> Optional[str]:
     if size > max_bytes:
         return f"is {size} bytes; this DynamoDB key holds at most {max_bytes}"
     return None
+
+
+def home_of(function_arn: Optional[str]) -> Optional[str]:
+    """The ECS ARN prefix (arn:<partition>:ecs:<region>:<account>) of the account and region a Lambda
+    function runs in, from its ARN; None without one (chalice local's context has none)."""
+    parts = (function_arn or "").split(":")
+    if len(parts) < 5 or parts[0] != "arn" or parts[2] != "lambda" or not parts[3] or not parts[4]:
+        return None
+    return f"arn:{parts[1]}:ecs:{parts[3]}:{parts[4]}"

@@ -22,7 +22,7 @@ from chalicelib.model.attributes import (
 )
 from chalicelib.model.clock import show
 from chalicelib.model.lifecycle import ItemRules, lifecycle_fields
-from chalicelib.tables import TableSpec
+from chalicelib.tables import CLUSTER, TableSpec
 
 SOURCE_FIELD = "cw_source"  # where the state came from:
 FROM_EVENT, FROM_RECONCILE = "event", "reconcile"
@@ -70,14 +70,14 @@ def _key(detail: Mapping[str, Any], name: str) -> str:
 
 
 def _check_key_strings(detail: Mapping[str, Any], table: TableSpec) -> None:
-    """clusterArn keys the read index, and the status field keyed the index of
-    earlier versions (which a table may still have during an upgrade): DynamoDB
+    """clusterArn keys the previous read index, and the status field the one before it,
+    which a table may still have during an upgrade (chalicelib/tables.py): DynamoDB
     refuses a write whose index key attribute is not a non-empty string.
 
     An item without the attribute is fine: it is just not in that index.
     """
-    if table.cluster_index.hash_key in detail:
-        _key_string(detail, table.cluster_index.hash_key, MAX_KEY_BYTES)
+    if CLUSTER in detail:
+        _key_string(detail, CLUSTER, MAX_KEY_BYTES)
     if table.status_field in detail:
         _key_string(detail, table.status_field, MAX_SORT_KEY_BYTES)
 

@@ -21,7 +21,8 @@ from typing import Any, Dict, Mapping, NamedTuple
 
 from chalicelib.errors import InvalidEvent
 from chalicelib.model.clock import parse_time
-from chalicelib.tables import EXPIRES_AT, FINISHED, PHASE, TableSpec
+from chalicelib.model.listing import listing_key
+from chalicelib.tables import EXPIRES_AT, FINISHED, LISTED, LISTING, LISTING_KEY, PHASE, STOP_CODE, TableSpec
 
 DELIVERY_HORIZON_SECONDS = 16 * 86_400
 # Added to a finished item's expiry: events carry whole-second times, and ECS's own
@@ -32,7 +33,7 @@ EXPIRY_GRACE_SECONDS = 3600
 class ItemRules(NamedTuple):
     """What a stage's settings change in the item (chalicelib.config.Config.rules)."""
 
-    read_index: bool  # write cw_phase, the read index's sort key
+    read_index: bool  # write the read index's keys (and cw_phase, the previous index's)
     retention_seconds: int  # how long a finished item is kept (at least the delivery horizon)
 
 
@@ -48,12 +49,23 @@ def expires_at(finished_at: float, retention_seconds: int) -> int:
 
 def lifecycle_fields(table: TableSpec, detail: Mapping[str, Any], observed_at: float, rules: ItemRules
                      ) -> Dict[str, Any]:
-    """cw_phase for the read index, and cw_expires_at once the item is finished
-    (also what a migration adds to items stored before these existed)."""
+    """The read index's keys (and cw_stop_code, which it projects), cw_phase, and cw_expires_at once
+    the item is finished (also what a migration adds to items stored before these existed)."""
     phase = table.phase(detail.get(table.status_field))
-    fields: Dict[str, Any] = {PHASE: phase} if rules.read_index else {}
-    if phase == FINISHED:
-        fields[EXPIRES_AT] = expires_at(finished_at(table, detail, observed_at), rules.retention_seconds)
+    done_at = finished_at(table, detail, observed_at) if phase == FINISHED else None
+    fields: Dict[str, Any] = {}
+    if rules.read_index:
+        fields[PHASE] = phase
+        key = listing_key(table, detail, phase, done_at)
+        if key is not None:
+            fields[LISTING], fields[LISTING_KEY] = LISTED, key
+            # Only once finished: a stopping task has its stopCode already, and projecting
+            # it then would cost the index one more write per task.
+            stop_code = detail.get(table.stop_code_field) if done_at is not None and table.stop_code_field else None
+            if isinstance(stop_code, str) and stop_code:
+                fields[STOP_CODE] = stop_code
+    if done_at is not None:
+        fields[EXPIRES_AT] = expires_at(done_at, rules.retention_seconds)
     return fields
 
 

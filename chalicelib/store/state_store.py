@@ -15,6 +15,7 @@ alone knows what they mean to it; chalicelib.errors.aws_error_code reads them.
 from __future__ import annotations
 
 import time
+from itertools import chain
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from chalicelib.config import Config
@@ -23,8 +24,20 @@ from chalicelib.model.attributes import AttributeValue
 from chalicelib.model.changes import StateChange
 from chalicelib.model.clock import Clock, iso_time
 from chalicelib.model.lifecycle import creation_window_seconds, expires_at
+from chalicelib.model.listing import KeyRange, after_cluster, cluster_of, open_range
 from chalicelib.store.high_water import HighWaterMarks
-from chalicelib.tables import EXPIRES_AT, MISSING_SINCE, OPEN, VERSION, TableSpec
+from chalicelib.tables import (
+    CLUSTER,
+    EXPIRES_AT,
+    GROUP,
+    LISTED,
+    MISSING_SINCE,
+    OPEN,
+    PHASE_INDEX,
+    STOP_CODE,
+    VERSION,
+    TableSpec,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -86,6 +99,7 @@ class StateStore:
         self._marks = marks
         self._now = now
         self._sleep = sleep
+        self._without_phase_index: set[str] = set()  # tables found without PHASE_INDEX (moved to READ_INDEX)
 
     def table_name(self, table: TableSpec) -> str:
         return self._config.table_name(table)
@@ -177,7 +191,10 @@ class StateStore:
 
     def open_keys(self, table: TableSpec, cluster_arn: str) -> Iterator[str]:
         """The keys of a cluster's unfinished items, from the read index (a query, never a scan)."""
-        for page in self.index_pages(table, cluster_arn, OPEN):
+        pages = self.phase_index_pages(table, cluster_arn, OPEN)
+        if pages is None:
+            pages = self.listing_pages(table, open_range(cluster_arn))
+        for page in pages:
             yield from (key[table.key]["S"] for key in page.keys)
 
     def scan_open_items(self, table: TableSpec, segment: int, total_segments: int
@@ -193,14 +210,14 @@ class StateStore:
             "ProjectionExpression": "#key, #cluster, #version, #missing",
             "FilterExpression": condition,
             "ExpressionAttributeNames": {
-                "#key": table.key, "#cluster": table.cluster_index.hash_key, "#version": VERSION,
+                "#key": table.key, "#cluster": CLUSTER, "#version": VERSION,
                 "#missing": MISSING_SINCE, **names,
             },
             "ExpressionAttributeValues": values,
         }
         for page in self._pages(self.client.scan, request):
             for item in page.keys:
-                yield item[table.key]["S"], item.get(table.cluster_index.hash_key, {}).get("S"), _stored(item)
+                yield item[table.key]["S"], item.get(CLUSTER, {}).get("S"), _stored(item)
 
     def mark_missing(self, table: TableSpec, key: str, version: int, since: float) -> bool:
         """Mark an item ECS no longer knows (a ghost): never delete it, let it expire.
@@ -248,39 +265,108 @@ class StateStore:
 
     # -- the read API's reads -------------------------------------------------------
 
-    def index_pages(self, table: TableSpec, cluster_arn: str, phase: Optional[str] = None,
-                    start: Optional[Dict[str, AttributeValue]] = None, page_size: Optional[int] = None,
-                    ) -> Iterator[IndexPage]:
-        """The read index's keys of a cluster's items (of one phase), page by page from ``start``:
-        unfinished ones first (a query, never a scan: its cost does not grow with the table)."""
-        index = table.cluster_index
+    def listing_pages(self, table: TableSpec, key_range: KeyRange, group: Optional[str] = None,
+                      stop_code: Optional[str] = None, start: Optional[Dict[str, AttributeValue]] = None,
+                      page_size: Optional[int] = None) -> Iterator[IndexPage]:
+        """The read index's entries in ``key_range`` (chalicelib/model/listing.py), in descending
+        order, page by page from ``start``; only those of ``group`` and ``stop_code`` (attributes the
+        index projects, so DynamoDB filters them: it bills what it reads, but sends only those).
+        A query, never a scan: its cost does not grow with the table."""
+        index = table.read_index
+        names = {"#listing": index.hash_key, "#key": index.range_key}
+        values: Dict[str, Any] = {":listing": {"S": LISTED}, ":low": {"S": key_range.low}}
+        condition = "#key = :low"
+        if key_range.high is not None:
+            condition = "#key BETWEEN :low AND :high"
+            values[":high"] = {"S": key_range.high}
         request: Dict[str, Any] = {
             "TableName": self.table_name(table),
             "IndexName": index.name,
-            "KeyConditionExpression": "#cluster = :cluster",
-            "ExpressionAttributeNames": {"#cluster": index.hash_key},
-            "ExpressionAttributeValues": {":cluster": {"S": cluster_arn}},
-            "ScanIndexForward": False,  # "open" before "finished": the running ones first
+            "KeyConditionExpression": f"#listing = :listing AND {condition}",
+            "ScanIndexForward": False,  # unfinished before finished, and the newest finished first
         }
-        if phase is not None:
-            request["KeyConditionExpression"] += " AND #phase = :phase"
-            request["ExpressionAttributeNames"]["#phase"] = index.range_key
-            request["ExpressionAttributeValues"][":phase"] = {"S": phase}
+        filters: List[str] = []
+        for name, value in ((GROUP, group), (STOP_CODE, stop_code)):
+            if value is not None:
+                n = len(filters)
+                names[f"#f{n}"], values[f":f{n}"] = name, {"S": value}
+                filters.append(f"#f{n} = :f{n}")
+        if filters:
+            request["FilterExpression"] = " AND ".join(filters)
+        request.update(ExpressionAttributeNames=names, ExpressionAttributeValues=values)
         if start is not None:
             request["ExclusiveStartKey"] = start
         if page_size is not None:
             request["Limit"] = page_size
         return self._pages(self.client.query, request)
 
-    def read_items(self, table: TableSpec, keys: Sequence[str]) -> Tuple[Dict[str, Item], List[str]]:
-        """The stored items of ``keys`` by key (eventually consistent, like the index they were listed
-        from), and the keys DynamoDB left unread after backing off."""
-        return self._batch_get(table, keys)
+    def next_cluster(self, table: TableSpec, after: Optional[str] = None) -> Optional[str]:
+        """The first cluster with listed items after the cluster ``after`` (the first of all when
+        None), or None: one query that reads one index entry, however many items each cluster has."""
+        index = table.read_index
+        request: Dict[str, Any] = {
+            "TableName": self.table_name(table),
+            "IndexName": index.name,
+            "KeyConditionExpression": "#listing = :listing",
+            "ExpressionAttributeNames": {"#listing": index.hash_key, "#key": index.range_key},
+            "ExpressionAttributeValues": {":listing": {"S": LISTED}},
+            "ProjectionExpression": "#key",
+            "Limit": 1,
+        }
+        if after is not None:
+            request["KeyConditionExpression"] += " AND #key > :after"
+            request["ExpressionAttributeValues"][":after"] = {"S": after_cluster(after)}
+        entries = self.client.query(**request).get("Items", [])
+        return cluster_of(entries[0][index.range_key]["S"]) if entries else None
 
-    def get_item(self, table: TableSpec, key: str) -> Optional[Item]:
-        """One item, strongly consistent: the latest recorded version."""
+    def phase_index_pages(self, table: TableSpec, cluster_arn: str, phase: Optional[str] = None,
+                          start: Optional[Dict[str, AttributeValue]] = None, page_size: Optional[int] = None,
+                          ) -> Optional[Iterator[IndexPage]]:
+        """A cluster's entries (of one phase) in the previous read index, PHASE_INDEX, while the table
+        still has it: unfinished ones first. None once it is gone, which is remembered: a stage moving
+        to READ_INDEX keeps PHASE_INDEX until its older items are backfilled (tools/migrate.py), so
+        while it is there it is the complete one."""
+        name = self.table_name(table)
+        if name in self._without_phase_index:
+            return None
+        request: Dict[str, Any] = {
+            "TableName": name,
+            "IndexName": PHASE_INDEX.name,
+            "KeyConditionExpression": "#cluster = :cluster",
+            "ExpressionAttributeNames": {"#cluster": PHASE_INDEX.hash_key},
+            "ExpressionAttributeValues": {":cluster": {"S": cluster_arn}},
+            "ScanIndexForward": False,  # "open" before "finished": the running ones first
+        }
+        if phase is not None:
+            request["KeyConditionExpression"] += " AND #phase = :phase"
+            request["ExpressionAttributeNames"]["#phase"] = PHASE_INDEX.range_key
+            request["ExpressionAttributeValues"][":phase"] = {"S": phase}
+        if start is not None:
+            request["ExclusiveStartKey"] = start
+        if page_size is not None:
+            request["Limit"] = page_size
+        pages = self._pages(self.client.query, request)
+        try:
+            first = next(pages)
+        except Exception as error:
+            if aws_error_code(error) == "ValidationException" and "specified index" in aws_error_message(error):
+                self._without_phase_index.add(name)
+                return None
+            raise
+        return chain([first], pages)
+
+    def read_items(self, table: TableSpec, keys: Sequence[str], attributes: Optional[Sequence[str]] = None
+                   ) -> Tuple[Dict[str, Item], List[str]]:
+        """The stored items of ``keys`` by key (eventually consistent, like the index they were listed
+        from), only ``attributes`` of each if given (and the key), and the keys DynamoDB left unread
+        after backing off."""
+        return self._batch_get(table, keys, **_projection(table, attributes))
+
+    def get_item(self, table: TableSpec, key: str, attributes: Optional[Sequence[str]] = None) -> Optional[Item]:
+        """One item (only ``attributes`` of it if given, and the key), strongly consistent: the latest
+        recorded version."""
         response = self.client.get_item(TableName=self.table_name(table), Key={table.key: {"S": key}},
-                                        ConsistentRead=True)
+                                        ConsistentRead=True, **_projection(table, attributes))
         return response.get("Item")
 
     # -- paging, and what DynamoDB leaves unprocessed ---------------------------------
@@ -315,6 +401,15 @@ class StateStore:
                     self._sleep(0.05 * 2**attempt)
             unprocessed += [key[key_name]["S"] for key in request.get(name, {}).get("Keys", [])]
         return found, unprocessed
+
+
+def _projection(table: TableSpec, attributes: Optional[Sequence[str]]) -> Dict[str, Any]:
+    """A read's ProjectionExpression for ``attributes`` and the key (every name aliased: many are
+    reserved words), or nothing: the whole item."""
+    if attributes is None:
+        return {}
+    names = {f"#{n}": name for n, name in enumerate(dict.fromkeys([table.key, *attributes]))}
+    return {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
 
 
 def _unfinished(table: TableSpec) -> Tuple[str, Dict[str, str], Dict[str, Any]]:
