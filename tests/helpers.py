@@ -126,10 +126,14 @@ def record(event: Any, context: Any = None) -> Dict[str, Any]:
 
 def expected_item(event: Dict[str, Any]) -> Dict[str, Any]:
     """What ecs-state stores for an unfinished task or instance's event (index on): the detail
-    verbatim, plus the envelope's version and time, where it came from and its phase."""
+    verbatim, plus the envelope's version and time, where it came from, its phase and its
+    read index keys (chalicelib/model/listing.py)."""
+    detail = event["detail"]
+    group = detail.get("group") if isinstance(detail.get("group"), str) else ""
     return {
-        **event["detail"], "cw_version": event["version"], "cw_time": event["time"],
+        **detail, "cw_version": event["version"], "cw_time": event["time"],
         "cw_source": "event", "cw_phase": "open",
+        "cw_listing": "all", "cw_listing_key": f"{detail['clusterArn']}\x1fopen\x1f{group}",
     }
 
 

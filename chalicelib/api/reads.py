@@ -218,7 +218,7 @@ class ReadApi:
             if position is None:
                 raise Unavailable(f"DynamoDB answered too slowly to list anything within {LISTING_BUDGET_SECONDS:g} s: "
                                   "retry")
-            return items, _token(position)
+            return items, _token(table, position)
 
         while True:
             wanted = limit - len(items) if keep_all else MAX_LIMIT
@@ -257,14 +257,14 @@ class ReadApi:
                     value = _answer(item, query.fields, table)
                     size += len(json.dumps(value, separators=(",", ":")))
                     if items and size > MAX_PAGE_BYTES and position is not None:
-                        return items, _token(position)  # (it follows from the key before it)
+                        return items, _token(table, position)  # (it follows from the key before it)
                     items.append(value)
                     if len(items) == limit:
                         more = place < len(batch) - 1 or bool(pending) or more_in_index
-                        return items, _token(key) if more else None
+                        return items, _token(table, key) if more else None
                 position = key
             if read >= MAX_KEYS_READ_PER_REQUEST and (pending or more_in_index):
-                return items, _token(batch[-1])
+                return items, _token(table, batch[-1])
 
     def _read(self, table: TableSpec, keys: List[str], attributes: Optional[Tuple[str, ...]]
               ) -> Mapping[str, Item]:
@@ -478,10 +478,12 @@ def _answer(item: Item, fields: Optional[Tuple[str, ...]], table: TableSpec) -> 
     return {name: decode(value) for name, value in item.items() if name == table.key or name in fields}
 
 
-def _token(key: Mapping[str, AttributeValue]) -> str:
-    """The opaque ``next`` token: the last index entry read (table and index keys)."""
-    return _encode(json.dumps({name: value["S"] for name, value in key.items()}, separators=(",", ":"),
-                              sort_keys=True))
+def _token(table: TableSpec, key: Mapping[str, AttributeValue]) -> str:
+    """The opaque ``next`` token: the last index entry read (its table and index keys, not what the
+    index projects)."""
+    index = table.read_index if table.read_index.hash_key in key else PHASE_INDEX
+    names = (table.key, *index.key_attributes)
+    return _encode(json.dumps({name: key[name]["S"] for name in names}, separators=(",", ":"), sort_keys=True))
 
 
 def _encode(text: str) -> str:

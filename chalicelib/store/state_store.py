@@ -279,10 +279,12 @@ class StateStore:
         if key_range.high is not None:
             condition = "#key BETWEEN :low AND :high"
             values[":high"] = {"S": key_range.high}
+        names["#item"] = table.key
         request: Dict[str, Any] = {
             "TableName": self.table_name(table),
             "IndexName": index.name,
             "KeyConditionExpression": f"#listing = :listing AND {condition}",
+            "ProjectionExpression": "#item, #listing, #key",  # the keys: what a page resumes from
             "ScanIndexForward": False,  # unfinished before finished, and the newest finished first
         }
         filters: List[str] = []
