@@ -76,7 +76,9 @@ def test_the_terraform_block_is_valid_hcl_and_defines_the_tables_of_chalicelib()
             {"IndexName": value(i["name"], local),
              "KeySchema": [{"AttributeName": value(i["hash_key"], local), "KeyType": "HASH"},
                            {"AttributeName": value(i["range_key"], local), "KeyType": "RANGE"}],
-             "Projection": {"ProjectionType": value(i["projection_type"], local)}}
+             "Projection": {"ProjectionType": value(i["projection_type"], local),
+                            **({"NonKeyAttributes": [value(a, local) for a in i["non_key_attributes"]]}
+                               if "non_key_attributes" in i else {})}}
             for i in body["global_secondary_index"]
         ] == request["GlobalSecondaryIndexes"]
         [ttl] = body["ttl"]
