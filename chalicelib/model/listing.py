@@ -10,7 +10,7 @@ written to the millisecond with a fixed width, so the keys sort as the times.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Mapping, NamedTuple, Optional
+from typing import Any, Mapping, Optional, Tuple
 
 from chalicelib.model.arns import MAX_SORT_KEY_BYTES
 from chalicelib.model.attributes import Unstorable, utf8_length
@@ -60,31 +60,29 @@ def phase_of(key: str) -> str:
     return parts[1] if len(parts) > 1 else ""
 
 
-class KeyRange(NamedTuple):
-    """A KeyConditionExpression on the sort key: equal to ``low`` (high None), or between the two."""
-
-    low: str
-    high: Optional[str]
+# A KeyConditionExpression on the sort key: (low, None) is equal to low; (low, high) between the two.
+# A plain tuple, not a NamedTuple: every cold start imports this module (through model/lifecycle.py).
+KeyRange = Tuple[str, Optional[str]]
 
 
 def cluster_range(cluster: str) -> KeyRange:
     """All of a cluster's entries: unfinished then finished, in descending order."""
-    return KeyRange(f"{cluster}{SEPARATOR}", f"{cluster}{SEPARATOR}{_AFTER}")
+    return (f"{cluster}{SEPARATOR}", f"{cluster}{SEPARATOR}{_AFTER}")
 
 
 def open_range(cluster: str, group: Optional[str] = None) -> KeyRange:
     """A cluster's unfinished entries, or those of one group (one key)."""
     prefix = f"{cluster}{SEPARATOR}{OPEN}{SEPARATOR}"
     if group is not None:
-        return KeyRange(prefix + group, None)
-    return KeyRange(prefix, prefix + _AFTER)
+        return (prefix + group, None)
+    return (prefix, prefix + _AFTER)
 
 
 def finished_range(cluster: str, since: Optional[float] = None, until: Optional[float] = None) -> KeyRange:
     """A cluster's finished entries, those that finished from ``since`` to ``until`` (both included)."""
     prefix = f"{cluster}{SEPARATOR}{FINISHED}{SEPARATOR}"
-    return KeyRange(prefix + (sort_time(since) if since is not None else ""),
-                    prefix + (sort_time(until) if until is not None else _AFTER))
+    return (prefix + (sort_time(since) if since is not None else ""),
+            prefix + (sort_time(until) if until is not None else _AFTER))
 
 
 def after_cluster(cluster: str) -> str:

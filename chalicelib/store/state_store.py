@@ -274,11 +274,12 @@ class StateStore:
         A query, never a scan: its cost does not grow with the table."""
         index = table.read_index
         names = {"#listing": index.hash_key, "#key": index.range_key}
-        values: Dict[str, Any] = {":listing": {"S": LISTED}, ":low": {"S": key_range.low}}
+        low, high = key_range
+        values: Dict[str, Any] = {":listing": {"S": LISTED}, ":low": {"S": low}}
         condition = "#key = :low"
-        if key_range.high is not None:
+        if high is not None:
             condition = "#key BETWEEN :low AND :high"
-            values[":high"] = {"S": key_range.high}
+            values[":high"] = {"S": high}
         names["#item"] = table.key
         request: Dict[str, Any] = {
             "TableName": self.table_name(table),
