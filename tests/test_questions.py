@@ -10,7 +10,7 @@ from chalicelib.api import reads
 from chalicelib.model.clock import parse_moment
 from chalicelib.tables import PHASE_INDEX, TASKS
 from tests.apps import client_for, load_app
-from tests.helpers import ACCOUNT, count_requests, iso, record, task_event
+from tests.helpers import ACCOUNT, container_instance_event, count_requests, iso, record, task_event
 
 MINUTE, HOUR, DAY = 60, 3600, 86_400
 OOM = "OutOfMemoryError: Container killed due to memory usage"
@@ -282,3 +282,56 @@ def test_while_a_stage_moves_listings_answer_from_the_previous_index(dynamodb_lo
     assert keys(page["items"]) == keys(t for t in truth if t["clusterArn"] == cluster_arn("prod-a")
                                        and t["group"] == "service:worker" and t["lastStatus"] == "STOPPED"
                                        and stopped_at(t) >= time.time() - HOUR)
+
+
+# -- what a careful user tried --------------------------------------------------------
+
+
+@pytest.mark.parametrize("params", [{"since": "999999w"}, {"until": "9999-12-31T23:59:59-01:00"},
+                                    {"since": "0999-01-01"}, {"since": "0001-01-01T00:00:00Z"}])
+def test_times_beyond_the_calendar_are_taken_as_its_ends(http, truth, params):
+    finished = [t for t in truth if t["clusterArn"] == cluster_arn("prod-a") and t["lastStatus"] == "STOPPED"]
+    assert keys(every_page(http, "/tasks", cluster=cluster_arn("prod-a"), **params)) == keys(finished)
+
+
+def test_a_token_continues_only_the_listing_of_its_filters(http, truth):
+    body = get(http, "/tasks", cluster=cluster_arn("prod-a"), service="web", status="STOPPED", limit=1)
+    assert body["next"]
+    for other in ({"service": "worker", "status": "STOPPED"}, {"service": "web", "stopCode": "TaskFailedToStart"},
+                  {"service": "web"}):
+        response = http.get("/tasks?" + urlencode({"cluster": cluster_arn("prod-a"), "limit": 1, **other,
+                                                   "next": body["next"]}))
+        assert response.status_code == 400, other
+        assert response.json_body["Message"].startswith("next: is not a token from this listing")
+
+
+def test_a_relative_since_that_moved_past_the_last_page_ends_the_listing(http, truth, configure):
+    start = time.time()
+    configure(now=lambda: start)
+    body = get(http, "/tasks", cluster=cluster_arn("prod-a"), since="1h", limit=4)
+    assert body["next"]
+    configure(now=lambda: start + 2 * HOUR)  # every task on the next pages stopped before 1h ago now
+    assert get(http, "/tasks", cluster=cluster_arn("prod-a"), since="1h", limit=4, next=body["next"]) == \
+        {"items": [], "next": None}
+
+
+def test_a_cluster_too_long_to_be_listed_is_refused_before_any_request(http):
+    requests = count_requests(runtime.current().dynamodb())
+    response = http.get("/tasks?" + urlencode({"cluster": "arn:aws:ecs:us-east-1:1:cluster/" + "c" * 1000}))
+    assert response.status_code == 400 and response.json_body["Message"].startswith("cluster: is too long")
+    assert requests == {}
+
+
+def test_only_clusters_that_can_be_listed_are_listed(http, truth):
+    record(task("odd", 900, "service:web", "RUNNING"))
+    event = task("odd", 901, "service:web", "RUNNING")
+    event["detail"]["clusterArn"] = "not an arn"
+    record(event)
+    names = [cluster["clusterName"] for cluster in get(http, "/clusters")["clusters"]]
+    assert names == ["odd", "prod-a", "prod-b"]
+
+
+def test_a_cluster_name_is_found_in_either_table(http, truth):
+    record(container_instance_event(1, clusterArn=cluster_arn("instances-only")))
+    assert get(http, "/tasks", cluster="instances-only") == {"items": [], "next": None}
+    assert len(get(http, "/container-instances", cluster="instances-only")["items"]) == 1

@@ -26,7 +26,8 @@ from chalice import BadRequestError, NotFoundError, Response
 from chalicelib.config import DISABLED, READ_INDEX_ENV, Config
 from chalicelib.errors import InvalidEvent, Unavailable, aws_error_code, aws_error_message
 from chalicelib.model import arns, listing
-from chalicelib.model.attributes import AttributeValue, decode
+from chalicelib.model.arns import MAX_SORT_KEY_BYTES
+from chalicelib.model.attributes import AttributeValue, decode, utf8_length
 from chalicelib.model.clock import Clock, parse_moment, parse_time
 from chalicelib.observability import Telemetry
 from chalicelib.store import StateStore
@@ -57,6 +58,7 @@ INSTANCE_LIST_PARAMETERS = ("cluster", "status", "since", "until", "fields", "li
 GET_PARAMETERS = ("cluster", "fields")
 CLUSTER_PARAMETERS = ("limit", "next")
 MAX_FIELDS = 40
+LAST_MOMENT = 253_402_300_799.0  # 9999-12-31T23:59:59Z
 
 _STATUS = re.compile(r"[A-Za-z_]{1,64}", re.ASCII)  # matched in any case: ECS's are upper case
 _STOP_CODE = re.compile(r"[A-Za-z_]{1,64}", re.ASCII)  # matched as given: EssentialContainerExited
@@ -108,6 +110,7 @@ class ReadApi:
         self.telemetry = telemetry
         self.clock = clock
         self.now = now
+        self._deadline = 0.0  # of the cluster walk under way (_recorded_clusters)
 
     # -- GET /tasks, GET /container-instances --------------------------------
 
@@ -154,8 +157,11 @@ class ReadApi:
             finished = " or ".join(sorted(table.finished_statuses))
             raise _bad(finished_only[0], f"selects {finished} {table.arn_resource}s; status={status} has none")
         fields, limit = _fields(params.get("fields")), _limit(params.get("limit"), DEFAULT_LIMIT)
-        return Listing(status=status, phase=phase, group=group, since=since, until=until, stop_code=stop_code,
-                       fields=fields, limit=limit, cluster=self._cluster(table, params["cluster"], home))
+        query = Listing(status=status, phase=phase, group=group, since=since, until=until, stop_code=stop_code,
+                        fields=fields, limit=limit, cluster=self._cluster(params["cluster"], home))
+        if utf8_length(_key_range(query)[1] or _key_range(query)[0]) > MAX_SORT_KEY_BYTES:
+            raise _bad("cluster", "is too long to be listed: the read index keys no item by a cluster ARN that long")
+        return query
 
     def _moment(self, params: Mapping[str, str], name: str) -> Optional[float]:
         text = params.get(name)
@@ -165,7 +171,8 @@ class ReadApi:
         if moment is None:
             raise _bad(name, "must be an ISO-8601 time with its zone (2026-11-05T07:58:44Z), a date (UTC), "
                        f"today, or a time ago such as 30m, 1h, 2d; got {text[:80]!r}")
-        return moment
+        # Nothing finished before 1970 or after 9999 (the index's times have four-digit years).
+        return min(max(moment, 0.0), LAST_MOMENT)
 
     def _page_of(self, table: TableSpec, query: Listing, start: Optional[Dict[str, AttributeValue]]
                  ) -> Tuple[List[Dict[str, Any]], Optional[str]]:
@@ -181,6 +188,8 @@ class ReadApi:
                 return self._read_through(table, query, pages, predicate)
             if start is not None:
                 raise _bad("next", "comes from the read index this stage has since replaced: list again without it")
+        if start is not None and start[table.read_index.range_key]["S"] < _key_range(query)[0]:
+            return [], None  # a relative since (1h, today) has moved past where the last page ended
         predicate = _in_memory_filter(table, query, by_phase=False)
         filtered = query.group is not None and query.phase != OPEN or query.stop_code is not None
         size = FILTERED_PAGE_ENTRIES if filtered else query.limit + 1 if predicate is None else MAX_LIMIT
@@ -218,7 +227,7 @@ class ReadApi:
             if position is None:
                 raise Unavailable(f"DynamoDB answered too slowly to list anything within {LISTING_BUDGET_SECONDS:g} s: "
                                   "retry")
-            return items, _token(table, position)
+            return items, _token(table, query, position)
 
         while True:
             wanted = limit - len(items) if keep_all else MAX_LIMIT
@@ -257,14 +266,14 @@ class ReadApi:
                     value = _answer(item, query.fields, table)
                     size += len(json.dumps(value, separators=(",", ":")))
                     if items and size > MAX_PAGE_BYTES and position is not None:
-                        return items, _token(table, position)  # (it follows from the key before it)
+                        return items, _token(table, query, position)  # (it follows from the key before it)
                     items.append(value)
                     if len(items) == limit:
                         more = place < len(batch) - 1 or bool(pending) or more_in_index
-                        return items, _token(table, key) if more else None
+                        return items, _token(table, query, key) if more else None
                 position = key
             if read >= MAX_KEYS_READ_PER_REQUEST and (pending or more_in_index):
-                return items, _token(table, batch[-1])
+                return items, _token(table, query, batch[-1])
 
     def _read(self, table: TableSpec, keys: List[str], attributes: Optional[Tuple[str, ...]]
               ) -> Mapping[str, Item]:
@@ -289,7 +298,7 @@ class ReadApi:
         cluster: Optional[str] = None
         try:
             keys = candidate_keys(table, raw_id, params.get("cluster"),
-                                  lambda text: self._cluster(table, text, home))
+                                  lambda text: self._cluster(text, home))
             cluster = params.get("cluster")
             for key in keys:
                 item = self.store.get_item(table, key, fields)
@@ -330,26 +339,36 @@ class ReadApi:
         return {"clusters": named, "next": _encode(clusters[-1]) if more and clusters else None}
 
     def _clusters(self, after: Optional[str], limit: int) -> Tuple[List[str], bool]:
-        """Up to ``limit`` clusters after ``after``, merged from both tables; and whether any may follow."""
-        deadline = self.clock() + LISTING_BUDGET_SECONDS
+        """Up to ``limit`` clusters after ``after``; and whether any may follow."""
+        clusters: List[str] = []
+        for cluster in self._recorded_clusters(after):
+            if len(clusters) == limit:
+                return clusters, True
+            clusters.append(cluster)
+            if self.clock() > self._deadline and len(clusters) < limit:
+                return clusters, True
+        return clusters, False
+
+    def _recorded_clusters(self, after: Optional[str] = None) -> Iterator[str]:
+        """The clusters with listed items in either table, in ARN order, after ``after``: one query
+        per cluster and table. Raises Unavailable if DynamoDB is too slow to find the first."""
+        self._deadline = self.clock() + LISTING_BUDGET_SECONDS
         tables = (TASKS, CONTAINER_INSTANCES)
         heads = {table: self.store.next_cluster(table, after) for table in tables}
-        clusters: List[str] = []
+        found = False
         while any(heads.values()):
-            if len(clusters) == limit or self.clock() > deadline:
-                if not clusters:
-                    raise Unavailable(f"DynamoDB answered too slowly to list a cluster within "
-                                      f"{LISTING_BUDGET_SECONDS:g} s: retry")
-                return clusters, True
+            if self.clock() > self._deadline and not found:
+                raise Unavailable(f"DynamoDB answered too slowly to list a cluster within "
+                                  f"{LISTING_BUDGET_SECONDS:g} s: retry")
             cluster = min(head for head in heads.values() if head is not None)
-            clusters.append(cluster)
+            found = True
+            yield cluster
             for table in tables:
                 if heads[table] == cluster:
                     heads[table] = self.store.next_cluster(table, cluster)
-        return clusters, False
 
-    def _cluster(self, table: TableSpec, text: str, home: Optional[str]) -> str:
-        """A cluster parameter's ARN: an ARN as given; a name in the stage's account and region, as
+    def _cluster(self, text: str, home: Optional[str]) -> str:
+        """A cluster parameter's ARN: an ARN as given; a name in the stage's own account and region, as
         the ECS CLI takes it, or (no home: chalice local) the one recorded cluster of that name."""
         if text.startswith("arn:"):
             return _cluster_arn(text)
@@ -358,14 +377,12 @@ class ReadApi:
         if home is not None:
             return f"{home}:cluster/{text}"
         named: List[str] = []
-        cluster = self.store.next_cluster(table)
-        deadline = self.clock() + LISTING_BUDGET_SECONDS
-        while cluster is not None:
-            if self.clock() > deadline:
+        for cluster in self._recorded_clusters():
+            if self.clock() > self._deadline:
                 raise Unavailable(f"DynamoDB answered too slowly to find cluster {text}: retry, or give its ARN")
-            if cluster.startswith("arn:") and cluster.rsplit("/", 1)[-1] == text and ":cluster/" in cluster:
+            parsed = arns.parse(cluster)
+            if parsed is not None and parsed.resource == "cluster" and parsed.ident == text:
                 named.append(cluster)
-            cluster = self.store.next_cluster(table, cluster)
         if len(named) == 1:
             return named[0]
         if named:
@@ -478,12 +495,18 @@ def _answer(item: Item, fields: Optional[Tuple[str, ...]], table: TableSpec) -> 
     return {name: decode(value) for name, value in item.items() if name == table.key or name in fields}
 
 
-def _token(table: TableSpec, key: Mapping[str, AttributeValue]) -> str:
+def _token(table: TableSpec, query: Listing, key: Mapping[str, AttributeValue]) -> str:
     """The opaque ``next`` token: the last index entry read (its table and index keys, not what the
-    index projects)."""
+    index projects), and the filters of the listing it continues."""
     index = table.read_index if table.read_index.hash_key in key else PHASE_INDEX
     names = (table.key, *index.key_attributes)
-    return _encode(json.dumps({name: key[name]["S"] for name in names}, separators=(",", ":"), sort_keys=True))
+    return _encode(json.dumps({"key": {name: key[name]["S"] for name in names}, "of": _filters(query)},
+                              separators=(",", ":"), sort_keys=True))
+
+
+def _filters(query: Listing) -> List[Optional[str]]:
+    """What a token must continue: the same filters (since and until are checked against its key)."""
+    return [query.status, query.group, query.stop_code]
 
 
 def _encode(text: str) -> str:
@@ -504,16 +527,20 @@ def _start_key(token: str, table: TableSpec, query: Listing) -> Dict[str, Attrib
     """The ExclusiveStartKey a token stands for, if it came from this same listing (of either index)."""
     problem = _bad("next", "is not a token from this listing: pass back the `next` of the previous page unchanged")
     try:
-        key = json.loads(_decode(token, "next"))
+        token_of = json.loads(_decode(token, "next"))
     except (ValueError, RecursionError):
         raise problem from None
+    if not isinstance(token_of, dict) or set(token_of) != {"key", "of"} or token_of["of"] != _filters(query):
+        raise problem
+    key = token_of["key"]
     if not isinstance(key, dict) or not all(isinstance(value, str) and value for value in key.values()):
         raise problem
     if arns.key_problem(key.get(table.key)) is not None:
         raise problem
     index, previous = table.read_index, PHASE_INDEX
     if set(key) == {table.key, *index.key_attributes}:
-        low, high = _key_range(query)
+        # Not below since: a relative one (1h, today) moves on between pages (_page_of ends the listing).
+        low, high = _key_range(query._replace(since=None))
         sort_key = key[index.range_key]
         if key[index.hash_key] != LISTED or not (sort_key == low if high is None else low <= sort_key <= high):
             raise problem

@@ -31,13 +31,13 @@ def sort_time(epoch_seconds: float) -> str:
 def listing_key(table: TableSpec, detail: Mapping[str, Any], phase: str, finished_at: Optional[float]) -> Optional[str]:
     """The item's sort key in the read index, or None when it cannot be listed.
 
-    An item without a usable clusterArn (missing, or one no key can hold) is
-    stored all the same, and can be got by its key; it is only left out of the
+    An item without a usable clusterArn (missing, not an ARN, or one no key can
+    hold) is stored all the same, and can be got by its key; it is only left out of the
     listings, as an item without clusterArn always was.
     """
     cluster = detail.get(CLUSTER)
-    if not isinstance(cluster, str) or not cluster or SEPARATOR in cluster:
-        return None
+    if not isinstance(cluster, str) or not cluster.startswith("arn:") or SEPARATOR in cluster:
+        return None  # (the read API lists a cluster by its ARN, or by the name it makes an ARN of)
     if phase == FINISHED:
         assert finished_at is not None
         key = f"{cluster}{SEPARATOR}{FINISHED}{SEPARATOR}{sort_time(finished_at)}"
