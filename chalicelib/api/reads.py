@@ -39,6 +39,7 @@ from chalicelib.tables import (
     LISTED,
     OPEN,
     PHASE_INDEX,
+    READ_INDEX,
     TASKS,
     TableSpec,
 )
@@ -81,6 +82,7 @@ _BUSY_CODES = frozenset({
 MAX_TOKEN_CHARACTERS = 12_000  # a page key of three attributes, base64: well under this
 
 Item = Mapping[str, AttributeValue]
+_INDEX_KEYS = frozenset(READ_INDEX.key_attributes)
 
 
 class Listing(NamedTuple):
@@ -489,9 +491,10 @@ def _attributes_read(table: TableSpec, query: Listing, predicate: Optional[Calla
 
 
 def _answer(item: Item, fields: Optional[Tuple[str, ...]], table: TableSpec) -> Dict[str, Any]:
-    """An item as JSON: only ``fields`` of it (and its key) when given."""
+    """An item as JSON: only ``fields`` of it (and its key) when given; never the read index's own
+    keys, unless asked for by name (they repeat the cluster, phase and group, joined by U+001F)."""
     if fields is None:
-        return to_json(item)
+        return {name: decode(value) for name, value in item.items() if name not in _INDEX_KEYS}
     return {name: decode(value) for name, value in item.items() if name == table.key or name in fields}
 
 
