@@ -102,7 +102,7 @@ def _measure(streams: List[Stream], capture: Capture, admin: Any, resource: Any,
                 example = DocsExample(resource, {stream.table: table}, floats_as_decimal=stream.table is CONTAINER_INSTANCES)
                 deliver = example.handle
             deliveries, wrong = _deliver(stream, deliver, capture, EXPECTED_LABELS[config.writer])
-            stored = _stored_versions(admin, table, stream.table.key)
+            stored = stored_versions(admin, table, stream.table.key)
             wrong_final = sum(stored.get(key) != version for key, version in stream.latest.items())
             admin.delete_table(TableName=table)
             run = summarise(deliveries)
@@ -166,7 +166,7 @@ def lifecycle_index(capture: Capture, admin: Any, deliver: Callable[[Dict[str, A
             entry = index_entry_size(capture.tables[table], index, parse_event(event, rules, time.time).item)
             if entry is not None:
                 entry_bytes.append(entry)
-    stored = _stored_versions(admin, table, TASKS.key)
+    stored = stored_versions(admin, table, TASKS.key)
     wrong_final = sum(stored.get(h[-1]["detail"][TASKS.key]) != len(TASK_STATES) for h in histories)
     admin.delete_table(TableName=table)
     for figures in by_state.values():
@@ -215,7 +215,7 @@ def _deliver(stream: Stream, deliver: Callable[[Dict[str, Any]], str], capture: 
     return deliveries, wrong
 
 
-def _stored_versions(admin: Any, table: str, key: str) -> Dict[str, int]:
+def stored_versions(admin: Any, table: str, key: str) -> Dict[str, int]:
     versions = {}
     for page in admin.get_paginator("scan").paginate(TableName=table, ConsistentRead=True,
                                                       ProjectionExpression="#k, version", ExpressionAttributeNames={"#k": key}):

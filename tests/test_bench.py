@@ -1,18 +1,20 @@
-"""The benchmark's own logic: the capacity model, the streams, the gap's parts (fast).
+"""The benchmark's own logic: the capacity model, the streams, the gap's parts, the questions'
+workload and ground truth (fast).
 
 Against DynamoDB Local: the item-size rules at the 1 KB boundary, where a
 byte decides the bill; the index model (keys only and INCLUDE); the read
-index's units per lifecycle.
+index's units per lifecycle; and the questions section at a small scale.
 """
 import io
 import json
 import random
+import time
 import uuid
 from datetime import date, timedelta
 
 import pytest
 
-from bench import capacity, cost, streams
+from bench import capacity, cost, history, questions, streams
 from bench.capacity import Capture, IndexKeys, Units, index_keys, item_size, number_size, read_units, write_units
 from bench.cost import Delivery, gap
 from chalicelib.tables import PHASE_INDEX, READ_INDEX, TASKS
@@ -310,3 +312,66 @@ def test_the_read_index_costs_3_write_units_per_lifecycle(dynamodb_local):
                      "STOPPING": 0, "DEPROVISIONING": 0, "STOPPED": 2}  # created; moved (delete and put)
     assert result["per_lifecycle_reported"] == result["per_lifecycle_billed"] == 3
     assert 100 < result["entry_bytes_min"] <= result["entry_bytes_max"] < 1024
+
+
+# -- the questions' workload and answers --------------------------------------------------------
+
+
+def test_the_question_workload_is_relative_to_now_and_its_tasks_stop_as_ecs_stops_them():
+    now = time.time()
+    work = history.build(now, lifecycles=40, finished=60, days=13, seed=3)
+    times = [history.parse_time(e["time"], "time") for e in work.deliveries]
+    assert max(times) <= now and min(times) > now - 14 * 86_400
+    assert len(work.final) == 100 and work.expected_outcomes.count("created") == 100
+    for detail in work.final.values():
+        if detail["lastStatus"] == "STOPPED":
+            assert now - 13 * 86_400 <= history.stopped_at(detail) <= now
+    by_task = {}
+    for event in work.deliveries:
+        by_task.setdefault(event["detail"]["taskArn"], {})[event["detail"]["lastStatus"]] = event["detail"]
+    lifecycle = next(states for states in by_task.values() if len(states) == 8)
+    assert "stopCode" not in lifecycle["RUNNING"] and "stopCode" in lifecycle["DEACTIVATING"]
+    assert "stoppedAt" not in lifecycle["DEPROVISIONING"] and "stoppedAt" in lifecycle["STOPPED"]
+    assert {d["clusterArn"].rsplit("/", 1)[-1] for d in work.final.values()} == set(history.CLUSTERS)
+
+
+def test_the_ground_truth_answers_from_the_final_versions():
+    now = time.time()
+    asked = history.question_time(now)
+    assert asked < now and history.midnight(asked + 120) - asked == 60  # a minute before midnight
+    work = history.build(asked, lifecycles=60, finished=200, seed=4)
+    truth = history.truth(work, asked)
+    busy = history.cluster_arn(history.BUSY)
+    final = work.final
+    assert all(final[k]["group"] == "service:web" and final[k]["lastStatus"] == "RUNNING" and final[k]["clusterArn"] == busy
+               for k in truth["service_running"])
+    assert all(asked - 3600 <= history.stopped_at(final[k]) for k in truth["stopped_last_hour"])
+    assert set(truth["stopped_last_hour"]) <= set(truth["all_stopped"])
+    oom = [k for keys in truth["oom_today"].values() for k in keys]
+    assert oom and all(history.is_oom(final[k]) and final[k]["stopCode"] == "EssentialContainerExited" for k in oom)
+    assert truth["one_task"]["taskArn"] in truth["all_stopped"]
+
+
+def test_oom_is_a_reason_or_exit_code_137():
+    assert history.is_oom({"containers": [{"exitCode": 0}, {"exitCode": 137}]})
+    assert history.is_oom({"containers": [{"reason": "OutOfMemoryError: Container killed due to memory usage"}]})
+    assert not history.is_oom({"containers": [{"exitCode": 1, "reason": "Essential container in task exited"}]})
+    assert not history.is_oom({})
+
+
+def test_the_questions_section_at_a_small_scale(dynamodb_local):
+    """The whole section: recorded by the recorder, asked of the read API, checked against the truth."""
+    log = io.StringIO()
+    result = questions.measure(Capture(), dynamodb_local, lifecycles=24, finished=120, days=13, swap_rate=0.05,
+                               repeat_rate=0.05, seed=2, log=log)
+    assert questions.checks(result) == {name: True for name in questions.checks(result)}
+    asked = result["questions"]
+    assert all(q["right"] for q in asked.values())
+    assert asked["all_stopped"]["found"] == asked["all_stopped"]["expected"] > 100  # more than one page
+    assert asked["all_stopped"]["cost"]["api_calls"] >= 2
+    assert asked["one_task"]["cost"]["requests"] == 1
+    assert asked["oom_today"]["cost"]["operations"]["Query"] >= 5 + 3  # GET /clusters: 2 + 1 per cluster
+    assert result["cold_probe"]["errors"] == 1
+    out = io.StringIO()
+    questions.print_section(result, out)
+    assert "(b) worker tasks stopped in the last hour" in out.getvalue()
