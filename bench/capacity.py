@@ -31,17 +31,22 @@ The model is DynamoDB's documented billing, computed from the items involved:
 - An index entry (a global secondary index): written when the item gets the
   index's keys, deleted when it loses them, deleted and put again (two writes)
   when they change, and rewritten when a projected attribute changes; not
-  written at all otherwise. Its size is the projected attributes (keys only
-  here) plus 100 bytes of overhead, rounded up to 1 KB.
+  written at all otherwise. Its size is the table's key, the index's keys and
+  the projected attributes the item has (an INCLUDE projection's; none for
+  KEYS_ONLY) plus 100 bytes of overhead, rounded up to 1 KB.
 - A read: the item size rounded up to 4 KB, one read unit per 4 KB, half for
   an eventually consistent read; a key not found still costs the minimum.
   BatchGetItem rounds each item separately. (DynamoDB Local reports 0 for a
   BatchGetItem key not found; production charges it:
   github.com/awslabs/amazon-dynamodb-local-samples/issues/7.)
 - A Query: the entries (or items) it returned, summed and then rounded up to
-  4 KB, half a unit per 4 KB eventually consistent; an empty Query still costs
+  4 KB, half a unit per 4 KB eventually consistent; an index entry counts
+  whole (its keys and projected attributes, from the item last seen written),
+  however few attributes a ProjectionExpression asked back; an empty Query still costs
   the minimum (DynamoDB Local reports 0 for it, as for a key BatchGetItem did
-  not find). A Scan is not modelled: its report is used.
+  not find). A Query with a FilterExpression is billed for what it read before
+  the filter, which its answer does not show, and a Scan is not modelled:
+  their report is used.
 
 Where both exist, the model and DynamoDB Local's report are compared request
 by request (``agreement``); the bill uses the model.
@@ -203,6 +208,7 @@ class Request(NamedTuple):
     # What DynamoDB Local should report by the model and its one known deviation (a BatchGetItem
     # key not found counts 0); None: the same as ``model``.
     local_model: Optional[Units] = None
+    response_bytes: int = 0  # the HTTP response's body, as DynamoDB sent it
 
     @property
     def billed(self) -> Units:
@@ -216,11 +222,17 @@ class IndexKeys(NamedTuple):
     name: str
     hash_key: str
     range_key: Optional[str]
+    projected: Tuple[str, ...] = ()  # the attributes an INCLUDE projection adds to the keys
+
+
+def index_keys(index: Any) -> IndexKeys:
+    """The model's view of a chalicelib.tables.IndexSpec: its keys and projected attributes."""
+    return IndexKeys(index.name, index.hash_key, index.range_key, tuple(index.projected))
 
 
 class TableInfo(NamedTuple):
     key: str  # the partition key attribute (ecs-state's tables have no sort key)
-    indexes: Tuple[IndexKeys, ...]  # global secondary indexes, keys-only projection
+    indexes: Tuple[IndexKeys, ...]  # global secondary indexes, keys-only or INCLUDE projection
 
 
 # -- the capture -------------------------------------------------------------------------
@@ -289,7 +301,7 @@ class Capture:
         self._local.returned = None
         with self._lock:
             record = self._model(model.name, request, parsed, error, reported, returned, seconds)
-            self.requests.append(record)
+            self.requests.append(record._replace(response_bytes=len(http_response.content or b"")))
 
     # -- the model ---------------------------------------------------------------------
 
@@ -328,9 +340,10 @@ class Capture:
         elif info is not None and operation == "GetItem" and ok:
             stored = self._stored[table].get(_key(request["Key"], info))
             model = Units(read=read_units(item_size(stored), bool(request.get("ConsistentRead"))))
-        elif info is not None and operation == "Query" and ok:
+        elif info is not None and operation == "Query" and ok and "FilterExpression" not in request:
             items = parsed.get("Items", [])
-            units = read_units(sum(item_size(item) for item in items), bool(request.get("ConsistentRead")))
+            units = read_units(sum(self._read_size(table, request.get("IndexName"), item) for item in items),
+                               bool(request.get("ConsistentRead")))
             return Request(operation, table, ok, error, reported, Units(read=units), None, None, seconds,
                            Units(read=units if items else 0.0))
         elif operation == "BatchGetItem" and ok and all(name in self.tables for name in request["RequestItems"]):
@@ -338,6 +351,16 @@ class Capture:
             return Request(operation, table, ok, error, reported, Units(read=units), None, None, seconds,
                            Units(read=found_only))
         return Request(operation, table, ok, error, reported, model, written_bytes, stored_bytes, seconds)
+
+    def _read_size(self, table: str, index_name: Optional[str], returned: Item) -> int:
+        """What a Query is billed for an entry it returned: the whole index entry (keys and projected
+        attributes, however few a ProjectionExpression asked back), from the item this capture saw
+        written; else (an item it did not see, a Query of the table) what it returned."""
+        info = self.tables[table]
+        index = next((index for index in info.indexes if index.name == index_name), None)
+        stored = self._stored[table].get(_key(returned, info)) if index is not None else None
+        entry = _index_entry(info, index, stored) if index is not None and stored is not None else None
+        return item_size(entry if entry is not None else returned)
 
     def _batch_get_units(self, request: Mapping[str, Any], parsed: Mapping[str, Any]) -> Tuple[float, float]:
         """(read units billed, those of the keys found only: what DynamoDB Local reports)."""
@@ -391,15 +414,22 @@ def _key(item: Mapping[str, AttributeValue], info: TableInfo) -> str:
 
 
 def _index_entry(info: TableInfo, index: IndexKeys, item: Optional[Item]) -> Optional[Item]:
-    """The index's entry for ``item`` (keys only), or None when the item lacks an index key."""
+    """The index's entry for ``item`` (its keys and the projected attributes it has), or None when
+    the item lacks an index key."""
     if item is None or index.hash_key not in item or (index.range_key and index.range_key not in item):
         return None
-    names = [info.key, index.hash_key] + ([index.range_key] if index.range_key else [])
-    return {name: item[name] for name in names}
+    names = [info.key, index.hash_key] + ([index.range_key] if index.range_key else []) + list(index.projected)
+    return {name: item[name] for name in names if name in item}
 
 
 def _entry_size(entry: Item) -> int:
     return item_size(entry) + INDEX_ENTRY_OVERHEAD_BYTES
+
+
+def index_entry_size(info: TableInfo, index: IndexKeys, item: Item) -> Optional[int]:
+    """The size the model gives ``item``'s entry in ``index`` (overhead included), or None: no entry."""
+    entry = _index_entry(info, index, item)
+    return _entry_size(entry) if entry is not None else None
 
 
 _ASSIGNMENT = re.compile(r"\s*(#?[\w.]+)\s*=\s*(:\w+)\s*")

@@ -5,6 +5,9 @@ each configuration on fresh tables of DynamoDB Local; bench/capacity.py
 captures each request's capacity (reported and modelled). A delivery's units
 are those of the requests it made, filed under the outcome it has when
 delivered in order (created, updated, duplicate, stale).
+
+Then the read index's write units per eight-state task lifecycle, state by
+state (``lifecycle_index``): issue 15 allows at most 3 (the previous index's).
 """
 import time
 import uuid
@@ -15,15 +18,16 @@ from bench.capacity import (
     READ_WEIGHT,
     WRITE_UNIT_BYTES,
     Capture,
-    IndexKeys,
     Units,
     agreement,
     explained,
+    index_entry_size,
+    index_keys,
     item_size,
     total,
 )
 from bench.docs_example import DocsExample
-from bench.streams import Stream
+from bench.streams import TASK_STATES, Stream, task_lifecycles
 from bench.writers import BASELINE, EXPECTED_LABELS, OURS, settings_restored, use_tables
 from chalicelib import runtime
 from chalicelib.store import CREATED, DUPLICATE, STALE, UPDATED
@@ -35,6 +39,9 @@ WRITTEN = (CREATED, UPDATED)
 REALISTIC = "realistic"
 # ours / docs example, weighted units per event, on the realistic stream with the marks off.
 TARGETS = {"index on": 1.25, "index off": 1.0}
+# The read index's write units per task lifecycle: at most the previous index's 3 (issue 15).
+INDEX_UNITS_PER_LIFECYCLE_MAX = 3.0
+LIFECYCLES_IN_ORDER = 10  # delivered in order, one state after another, for the by-state figures
 
 
 class Config(NamedTuple):
@@ -86,9 +93,7 @@ def _measure(streams: List[Stream], capture: Capture, admin: Any, resource: Any,
         for config in CONFIGS:
             table = f"cap-{stream.table.kind.replace('_', '-')}-{uuid.uuid4().hex[:8]}"
             create_tables(admin, {stream.table: table}, read_index=config.read_index)
-            index = stream.table.cluster_index
-            capture.know_table(table, stream.table.key,
-                               [IndexKeys(index.name, index.hash_key, index.range_key)] if config.read_index else [])
+            capture.know_table(table, stream.table.key, [index_keys(stream.table.read_index)] if config.read_index else [])
             if config.writer == OURS:
                 _use(stream.table, table, config)
                 def deliver(event: Dict[str, Any], handler: Any = handlers[stream.table]) -> str:
@@ -97,7 +102,7 @@ def _measure(streams: List[Stream], capture: Capture, admin: Any, resource: Any,
                 example = DocsExample(resource, {stream.table: table}, floats_as_decimal=stream.table is CONTAINER_INSTANCES)
                 deliver = example.handle
             deliveries, wrong = _deliver(stream, deliver, capture, EXPECTED_LABELS[config.writer])
-            stored = _stored_versions(admin, table, stream.table.key)
+            stored = stored_versions(admin, table, stream.table.key)
             wrong_final = sum(stored.get(key) != version for key, version in stream.latest.items())
             admin.delete_table(TableName=table)
             run = summarise(deliveries)
@@ -111,6 +116,11 @@ def _measure(streams: List[Stream], capture: Capture, admin: Any, resource: Any,
             run["ours_per_docs"] = run["weighted_per_event"] / docs
         results["streams"][stream.name] = {"parameters": stream.parameters, "outcomes": stream.outcome_counts(),
                                            "deliveries": len(stream.deliveries), "runs": runs}
+    results["lifecycle_index"] = lifecycle_index(
+        capture, admin, lambda event: handlers[TASKS](event, context)["outcome"], log)
+    results["index_per_lifecycle"] = {
+        name: stream["runs"][OURS_INDEX_NO_MARKS.label]["billed"]["write_index"] / stream["parameters"]["lifecycles"]
+        for name, stream in results["streams"].items() if "lifecycles" in stream["parameters"]}
     realistic = next(stream for stream in streams if stream.name == REALISTIC)
     for key in ("index on", "index off"):
         results.setdefault("targets", {})[key] = target(results["streams"][REALISTIC]["runs"], key, realistic)
@@ -121,6 +131,62 @@ def _measure(streams: List[Stream], capture: Capture, admin: Any, resource: Any,
         for run in stream["runs"].values():
             del run["_deliveries"]
     return results
+
+
+def lifecycle_index(capture: Capture, admin: Any, deliver: Callable[[Dict[str, Any]], str], log: TextIO,
+                    lifecycles: int = LIFECYCLES_IN_ORDER) -> Dict[str, Any]:
+    """The read index's write units per eight-state task lifecycle, by state: each lifecycle delivered
+    in order to ecs-state's handler (``deliver``: an event's outcome; read index on, marks off), as
+    DynamoDB Local reports them and as the model bills them; and the sizes of the index entries
+    written (a write unit covers 1 KB)."""
+    from chalicelib.ingest.events import parse_event
+    from chalicelib.model.lifecycle import ItemRules
+
+    histories = task_lifecycles(lifecycles, first_task=50_000)
+    table = f"cap-lifecycle-{uuid.uuid4().hex[:8]}"
+    create_tables(admin, {TASKS: table}, read_index=True)
+    index = index_keys(TASKS.read_index)
+    capture.know_table(table, TASKS.key, [index])
+    _use(TASKS, table, OURS_INDEX_NO_MARKS)
+    rules = ItemRules(read_index=True, retention_seconds=runtime.current().config.retention_seconds)
+    by_state = {state: {"index_reported": 0.0, "index_billed": 0.0, "table_billed": 0.0, "requests": 0}
+                for state in TASK_STATES}
+    wrong = 0
+    entry_bytes = []
+    for history in histories:
+        for event in history:
+            mark = capture.mark()
+            wrong += deliver(event) != (CREATED if event["detail"]["version"] == 1 else UPDATED)
+            requests = capture.since(mark)
+            figures = by_state[event["detail"]["lastStatus"]]
+            figures["index_reported"] += sum(r.reported.write_index for r in requests if r.reported is not None)
+            figures["index_billed"] += sum(r.billed.write_index for r in requests)
+            figures["table_billed"] += sum(r.billed.write_table for r in requests)
+            figures["requests"] += len(requests)
+            entry = index_entry_size(capture.tables[table], index, parse_event(event, rules, time.time).item)
+            if entry is not None:
+                entry_bytes.append(entry)
+    stored = stored_versions(admin, table, TASKS.key)
+    wrong_final = sum(stored.get(h[-1]["detail"][TASKS.key]) != len(TASK_STATES) for h in histories)
+    admin.delete_table(TableName=table)
+    for figures in by_state.values():
+        for name in ("index_reported", "index_billed", "table_billed", "requests"):
+            figures[name] /= lifecycles
+    result = {
+        "index": TASKS.read_index.name,
+        "projected": list(TASKS.read_index.projected),
+        "lifecycles": lifecycles,
+        "by_state": by_state,
+        "per_lifecycle_reported": sum(f["index_reported"] for f in by_state.values()),
+        "per_lifecycle_billed": sum(f["index_billed"] for f in by_state.values()),
+        "entry_bytes_max": max(entry_bytes),
+        "entry_bytes_min": min(entry_bytes),
+        "wrong_answers": wrong,
+        "wrong_final_items": wrong_final,
+    }
+    print(f"  read index, {lifecycles} lifecycles in order: {result['per_lifecycle_reported']:.2f} index write units "
+          "per lifecycle (reported)", file=log, flush=True)
+    return result
 
 
 def _use(table: TableSpec, name: str, config: Config) -> None:
@@ -149,7 +215,7 @@ def _deliver(stream: Stream, deliver: Callable[[Dict[str, Any]], str], capture: 
     return deliveries, wrong
 
 
-def _stored_versions(admin: Any, table: str, key: str) -> Dict[str, int]:
+def stored_versions(admin: Any, table: str, key: str) -> Dict[str, int]:
     versions = {}
     for page in admin.get_paginator("scan").paginate(TableName=table, ConsistentRead=True,
                                                       ProjectionExpression="#k, version", ExpressionAttributeNames={"#k": key}):
@@ -284,7 +350,13 @@ def marks_benefit(streams: Mapping[str, Dict[str, Any]]) -> Dict[str, Any]:
 def checks(results: Mapping[str, Any]) -> Dict[str, bool]:
     runs = [run for stream in results["streams"].values() for run in stream["runs"].values()]
     modelled_and_reported = [count for count in results["agreement"].values() if count.get("both")]
+    lifecycle = results["lifecycle_index"]
+    per_lifecycle = [lifecycle["per_lifecycle_reported"], lifecycle["per_lifecycle_billed"],
+                     *results["index_per_lifecycle"].values()]
     return {
+        f"read index: <= {INDEX_UNITS_PER_LIFECYCLE_MAX:g} write units per 8-state task lifecycle": all(
+            units <= INDEX_UNITS_PER_LIFECYCLE_MAX + 1e-9 for units in per_lifecycle)
+        and lifecycle["wrong_answers"] == 0 and lifecycle["wrong_final_items"] == 0,
         "capacity runs: answers and final state right": all(
             run["wrong_answers"] == 0 and run["wrong_final_items"] == 0 for run in runs
         ),
@@ -315,7 +387,7 @@ def print_section(results: Mapping[str, Any], out: TextIO) -> None:
             rows.append([label, f"{run['requests_per_event']:.2f}", f"{per['write_table']:.3f}", f"{per['write_index']:.3f}",
                          f"{per['read']:.3f}", f"{run['weighted_per_event']:.3f}", f"{run['ours_per_docs']:.3f}",
                          f"{run['dollars_per_million_events']:.3f}"])
-        _table(header, rows, out)
+        print_rows(header, rows, out)
         present = [o for o in OUTCOMES if o in stream["outcomes"]]
         header = ["  by outcome: table+index/read"] + present
         rows = []
@@ -325,7 +397,8 @@ def print_section(results: Mapping[str, Any], out: TextIO) -> None:
                 per = run["by_outcome"][outcome]["billed_per_event"]
                 cells.append(f"{per['write_table']:.2f}+{per['write_index']:.2f}/{per['read']:.2f}")
             rows.append(["  " + label] + cells)
-        _table(header, rows, out)
+        print_rows(header, rows, out)
+    print_lifecycle_index(results["lifecycle_index"], results["index_per_lifecycle"], out)
     print("", file=out)
     print("high-water marks (ecs-state; one warm container sees every event here, their best case):", file=out)
     for name, benefit in results["marks"].items():
@@ -343,6 +416,22 @@ def print_section(results: Mapping[str, Any], out: TextIO) -> None:
     print("", file=out)
     for key, result in results["targets"].items():
         print_target(key, result, out)
+
+
+def print_lifecycle_index(result: Mapping[str, Any], streams: Mapping[str, float], out: TextIO) -> None:
+    print("", file=out)
+    print(f"read index {result['index']} (projects {', '.join(result['projected']) or 'keys only'}): write units per "
+          f"8-state task lifecycle, {result['lifecycles']} lifecycles delivered in order (ecs-state, marks off)", file=out)
+    header = ["  state", "index reported", "index billed", "table billed"]
+    rows = [[f"  {state}", f"{f['index_reported']:.2f}", f"{f['index_billed']:.2f}", f"{f['table_billed']:.2f}"]
+            for state, f in result["by_state"].items()]
+    rows.append(["  per lifecycle", f"{result['per_lifecycle_reported']:.2f}", f"{result['per_lifecycle_billed']:.2f}",
+                 f"{sum(f['table_billed'] for f in result['by_state'].values()):.2f}"])
+    print_rows(header, rows, out)
+    print(f"  index entries {result['entry_bytes_min']} to {result['entry_bytes_max']} bytes (100 of them DynamoDB's "
+          "overhead): 1 write unit each while under 1 KB", file=out)
+    print("  on the streams (index on, marks off, billed): " + ", ".join(
+        f"{name} {units:.2f}" for name, units in streams.items()) + " index write units per lifecycle", file=out)
 
 
 def agreement_line(operation: str, count: Mapping[str, int]) -> str:
@@ -400,7 +489,7 @@ def print_target(key: str, result: Mapping[str, Any], out: TextIO) -> None:
               f"(ours would need {result['limit'] * result['docs_per_event']:.3f})", file=out)
 
 
-def _table(header: List[str], rows: List[List[str]], out: TextIO) -> None:
+def print_rows(header: List[str], rows: List[List[str]], out: TextIO) -> None:
     widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
     for row in [header] + rows:
         print("  ".join(cell.rjust(width) if i else cell.ljust(width) for i, (cell, width) in enumerate(zip(row, widths))),

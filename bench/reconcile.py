@@ -26,7 +26,7 @@ from collections import Counter
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Mapping, TextIO
 
-from bench.capacity import PRICES, Capture, IndexKeys, Units, agreement, explained, total
+from bench.capacity import PRICES, Capture, Units, agreement, explained, index_keys, total
 from bench.cost import agreement_line
 from bench.writers import restored_environment, settings_restored
 from chalicelib import config as settings
@@ -131,8 +131,7 @@ def measure(capture: Capture, admin: Any, tasks: int, clusters: int, instances_p
             ecs_calls_per_second=rate, read_index=True, high_water_entries=settings.DEFAULT_HIGH_WATER_ENTRIES),
             process.now, process.monotonic))
         for spec, name in names.items():
-            index = spec.cluster_index
-            capture.know_table(name, spec.key, [IndexKeys(index.name, index.hash_key, index.range_key)])
+            capture.know_table(name, spec.key, [index_keys(spec.read_index)])
         create_tables(admin, names, read_index=True)
         capture.attach(runtime.current().dynamodb())
         started = time.perf_counter()

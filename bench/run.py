@@ -6,7 +6,10 @@ Sections, all on Amazon's DynamoDB Local on loopback:
 - capacity: DynamoDB capacity per event, ecs-state beside the docs example, on
   the same streams (bench/cost.py, bench/streams.py, bench/capacity.py);
 - reconcile: what the reconciler's passes cost on a simulated account
-  (bench/reconcile.py, tests/fake_ecs.py).
+  (bench/reconcile.py, tests/fake_ecs.py);
+- questions: what the read API's answers to issue 15's questions cost on a
+  busy cluster's history, checked against its ground truth
+  (bench/questions.py, bench/history.py).
 Prints the tables and writes JSON (default bench-results.json, not committed).
 """
 import argparse
@@ -24,7 +27,7 @@ from collections import Counter, defaultdict
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Mapping, TextIO
 
-from bench import cost, reconcile, startup, streams
+from bench import cost, questions, reconcile, startup, streams
 from bench import workload as workloads
 from bench.capacity import Capture
 from bench.docs_example import DocsExample
@@ -45,7 +48,7 @@ from tools.local_dynamodb import ROOT, DynamoDBLocal, create_tables, local_envir
 
 # The Lambda's own environment (.chalice/config.json): INFO logs and EMF metrics on.
 DEPLOYED_ENVIRONMENT = json.loads((ROOT / ".chalice" / "config.json").read_text())["environment_variables"]
-SECTIONS = ("throughput", "lost-updates", "startup", "capacity", "reconcile")
+SECTIONS = ("throughput", "lost-updates", "startup", "capacity", "reconcile", "questions")
 TARGETS = {
     "ours_per_floor_min": 0.9,
     "requests_per_event_max": 1.0,
@@ -278,6 +281,16 @@ def main(argv: List[str] = None) -> int:
                      help="before pass 3: tasks stopped, events lost, then forgotten by ECS (5)")
     rec.add_argument("--reconcile-pace", type=float, default=None,
                      help="ECS calls per second (default: the stage's default, 10)")
+    asked = parser.add_argument_group("questions section")
+    asked.add_argument("--question-lifecycles", type=int, default=300,
+                       help="task lifecycles in 3 clusters, delivered with duplicates and swaps (300)")
+    asked.add_argument("--question-finished", type=int, default=3000,
+                       help="then tasks of the busy cluster finished over --question-days (3000)")
+    asked.add_argument("--question-days", type=float, default=13.0, help="days those finished over (13)")
+    asked.add_argument("--question-swap-rate", type=float, default=0.05,
+                       help="share of the lifecycles' consecutive versions delivered swapped (0.05)")
+    asked.add_argument("--question-repeat-rate", type=float, default=0.05,
+                       help="share of the lifecycles' versions delivered twice in a row (0.05)")
     args = parser.parse_args(argv)
     sections = [name.strip() for name in args.sections.split(",") if name.strip()]
     unknown = set(sections) - set(SECTIONS)
@@ -334,6 +347,12 @@ def main(argv: List[str] = None) -> int:
                 capture, admin, args.reconcile_tasks, args.reconcile_clusters, args.reconcile_instances,
                 args.reconcile_changes, args.reconcile_lost, args.reconcile_ghosts, pace, args.seed, log)
 
+        if "questions" in sections:
+            print("questions (the read API on a busy cluster's history):", file=log)
+            results["questions"] = questions.measure(
+                capture, admin, args.question_lifecycles, args.question_finished, args.question_days,
+                args.question_swap_rate, args.question_repeat_rate, args.seed, log)
+
         results["checks"] = checks(results)
         results["cost_targets"] = {name: result["pass"] for name, result in results.get("capacity", {}).get("targets", {}).items()}
         results["seconds"] = time.perf_counter() - started
@@ -368,6 +387,8 @@ def checks(results: Mapping[str, Any]) -> Dict[str, bool]:
         found.update(cost.checks(results["capacity"]))
     if "reconcile" in results:
         found.update(reconcile.checks(results["reconcile"]))
+    if "questions" in results:
+        found.update(questions.checks(results["questions"]))
     return found
 
 
@@ -380,6 +401,8 @@ def print_table(results: Mapping[str, Any], out: TextIO) -> None:
         cost.print_section(results["capacity"], out)
     if "reconcile" in results:
         reconcile.print_section(results["reconcile"], out)
+    if "questions" in results:
+        questions.print_section(results["questions"], out)
     print("", file=out)
     for name, ok in results["checks"].items():
         print(f"{'PASS' if ok else 'FAIL'}  {name}", file=out)

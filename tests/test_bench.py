@@ -1,18 +1,23 @@
-"""The benchmark's own logic: the capacity model, the streams, the gap's parts (fast).
+"""The benchmark's own logic: the capacity model, the streams, the gap's parts, the questions'
+workload and ground truth (fast).
 
-One test checks the item-size rules against DynamoDB Local at the 1 KB
-boundary, where a byte decides the bill.
+Against DynamoDB Local: the item-size rules at the 1 KB boundary, where a
+byte decides the bill; the index model (keys only and INCLUDE); the read
+index's units per lifecycle; and the questions section at a small scale.
 """
+import io
 import json
 import random
+import time
 import uuid
 from datetime import date, timedelta
 
 import pytest
 
-from bench import capacity, streams
-from bench.capacity import Capture, IndexKeys, Units, item_size, number_size, read_units, write_units
+from bench import capacity, cost, history, questions, streams
+from bench.capacity import Capture, IndexKeys, Units, index_keys, item_size, number_size, read_units, write_units
 from bench.cost import Delivery, gap
+from chalicelib.tables import PHASE_INDEX, READ_INDEX, TASKS
 from tools.replay import DEFAULT_EVENTS, load_events, recent_events
 
 
@@ -57,6 +62,8 @@ def test_weighted_units_and_dollars_use_the_price_ratio():
 
 INDEX = IndexKeys("clusterArn-cw_phase-index", "clusterArn", "cw_phase")
 INFO = capacity.TableInfo("taskArn", (INDEX,))
+LISTING = index_keys(READ_INDEX)  # projects group and cw_stop_code
+LISTING_INFO = capacity.TableInfo("taskArn", (LISTING,))
 
 
 def _item(phase=None, cluster="c", **extra):
@@ -76,6 +83,27 @@ def _item(phase=None, cluster="c", **extra):
 ])
 def test_index_writes(old, new, units):
     assert Capture._index_writes(INFO, old, new) == units
+
+
+def test_the_model_reads_the_index_specs():
+    assert index_keys(PHASE_INDEX) == INDEX
+    assert LISTING == IndexKeys(READ_INDEX.name, "cw_listing", "cw_listing_key", ("group", "cw_stop_code"))
+
+
+def _listed(key, **extra):
+    return {"taskArn": {"S": "t"}, "cw_listing": {"S": "all"}, "cw_listing_key": {"S": key}, "group": {"S": "service:web"},
+            **extra}
+
+
+@pytest.mark.parametrize("old, new, units", [
+    (None, _listed("c\x1fopen\x1fservice:web"), 1),  # created
+    (_listed("c\x1fopen\x1fservice:web"), _listed("c\x1fopen\x1fservice:web", lastStatus={"S": "RUNNING"}), 0),
+    (_listed("c\x1fopen\x1fservice:web"), _listed("c\x1fopen\x1fservice:web", cw_stop_code={"S": "UserInitiated"}), 1),
+    (_listed("c\x1fopen\x1fservice:web"), _listed("c\x1ffinished\x1f2026", cw_stop_code={"S": "UserInitiated"}), 2),
+    (None, _listed("k", group={"S": "g" * 1000}), 2),  # an entry over 1 KB: 2 units
+])
+def test_index_writes_with_projected_attributes(old, new, units):
+    assert Capture._index_writes(LISTING_INFO, old, new) == units
 
 
 def test_a_set_update_is_applied_for_the_model():
@@ -189,34 +217,161 @@ def test_the_model_agrees_with_dynamodb_local_at_the_1_kb_boundary(dynamodb_loca
         client.delete_table(TableName=table)
 
 
-def test_the_query_model_agrees_with_dynamodb_local_but_for_an_empty_query(dynamodb_local_endpoint, monkeypatch):
+def _local_client(endpoint, monkeypatch):
     import boto3
 
-    from chalicelib.tables import CLUSTER_INDEX, TASKS
-    from tools.local_dynamodb import create_tables, local_environment
+    from tools.local_dynamodb import local_environment
 
-    for name, value in local_environment(dynamodb_local_endpoint).items():
+    for name, value in local_environment(endpoint).items():
         monkeypatch.setenv(name, value)
-    client = boto3.session.Session().client("dynamodb")
-    table = f"bench-query-{uuid.uuid4().hex[:8]}"
+    return boto3.session.Session().client("dynamodb")
+
+
+def _table_with_read_index(client):
+    """A fresh task table with the read index, and a capture that knows it."""
+    from tools.local_dynamodb import create_tables
+
+    table = f"bench-{uuid.uuid4().hex[:8]}"
     create_tables(client, {TASKS: table}, read_index=True)
     capture = Capture()
     capture.attach(client)
-    capture.know_table(table, "taskArn")
+    capture.know_table(table, "taskArn", [LISTING])
+    return table, capture
+
+
+def test_the_query_model_agrees_with_dynamodb_local_but_for_an_empty_query(dynamodb_local_endpoint, monkeypatch):
+    client = _local_client(dynamodb_local_endpoint, monkeypatch)
+    table, capture = _table_with_read_index(client)
     cluster = "arn:aws:ecs:us-east-1:111122223333:cluster/c"
     try:
-        for count in (0, 1, 30, 60):  # keys-only entries of about 150 bytes: 0, 1, 2 and 3 times 4 KB
+        for count in (0, 1, 30, 60):  # entries of about 200 bytes (keys and group): 0 to 3 times 4 KB
+            prefix = f"{cluster}{count}\x1fopen\x1f"
             for number in range(count):
                 client.put_item(TableName=table, Item={
-                    "taskArn": {"S": f"{cluster}/{count}-{number:032x}"}, "clusterArn": {"S": f"{cluster}{count}"},
-                    "cw_phase": {"S": "open"}, "version": {"N": "1"}})
-            client.query(TableName=table, IndexName=CLUSTER_INDEX.name, KeyConditionExpression="clusterArn = :c",
-                         ExpressionAttributeValues={":c": {"S": f"{cluster}{count}"}})
+                    "taskArn": {"S": f"{cluster}/{count}-{number:032x}"}, "cw_listing": {"S": "all"},
+                    "cw_listing_key": {"S": prefix + "service:web"}, "group": {"S": "service:web"}, "version": {"N": "1"}})
+            client.query(TableName=table, IndexName=READ_INDEX.name,
+                         KeyConditionExpression="cw_listing = :all AND begins_with(cw_listing_key, :prefix)",
+                         ExpressionAttributeValues={":all": {"S": "all"}, ":prefix": {"S": prefix}})
             query = capture.requests[-1]
-            assert query.operation == "Query"
+            assert query.operation == "Query" and query.response_bytes > 0
             if count:
                 assert query.model == query.reported
             else:  # production charges an empty query the minimum; DynamoDB Local reports 0
                 assert (query.model, query.local_model) == (Units(read=0.5), Units(read=0.0))
+        # Billed for whole entries (the group projected too), however few attributes it asks back.
+        client.query(TableName=table, IndexName=READ_INDEX.name, ProjectionExpression="taskArn, cw_listing_key",
+                     KeyConditionExpression="cw_listing = :all", ExpressionAttributeValues={":all": {"S": "all"}})
+        projected = capture.requests[-1]
+        assert projected.model == projected.reported
+        assert projected.model.read > read_units(sum(map(item_size, client.query(
+            TableName=table, IndexName=READ_INDEX.name, ProjectionExpression="taskArn, cw_listing_key",
+            KeyConditionExpression="cw_listing = :all", ExpressionAttributeValues={":all": {"S": "all"}})["Items"])), False)
+        client.query(TableName=table, IndexName=READ_INDEX.name, KeyConditionExpression="cw_listing = :all",
+                     FilterExpression="#g = :g", ExpressionAttributeNames={"#g": "group"},
+                     ExpressionAttributeValues={":all": {"S": "all"}, ":g": {"S": "service:worker"}})
+        filtered = capture.requests[-1]  # billed for what it read, not what it returned: the report is used
+        assert filtered.model is None and filtered.reported.read > 0.5 and filtered.billed == filtered.reported
     finally:
         client.delete_table(TableName=table)
+
+
+def test_the_include_index_model_agrees_with_dynamodb_local(dynamodb_local_endpoint, monkeypatch):
+    """An entry created (1), a projected attribute changed (1), a change the index does not hold (0),
+    the key moved (2), an entry over 1 KB (2): as DynamoDB Local reports them."""
+    client = _local_client(dynamodb_local_endpoint, monkeypatch)
+    table, capture = _table_with_read_index(client)
+    open_key, finished_key = "c\x1fopen\x1fservice:web", "c\x1ffinished\x1f2026-11-05T07:58:44.000Z"
+    items = [
+        (_listed(open_key), 1),
+        (_listed(open_key, cw_stop_code={"S": "UserInitiated"}), 1),
+        (_listed(open_key, cw_stop_code={"S": "UserInitiated"}, lastStatus={"S": "STOPPING"}), 0),
+        (_listed(finished_key, cw_stop_code={"S": "UserInitiated"}), 2),
+        (_listed(finished_key, group={"S": "family:" + "x" * 1000}), 2),
+    ]
+    try:
+        for item, units in items:
+            client.put_item(TableName=table, Item=item)
+            request = capture.requests[-1]
+            assert request.model.write_index == units
+            assert request.reported == request.model
+    finally:
+        client.delete_table(TableName=table)
+
+
+def test_the_read_index_costs_3_write_units_per_lifecycle(dynamodb_local):
+    from chalicelib import runtime
+
+    capture = Capture()
+    capture.attach(runtime.current().dynamodb())
+    result = cost.lifecycle_index(capture, dynamodb_local, lambda event: runtime.current().record(event)["outcome"],
+                                  io.StringIO(), lifecycles=2)
+    assert result["wrong_answers"] == 0 and result["wrong_final_items"] == 0
+    units = {state: figures["index_reported"] for state, figures in result["by_state"].items()}
+    assert units == {"PROVISIONING": 1, "PENDING": 0, "ACTIVATING": 0, "RUNNING": 0, "DEACTIVATING": 0,
+                     "STOPPING": 0, "DEPROVISIONING": 0, "STOPPED": 2}  # created; moved (delete and put)
+    assert result["per_lifecycle_reported"] == result["per_lifecycle_billed"] == 3
+    assert 100 < result["entry_bytes_min"] <= result["entry_bytes_max"] < 1024
+
+
+# -- the questions' workload and answers --------------------------------------------------------
+
+
+def test_the_question_workload_is_relative_to_now_and_its_tasks_stop_as_ecs_stops_them():
+    now = time.time()
+    work = history.build(now, lifecycles=40, finished=60, days=13, seed=3)
+    times = [history.parse_time(e["time"], "time") for e in work.deliveries]
+    assert max(times) <= now and min(times) > now - 14 * 86_400
+    assert len(work.final) == 100 and work.expected_outcomes.count("created") == 100
+    for detail in work.final.values():
+        if detail["lastStatus"] == "STOPPED":
+            assert now - 13 * 86_400 <= history.stopped_at(detail) <= now
+    by_task = {}
+    for event in work.deliveries:
+        by_task.setdefault(event["detail"]["taskArn"], {})[event["detail"]["lastStatus"]] = event["detail"]
+    lifecycle = next(states for states in by_task.values() if len(states) == 8)
+    assert "stopCode" not in lifecycle["RUNNING"] and "stopCode" in lifecycle["DEACTIVATING"]
+    assert "stoppedAt" not in lifecycle["DEPROVISIONING"] and "stoppedAt" in lifecycle["STOPPED"]
+    assert {d["clusterArn"].rsplit("/", 1)[-1] for d in work.final.values()} == set(history.CLUSTERS)
+
+
+def test_the_ground_truth_answers_from_the_final_versions():
+    now = time.time()
+    asked = history.question_time(now)
+    assert asked < now and history.midnight(asked + 120) - asked == 60  # a minute before midnight
+    work = history.build(asked, lifecycles=60, finished=200, seed=4)
+    truth = history.truth(work, asked)
+    busy = history.cluster_arn(history.BUSY)
+    final = work.final
+    assert all(final[k]["group"] == "service:web" and final[k]["lastStatus"] == "RUNNING" and final[k]["clusterArn"] == busy
+               for k in truth["service_running"])
+    assert all(asked - 3600 <= history.stopped_at(final[k]) for k in truth["stopped_last_hour"])
+    assert set(truth["stopped_last_hour"]) <= set(truth["all_stopped"])
+    oom = [k for keys in truth["oom_today"].values() for k in keys]
+    assert oom and all(history.is_oom(final[k]) and final[k]["stopCode"] == "EssentialContainerExited" for k in oom)
+    assert truth["one_task"]["taskArn"] in truth["all_stopped"]
+
+
+def test_oom_is_a_reason_or_exit_code_137():
+    assert history.is_oom({"containers": [{"exitCode": 0}, {"exitCode": 137}]})
+    assert history.is_oom({"containers": [{"reason": "OutOfMemoryError: Container killed due to memory usage"}]})
+    assert not history.is_oom({"containers": [{"exitCode": 1, "reason": "Essential container in task exited"}]})
+    assert not history.is_oom({})
+
+
+def test_the_questions_section_at_a_small_scale(dynamodb_local):
+    """The whole section: recorded by the recorder, asked of the read API, checked against the truth."""
+    log = io.StringIO()
+    result = questions.measure(Capture(), dynamodb_local, lifecycles=24, finished=120, days=13, swap_rate=0.05,
+                               repeat_rate=0.05, seed=2, log=log)
+    assert questions.checks(result) == {name: True for name in questions.checks(result)}
+    asked = result["questions"]
+    assert all(q["right"] for q in asked.values())
+    assert asked["all_stopped"]["found"] == asked["all_stopped"]["expected"] > 100  # more than one page
+    assert asked["all_stopped"]["cost"]["api_calls"] >= 2
+    assert asked["one_task"]["cost"]["requests"] == 1
+    assert asked["oom_today"]["cost"]["operations"]["Query"] >= 5 + 3  # GET /clusters: 2 + 1 per cluster
+    assert result["cold_probe"]["errors"] == 1
+    out = io.StringIO()
+    questions.print_section(result, out)
+    assert "(b) worker tasks stopped in the last hour" in out.getvalue()
