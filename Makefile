@@ -30,7 +30,7 @@ READ_INDEX ?=
 KEEP_LEGACY_INDEX ?=
 is_set = $(filter 1 yes true,$(1))
 
-.PHONY: run local test test-moved-clock lint unit clean package package-terraform deploy destroy migrate reconcile redrive bench bench-profile fuzz
+.PHONY: run local test test-moved-clock lint unit clean package package-terraform deploy destroy migrate reconcile redrive query bench bench-profile fuzz
 
 run: $(VENV)/.installed
 	$(BIN)/python -m tools.replay $(ARGS)
@@ -112,6 +112,14 @@ reconcile: $(VENV)/.installed
 # make redrive STAGE=dev ARGS="--dry-run" (or "--max-messages 100", "--visibility-timeout 3600")
 redrive: $(VENV)/.installed
 	$(BIN)/python -m tools.redrive --stage $(STAGE) $(ARGS)
+
+# The recorded state, read with your AWS credentials by the read routes' own code (no HTTP): a table, or
+# --output json. e.g. make query STAGE=prod ARGS="tasks --cluster prod-a --service worker --status stopped --since 1h"
+# ARGS="--help" lists the commands and options; TASK_TABLE / CONTAINER_INSTANCE_TABLE read other tables than
+# the stage's. No command echo: stdout is the answer. See README.md, "Read the state".
+query: $(VENV)/.installed
+	@$(BIN)/python -m tools.query --stage $(STAGE) $(if $(TASK_TABLE),--task-table '$(TASK_TABLE)') \
+		$(if $(CONTAINER_INSTANCE_TABLE),--container-instance-table '$(CONTAINER_INSTANCE_TABLE)') $(ARGS)
 
 # The benchmark on DynamoDB Local: prints a table, writes bench-results.json. See docs/benchmark.md.
 bench: $(VENV)/.installed node_modules/.installed

@@ -70,15 +70,16 @@ class StagePlan:
         return self.config.rules
 
 
-def chalice_config(stage: str, project_dir: Path = ROOT) -> Any:
-    """Chalice's own view of the stage's configuration (refusing a stage config.json lacks)."""
+def chalice_config(stage: str, project_dir: Path = ROOT, deployable_only: bool = True) -> Any:
+    """Chalice's own view of the stage's configuration (refusing a stage config.json lacks, and
+    unless ``deployable_only`` is False, one for chalice local only)."""
     from chalice.cli.factory import CLIFactory
 
     factory = CLIFactory(str(project_dir))
     stages = factory.load_project_config().get("stages", {})
     if stage not in stages:
         raise DeployError(f"stage {stage!r} is not in .chalice/config.json (stages: {', '.join(sorted(stages))})")
-    if stage not in deployable_stages(stages):
+    if deployable_only and stage not in deployable_stages(stages):
         raise DeployError(f"stage {stage!r} is for chalice local only: it enables POST /events")
     return factory.create_config_obj(chalice_stage_name=stage)
 
