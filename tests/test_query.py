@@ -4,6 +4,7 @@ import json
 import os
 import random
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -16,14 +17,14 @@ import pytest
 from chalicelib import runtime
 from chalicelib.model.clock import parse_time
 from chalicelib.runtime import Runtime
-from chalicelib.tables import ALL, CONTAINER_INSTANCES, TASKS
+from chalicelib.tables import ALL, CONTAINER_INSTANCES, PHASE_INDEX, READ_INDEX, TASKS
 from tests.apps import client_for, load_app
 from tests.conftest import TEST_SETTINGS
 from tests.helpers import ACCOUNT, iso, record
-from tools import query
+from tools import policy_files, query
 from tools.local_dynamodb import create_tables, local_environment
 from tools.replay import expected_state
-from tools.stage import ROOT, DeployError
+from tools.stage import ROOT, DeployError, aws_caller
 
 MINUTE, HOUR, DAY = 60, 3600, 86_400
 REGION = "us-east-1"
@@ -510,3 +511,72 @@ def test_the_make_target_passes_the_stage_and_the_tables():
     dry = subprocess.run(["make", "-n", "query", "STAGE=prod", "TASK_TABLE=t", "ARGS=clusters --output json"],
                          cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert "-m tools.query --stage prod --task-table 't' clusters --output json" in " ".join(dry.replace("\\\n", " ").split())
+
+
+# -- the docs ---------------------------------------------------------------------------------------------
+
+
+def documented_commands():
+    """Every `make query ... ARGS="..."` line of README.md and docs/local-and-api.md, as argv."""
+    found = []
+    for doc in ("README.md", "docs/local-and-api.md"):
+        for stage, args in re.findall(r'make query STAGE=(\w+) ARGS="([^"]*)"', (ROOT / doc).read_text()):
+            found.append(["--stage", stage, *shlex.split(args)])
+    return found
+
+
+def test_the_documented_commands_parse():
+    commands = documented_commands()
+    assert len(commands) >= 8
+    for argv in commands:
+        query.question(query.parser().parse_args(argv), query.parser())
+
+
+def test_the_documented_policy_allows_every_call_make_query_makes(workload, capsys, moto_endpoint, monkeypatch):
+    """docs/deploy.md's policy for make query (for the prod stage's tables), against the calls of each command,
+    made on this test's tables: the previous read index's Query included, which these tables answer has no index."""
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    block = re.search(r"`make query` reads the tables directly.*?```json\n(.*?)```", doc, re.S).group(1)
+    policy = json.loads(block.replace("<region>", REGION).replace("<account>", ACCOUNT))
+    calls = []
+
+    class Recording(Runtime):
+        def dynamodb(self):
+            client = super().dynamodb()
+            client.meta.events.register("before-parameter-build.dynamodb", lambda model, params, **_: calls.append((model.name, params)),
+                                        unique_id="test-query-calls")
+            return client
+
+    def caller():
+        calls.append(("GetCallerIdentity", None))
+        return aws_caller()
+
+    monkeypatch.setattr(query, "Runtime", Recording)
+    monkeypatch.setattr(query, "aws_caller", caller)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", moto_endpoint)
+    task = workload.tasks[0]
+    instance = workload.instances[0]
+    for argv in (["tasks", "--cluster", "prod-a", "--since", "1h", "--stop-code", EXITED, "--output", "json"],
+                 ["tasks", "--cluster", "prod-a", "--service", "web", "--limit", "1", "--all-pages"],
+                 ["--cluster-names", "account", "tasks", "--cluster", "prod-a"],
+                 ["tasks", "get", task["taskArn"]], ["container-instances", "get", instance["containerInstanceArn"]],
+                 ["container-instances", "--cluster", cluster_arn("prod-a"), "--status", "active"], ["clusters"]):
+        assert run(capsys, workload, *argv)[0] == 0, argv
+    prod = {runtime.current().config.table_name(table): table.default_name for table in ALL}  # (prod's names)
+    requests = set()
+    for operation, params in calls:
+        if operation == "GetCallerIdentity":
+            requests.add(("sts:GetCallerIdentity", "*"))
+            continue
+        for name in params.get("RequestItems") or [params["TableName"]]:
+            index = f"/index/{params['IndexName']}" if "IndexName" in params else ""
+            requests.add((f"dynamodb:{operation}", f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{prod[name]}{index}"))
+    assert {action for action, _ in requests} == {"dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:GetItem",
+                                                  "sts:GetCallerIdentity"}
+    assert {resource for action, resource in requests if action == "dynamodb:Query"} == {
+        f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{table.default_name}/index/{index.name}"
+        for table in ALL for index in (READ_INDEX, PHASE_INDEX)}
+    assert [request for request in sorted(requests)
+            if not policy_files.allows(policy["Statement"], *request, {}, {})] == []
+    assert not policy_files.allows(policy["Statement"], "dynamodb:GetItem",
+                                   f"arn:aws:dynamodb:{REGION}:{OTHER_ACCOUNT}:table/ECSTaskState", {}, {})
