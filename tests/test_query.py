@@ -282,12 +282,13 @@ def test_running_tasks_of_a_service(workload, capsys):
     assert all(cells[1:3] == ["service:web", "RUNNING"] and containers == [] for cells, containers in rows)
 
 
-def test_a_group_lists_its_tasks_unfinished_first_then_newest_finished(workload, capsys):
-    status, out, _ = run(capsys, workload, "tasks", "--cluster", cluster_arn("prod-a"), "--group", "family:cron",
-                         "--output", "json")
-    cron = [task for task in workload.tasks if task["group"] == "family:cron"]
-    expected = [task["taskArn"] for task in cron if task["lastStatus"] != "STOPPED"]
-    expected += [task["taskArn"] for task in workload.stopped("prod-a", group="family:cron")]
+@pytest.mark.parametrize("group", ["family:cron", "service:worker"])
+def test_a_group_lists_its_tasks_unfinished_first_then_newest_finished(workload, capsys, group):
+    option = ["--group", group] if group.startswith("family:") else ["--service", group.split(":")[1]]
+    status, out, _ = run(capsys, workload, "tasks", "--cluster", cluster_arn("prod-a"), *option, "--output", "json")
+    in_group = [task for task in workload.tasks if task["group"] == group and task["clusterArn"] == cluster_arn("prod-a")]
+    expected = [task["taskArn"] for task in in_group if task["lastStatus"] != "STOPPED"]
+    expected += [task["taskArn"] for task in workload.stopped("prod-a", group=group)]
     assert status == 0 and [item["taskArn"] for item in json.loads(out)] == expected
 
 
@@ -329,6 +330,8 @@ def test_clusters_are_those_with_recorded_items(workload, capsys):
     status, out, _ = run(capsys, workload, "clusters", "--output", "json")
     assert status == 0 and json.loads(out) == [{"clusterArn": arn, "clusterName": arn.rsplit("/", 1)[1]}
                                                for arn in recorded]
+    status, out, err = run(capsys, workload, "clusters", "--limit", "1", "--all-pages", "--output", "json")
+    assert (status, err) == (0, "") and [cluster["clusterArn"] for cluster in json.loads(out)] == recorded
     status, out, _ = run(capsys, workload, "clusters")
     header, rows = table_rows(out)
     assert re.split(r" {2,}", header) == ["NAME", "ARN"]
@@ -351,6 +354,10 @@ def test_container_instances_of_a_cluster(workload, capsys):
                          "--output", "json")
     assert [item["containerInstanceArn"] for item in json.loads(out)] == [
         item["containerInstanceArn"] for item in in_cluster if item["status"] == "DRAINING"]
+    status, out, _ = run(capsys, workload, "container-instances", "--cluster", "prod-a", "--since", "1h",
+                         "--output", "json")  # deregistered in the last hour: INACTIVE, dated by its event
+    assert [item["containerInstanceArn"] for item in json.loads(out)] == [
+        item["containerInstanceArn"] for item in in_cluster if item["status"] == "INACTIVE"]
     status, out, _ = run(capsys, workload, "container-instances", "get", short(in_cluster[0]["containerInstanceArn"]),
                          "--cluster", "prod-a")
     assert status == 1  # an ID cut to 12 characters is not its ID
