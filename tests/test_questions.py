@@ -335,3 +335,11 @@ def test_a_cluster_name_is_found_in_either_table(http, truth):
     record(container_instance_event(1, clusterArn=cluster_arn("instances-only")))
     assert get(http, "/tasks", cluster="instances-only") == {"items": [], "next": None}
     assert len(get(http, "/container-instances", cluster="instances-only")["items"]) == 1
+
+
+def test_listings_answer_on_moto_as_on_dynamodb_local(dynamodb):
+    """moto (make run, make local's embedded DynamoDB) refuses a query of a missing index otherwise
+    than DynamoDB: as a missing resource. Neither may pass for a missing table."""
+    record(task("prod-a", 1, "service:web", "RUNNING"))
+    page = runtime.current().read_api().list_items(TASKS, {"cluster": cluster_arn("prod-a")})
+    assert [item["group"] for item in page["items"]] == ["service:web"]

@@ -159,5 +159,5 @@ def aws_caller() -> Tuple[Any, Mapping[str, str]]:
 
     session = boto3.session.Session()
     if not session.region_name:
-        raise DeployError("no AWS region: set AWS_REGION, or a region in your profile")
+        raise DeployError("no AWS region: set AWS_DEFAULT_REGION, or a region in your profile")
     return session, session.client("sts").get_caller_identity()

@@ -20,7 +20,7 @@ from collections import deque
 from typing import Any, Callable, Deque, Dict, Iterator, List, Mapping, NamedTuple, Optional, Set, Tuple
 from urllib.parse import unquote
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 from chalice import BadRequestError, NotFoundError, Response
 
 from chalicelib.config import DISABLED, READ_INDEX_ENV, Config
@@ -410,6 +410,8 @@ class ReadApi:
         may try again), the table or index missing or still being built (the table's state, not the
         caller's: 503), or anything else about the request (the caller's: 400). Anything else,
         access refused included, is a fault of the deployment: it raises (500), logged."""
+        if isinstance(error, (NoCredentialsError, NoRegionError)):
+            raise error  # the deployment's fault, not DynamoDB's: retrying will not help
         if isinstance(error, BotoCoreError):  # a timeout, a connection refused or dropped
             return self._unavailable(f"DynamoDB did not answer in time ({type(error).__name__}): retry")
         code = aws_error_code(error)

@@ -352,7 +352,7 @@ class StateStore:
         try:
             first = next(pages)
         except Exception as error:
-            if aws_error_code(error) == "ValidationException" and "specified index" in aws_error_message(error):
+            if _no_such_index(error):
                 self._without_phase_index.add(name)
                 return None
             raise
@@ -404,6 +404,15 @@ class StateStore:
                     self._sleep(0.05 * 2**attempt)
             unprocessed += [key[key_name]["S"] for key in request.get(name, {}).get("Keys", [])]
         return found, unprocessed
+
+
+def _no_such_index(error: Exception) -> bool:
+    """Whether a query was refused for naming an index the table lacks: DynamoDB's ValidationException
+    ("The table does not have the specified index"), or moto's ResourceNotFoundException ("Invalid
+    index"; a missing table is "Requested resource not found")."""
+    code, message = aws_error_code(error), aws_error_message(error)
+    return (code == "ValidationException" and "specified index" in message) or (
+        code == "ResourceNotFoundException" and "index" in message.lower())
 
 
 def _projection(table: TableSpec, attributes: Optional[Sequence[str]]) -> Dict[str, Any]:
