@@ -10,13 +10,21 @@ import json
 import re
 from typing import Any, Dict, FrozenSet, Iterable, List, NamedTuple, Optional, Tuple
 
+from chalicelib.tables import PHASE_INDEX, READ_INDEX
+
 EVENT, API, RECONCILE = "event", "api", "reconcile"  # the three kinds of function
+# The "index" resource: the indexes a listing queries, on each table. The readers use PHASE_INDEX,
+# the read index before READ_INDEX, while a table has it (a stage moving to READ_INDEX keeps it
+# until its items are backfilled), and ask for it in each new process to find out
+# (StateStore.phase_index_pages: DynamoDB's "no such index" answer is how they learn it is gone):
+# without this grant that question is refused (AccessDenied) and the listing fails, index or not.
+QUERIED_INDEXES = (READ_INDEX.name, PHASE_INDEX.name)
 IN_ACCOUNT_CLUSTERS = "in-account-clusters"  # the condition: ecs:cluster is one of this account's and region's clusters
 LOG_ACTIONS = frozenset({"logs:CreateLogStream", "logs:PutLogEvents"})
 
 
 class Grant(NamedTuple):
-    resource: str  # own-table, tables, index, own-log-group, queue, any, clusters, tasks, container-instances
+    resource: str  # own-table, tables, index (QUERIED_INDEXES), own-log-group, queue, any, clusters, tasks, container-instances
     actions: FrozenSet[str]
     condition: Optional[str] = None
 

@@ -16,7 +16,7 @@ from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional
 
 from chalicelib import tables
 from chalicelib.tables import TableSpec
-from tools.policies import API, EVENT, RECONCILE, as_list, as_statements, grants
+from tools.policies import API, EVENT, QUERIED_INDEXES, RECONCILE, as_list, as_statements, grants
 from tools.stage import DeployError, StagePlan, chalice_config, handler_names
 
 # Every ARN of the policy files: the account and region of the call, any partition (docs/deploy.md).
@@ -60,11 +60,11 @@ def _policy_file(config: Any, stage: str) -> Optional[str]:
 def required_statements(plan: StagePlan, function: Function) -> List[Dict[str, Any]]:
     """What ``function``'s policy file must allow, in the files' form: exactly the calls its code makes
     with the stage's settings, on the stage's own resources."""
-    index = tables.CLUSTER_INDEX.name
     resources = {
         "own-table": policy_arn("dynamodb", f"table/{plan.table_names[function.own_table]}") if function.own_table else None,
         "tables": [policy_arn("dynamodb", f"table/{name}") for name in plan.table_names.values()],
-        "index": [policy_arn("dynamodb", f"table/{name}/index/{index}") for name in plan.table_names.values()],
+        "index": [policy_arn("dynamodb", f"table/{name}/index/{index}")
+                  for index in QUERIED_INDEXES for name in plan.table_names.values()],
         "own-log-group": policy_arn("logs", f"log-group:/aws/lambda/{function.name}:*"),
         "queue": policy_arn("sqs", plan.queue_name),
         "any": "*",
