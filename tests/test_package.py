@@ -35,8 +35,9 @@ QUEUE_ARN = {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
 HANDLERS = {source.name: source for source in app.event_sources if hasattr(source, "event_pattern")}
 RECONCILE = "Reconcile"  # the scheduled function
 API_FUNCTION = "APIHandler"  # Chalice's one function behind every route
+KEEP_LEGACY_INDEX = ("no", "yes", "status-index")  # resources.json's KeepLegacyIndex
 PARAMETER_VALUES = [{"ReadIndex": read_index, "KeepLegacyIndex": keep}
-                    for read_index in ("enabled", "disabled") for keep in ("no", "yes")]
+                    for read_index in ("enabled", "disabled") for keep in KEEP_LEGACY_INDEX]
 
 
 def logical_id(spec: TableSpec) -> str:
@@ -156,17 +157,28 @@ def resolved(node: Any, template: Dict[str, Any], parameters: Dict[str, str]) ->
 NO_VALUE = {"Ref": "AWS::NoValue"}
 
 
+def kept_index(spec: TableSpec, keep: str) -> "Dict[str, Any] | None":
+    """The index of an earlier version KeepLegacyIndex keeps: the previous read index (yes), or the
+    status index before it (status-index)."""
+    return {"no": None, "yes": tables.PHASE_INDEX.definition(), "status-index": legacy_index_definition(spec)}[keep]
+
+
+def template_tables(parameters: Dict[str, str]) -> Dict[TableSpec, Dict[str, Any]]:
+    """Each table's properties as the packaged stack makes them for ``parameters``."""
+    return {spec: resolved(MERGE_TEMPLATE["Resources"][f"{logical_id(spec)}Table"]["Properties"], MERGE_TEMPLATE,
+                           parameters) for spec in tables.ALL}
+
+
 @pytest.mark.parametrize("parameters", PARAMETER_VALUES, ids=lambda p: "-".join(p.values()))
 def test_merge_template_tables_agree_with_the_table_definitions(parameters):
     """Whatever create_table_request holds (keys, attributes, billing, the read index) is in resources.json,
-    for each ReadIndex; KeepLegacyIndex=yes keeps exactly the index an older ecs-state made."""
+    for each ReadIndex; KeepLegacyIndex=yes / status-index keeps exactly the index an earlier ecs-state made."""
     found = {name for name, r in MERGE_TEMPLATE["Resources"].items() if r.get("Type") == "AWS::DynamoDB::Table"}
     assert found == {f"{logical_id(spec)}Table" for spec in tables.ALL}
-    for spec in tables.ALL:
-        properties = resolved(MERGE_TEMPLATE["Resources"][f"{logical_id(spec)}Table"]["Properties"], MERGE_TEMPLATE, parameters)
+    for spec, properties in template_tables(parameters).items():
         request = spec.create_table_request("any-name", read_index=parameters["ReadIndex"] == "enabled")
-        if parameters["KeepLegacyIndex"] == "yes":
-            legacy = legacy_index_definition(spec)
+        legacy = kept_index(spec, parameters["KeepLegacyIndex"])
+        if legacy is not None:
             request["GlobalSecondaryIndexes"] = request.get("GlobalSecondaryIndexes", []) + [legacy]
             request["AttributeDefinitions"] += [
                 {"AttributeName": key["AttributeName"], "AttributeType": "S"} for key in legacy["KeySchema"]
@@ -180,6 +192,36 @@ def test_merge_template_tables_agree_with_the_table_definitions(parameters):
         assert "GlobalSecondaryIndexes" in request or "GlobalSecondaryIndexes" not in properties
         assert properties["TimeToLiveSpecification"] == TIME_TO_LIVE
         assert properties["Tags"] == [{"Key": "ecs-state:deployment", "Value": {"Ref": "AWS::StackName"}}]
+
+
+def index_names(properties: Dict[str, Any]) -> "set[str]":
+    return {index["IndexName"] for index in properties.get("GlobalSecondaryIndexes", [])}
+
+
+# The tables an earlier version's stack has: the previous one's (the read index before READ_INDEX),
+# and the one before it (keyed by status), each with ReadIndex on.
+EARLIER_STACKS = {
+    "previous": lambda spec: {tables.PHASE_INDEX.name},
+    "before the previous": lambda spec: {spec.legacy_index},
+}
+
+
+@pytest.mark.parametrize("made_by, keep", [("previous", "yes"), ("before the previous", "status-index")])
+def test_a_stack_of_an_earlier_version_upgrades_in_two_updates_of_one_index_each(made_by, keep):
+    """CloudFormation creates or deletes at most one global secondary index per table per update: update 1
+    (KeepLegacyIndex=yes, or status-index for a stack made before the previous version) adds the read index
+    and keeps the old one, update 2 drops it. Another value (no included: a single update) would change two
+    or more at once: CloudFormation refuses that update and rolls it back, the tables unchanged."""
+    for spec in tables.ALL:
+        before = EARLIER_STACKS[made_by](spec)
+        update_1 = index_names(template_tables({"KeepLegacyIndex": keep})[spec])
+        update_2 = index_names(template_tables({"KeepLegacyIndex": "no"})[spec])
+        assert update_1 == before | {tables.READ_INDEX.name}
+        assert update_2 == {tables.READ_INDEX.name}
+        assert len(update_1 ^ before) == len(update_2 ^ update_1) == 1
+        for wrong in set(KEEP_LEGACY_INDEX) - {keep}:
+            assert len(index_names(template_tables({"KeepLegacyIndex": wrong})[spec]) ^ before) > 1, wrong
+        assert spec.legacy_indexes == (spec.legacy_index, tables.PHASE_INDEX.name)  # what make migrate drops
 
 
 def test_merge_template_settings_agree_with_the_deploy_tool():
@@ -342,8 +384,8 @@ def template_resources(spec: "TableSpec | None", function: str) -> Dict[str, Any
         existing = "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${Existing%sTableName}" % base
         return {"Fn::If": [f"Create{base}Table", {"Fn::GetAtt": [f"{base}Table", "Arn"]}, {"Fn::Sub": existing}]}
 
-    def index(spec: TableSpec) -> Dict[str, Any]:
-        base, name = logical_id(spec), tables.CLUSTER_INDEX.name
+    def index(spec: TableSpec, name: str) -> Dict[str, Any]:
+        base = logical_id(spec)
         existing = "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${Existing%sTableName}" % base
         return {"Fn::If": [f"Create{base}Table", {"Fn::Sub": f"${{{base}Table.Arn}}/index/{name}"},
                            {"Fn::Sub": f"{existing}/index/{name}"}]}
@@ -354,7 +396,7 @@ def template_resources(spec: "TableSpec | None", function: str) -> Dict[str, Any
     return {
         "own-table": table(spec) if spec else None,
         "tables": [table(s) for s in tables.ALL],
-        "index": [index(s) for s in tables.ALL],
+        "index": [index(s, name) for name in policies.QUERIED_INDEXES for s in tables.ALL],
         "own-log-group": {"Fn::GetAtt": [f"{function}LogGroup", "Arn"]},
         "queue": QUEUE_ARN,
         "any": "*",
