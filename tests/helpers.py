@@ -16,7 +16,7 @@ from chalicelib.ingest.events import parse_event
 from chalicelib.model.changes import StateChange
 from chalicelib.model.clock import iso_time
 from chalicelib.model.lifecycle import ItemRules
-from chalicelib.tables import CONTAINER_INSTANCES, TASKS, TableSpec
+from chalicelib.tables import CONTAINER_INSTANCES, LISTING, LISTING_KEY, PHASE_INDEX, STOP_CODE, TASKS, TableSpec
 
 ACCOUNT = "111122223333"
 HOUR = 3600
@@ -205,3 +205,20 @@ def create_older_ecs_state_table(client: Any, name: str, table: TableSpec = TASK
     request["AttributeDefinitions"] += [{"AttributeName": attribute, "AttributeType": "S"}
                                         for attribute in ("clusterArn", table.status_field)]
     client.create_table(**request, GlobalSecondaryIndexes=[legacy_index_definition(table)])
+
+
+def create_phase_index_table(client: Any, name: str, table: TableSpec = TASKS) -> None:
+    """What `make deploy` made before the read index READ_INDEX: on-demand, the previous read index
+    PHASE_INDEX (keys only, by clusterArn and cw_phase), TTL on cw_expires_at (DynamoDB Local keeps a
+    thread of a pool of ten per table with TTL on: delete such a table after use)."""
+    request = table.create_table_request(name, read_index=False)
+    request["AttributeDefinitions"] += [{"AttributeName": key, "AttributeType": "S"} for key in PHASE_INDEX.key_attributes]
+    client.create_table(**request, GlobalSecondaryIndexes=[PHASE_INDEX.definition()])
+    client.update_time_to_live(TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "cw_expires_at"})
+
+
+def phase_index_item(event: Any, rules: ItemRules = TEST_RULES) -> Dict[str, Any]:
+    """What the ecs-state before READ_INDEX stored for ``event`` (encoded): today's item without the new
+    index's attributes (it wrote cw_phase for PHASE_INDEX, and cw_expires_at, the same way)."""
+    item = parse(event, rules).item
+    return {name: value for name, value in item.items() if name not in (LISTING, LISTING_KEY, STOP_CODE)}

@@ -19,7 +19,16 @@ from moto import mock_aws
 
 from chalicelib import tables
 from chalicelib.model import attributes, lifecycle
-from tests.helpers import DAY, EVENT_TIME, container_instance_event, create_older_ecs_state_table, iso, task_event
+from tests.helpers import (
+    DAY,
+    EVENT_TIME,
+    container_instance_event,
+    create_older_ecs_state_table,
+    create_phase_index_table,
+    iso,
+    phase_index_item,
+    task_event,
+)
 from tools import deploy, destroy, migrate, stage
 
 REGION = "us-east-1"
@@ -139,7 +148,7 @@ def test_set_up_creates_tables_queue_and_alarm_as_defined(session, plan):
         assert state[name]["KeySchema"] == request["KeySchema"]
         assert sorted(state[name]["AttributeDefinitions"], key=str) == sorted(request["AttributeDefinitions"], key=str)
         assert state[name]["BillingMode"] == request["BillingMode"] == "PAY_PER_REQUEST"
-        assert state[name]["GSIs"] == [tables.CLUSTER_INDEX.name]
+        assert state[name]["GSIs"] == [tables.READ_INDEX.name]
         assert state[name]["SSE"]["Status"] == "ENABLED" and state[name]["SSE"]["SSEType"] == "KMS"
         assert state[name]["PITR"] == "ENABLED"
         assert state[name]["TTL"] == {"TimeToLiveStatus": "ENABLED", "AttributeName": "cw_expires_at"}
@@ -223,15 +232,15 @@ def test_the_docs_example_table_keeps_its_billing_and_gains_index_expiry_and_bac
     changes = ensure_table(dynamodb, tables.TASKS, "ECSTaskState", confirm=lambda lines: shown.extend(lines()) or True)
 
     assert shown == [
-        "ECSTaskState: add index clusterArn-cw_phase-index (provisioned like the table: 5 read and 5 write capacity units)",
-        "ECSTaskState: add cw_phase and cw_expires_at to the items stored without them (a scan of the table)",
-        "ECSTaskState: 0 of 0 items lack cw_phase and cw_expires_at",
+        "ECSTaskState: add index cw_listing-cw_listing_key-index (provisioned like the table: 5 read and 5 write capacity units)",
+        "ECSTaskState: add cw_phase, cw_listing, cw_listing_key, cw_stop_code and cw_expires_at to the items stored without them (a scan of the table)",
+        "ECSTaskState: 0 of 0 items lack cw_phase, cw_listing, cw_listing_key, cw_stop_code and cw_expires_at",
         "ECSTaskState: turn on TTL on cw_expires_at",
         "ECSTaskState: encrypt with the AWS managed KMS key",
         "ECSTaskState: turn on point-in-time recovery",
     ]
     assert changes == [
-        "created index clusterArn-cw_phase-index on ECSTaskState",  # (the table is empty: no item to backfill)
+        "created index cw_listing-cw_listing_key-index on ECSTaskState",  # (the table is empty: no item to backfill)
         "turned on TTL on cw_expires_at of ECSTaskState",
         "encrypted table ECSTaskState with KMS",
         "enabled point-in-time recovery on ECSTaskState",
@@ -250,7 +259,7 @@ def test_a_table_ecs_state_did_not_create_is_not_changed_without_confirmation(se
 
     with pytest.raises(stage.DeployError, match=(
         "not changing tables ecs-state did not create without confirmation: "
-        "ECSTaskState: add index clusterArn-cw_phase-index .*; ECSTaskState: turn on TTL on cw_expires_at; .*YES=1"
+        "ECSTaskState: add index cw_listing-cw_listing_key-index .*; ECSTaskState: turn on TTL on cw_expires_at; .*YES=1"
     )):
         ensure_table(dynamodb, tables.TASKS, "ECSTaskState", confirm=migrate.confirm_on_terminal(False))
 
@@ -326,13 +335,13 @@ def test_an_older_ecs_state_table_gets_the_read_index_then_loses_the_old_one(ses
     changes = ensure_table(dynamodb, tables.TASKS, "tasks", options=migrate.MIGRATE)
 
     assert changes == [
-        "created index clusterArn-cw_phase-index on tasks",
-        "added cw_phase and cw_expires_at to 1 of 1 items of tasks",
+        "created index cw_listing-cw_listing_key-index on tasks",
+        "added cw_phase, cw_listing, cw_listing_key, cw_stop_code and cw_expires_at to 1 of 1 items of tasks",
         "deleted index clusterArn-lastStatus-index from tasks",
         "turned on TTL on cw_expires_at of tasks",
     ]
     indexes = dynamodb.describe_table(TableName="tasks")["Table"]["GlobalSecondaryIndexes"]
-    assert [index["IndexName"] for index in indexes] == ["clusterArn-cw_phase-index"]
+    assert [index["IndexName"] for index in indexes] == ["cw_listing-cw_listing_key-index"]
     item = dynamodb.get_item(TableName="tasks", Key={"taskArn": {"S": "arn:aws:ecs:us-east-1:111122223333:task/c/1"}})["Item"]
     assert item["cw_phase"] == {"S": "open"} and "cw_expires_at" not in item
 
@@ -345,7 +354,7 @@ def test_a_stage_turning_the_read_index_off_drops_it(session):
 
     changes = ensure_table(dynamodb, tables.TASKS, name, rules=plan.item_rules._replace(read_index=False))
 
-    assert changes == [f"deleted index clusterArn-cw_phase-index from {name}"]
+    assert changes == [f"deleted index cw_listing-cw_listing_key-index from {name}"]
     assert not dynamodb.describe_table(TableName=name)["Table"].get("GlobalSecondaryIndexes")
 
 
@@ -582,7 +591,7 @@ def test_make_deploy_runs_set_up_chalice_deploy_invoke_configs_then_a_pass(sessi
     out = capsys.readouterr().out
     assert out.count("  - nothing to change") == 2  # set-up and event-invoke-configs
     for name in plan.table_names.values():
-        assert f"  - {name}: 0 items read (1 requests, " in out and "repaired 0 that lacked cw_phase and cw_expires_at" in out
+        assert f"  - {name}: 0 items read (1 requests, " in out and "repaired 0 that lacked cw_phase, cw_listing, cw_listing_key, cw_stop_code and cw_expires_at" in out
 
 
 def test_terraform_steps_and_destroy_without_chalice(session, monkeypatch):
@@ -653,8 +662,8 @@ def test_the_confirmation_says_how_many_items_will_expire_when_and_what_the_floo
 
     floor = lifecycle.expires_at(EVENT_TIME, plan.item_rules.retention_seconds)
     assert shown[1:4] == [
-        "ECSTaskState: add cw_phase and cw_expires_at to the items stored without them (a scan of the table)",
-        "ECSTaskState: 4 of 4 items lack cw_phase and cw_expires_at",
+        "ECSTaskState: add cw_phase, cw_listing, cw_listing_key, cw_stop_code and cw_expires_at to the items stored without them (a scan of the table)",
+        "ECSTaskState: 4 of 4 items lack cw_phase, cw_listing, cw_listing_key, cw_stop_code and cw_expires_at",
         f"ECSTaskState: 3 finished items will get cw_expires_at on {utc(floor)}, none sooner than 16 days after "
         "this upgrade (TTL deletes an item within days of its date); dated from when they finished "
         "(EXPIRE_HISTORY=yes, --expire-history), 2 of them would be deleted at once",
@@ -675,7 +684,7 @@ def test_asked_to_expire_history_make_migrate_says_what_ttl_will_delete_and_advi
 
     retention = plan.item_rules.retention_seconds
     assert shown[2:5] == [
-        "ECSTaskState: 4 of 4 items lack cw_phase and cw_expires_at",
+        "ECSTaskState: 4 of 4 items lack cw_phase, cw_listing, cw_listing_key, cw_stop_code and cw_expires_at",
         f"ECSTaskState: 3 finished items will get cw_expires_at dated from when they finished (--expire-history), "
         f"from {utc(lifecycle.expires_at(EVENT_TIME - 90 * DAY, retention))} to {utc(lifecycle.expires_at(EVENT_TIME, retention))}; "
         "2 of them are past, and TTL deletes those within days",
@@ -711,10 +720,23 @@ def assert_every_item_has_its_lifecycle_fields(session, plan, upgraded_at):
     items = every_item(session, plan)
     for spec, item in items:
         finished = item.get(spec.status_field) in spec.finished_statuses
-        assert item.get("cw_phase") == ("finished" if finished else "open"), item
+        phase = "finished" if finished else "open"
+        assert item.get("cw_phase") == phase, item
+        assert item.get("cw_listing") == "all" and item["cw_listing_key"].startswith(
+            f"{item['clusterArn']}\x1f{phase}\x1f"), item  # in the read index
         if finished:
             assert item["cw_expires_at"] >= lifecycle.expires_at(upgraded_at, plan.item_rules.retention_seconds), item
     return items
+
+
+def record_index_changes(session, timeline):
+    """Each index UpdateTable creates or deletes, as "create <index>" or "delete <index>", in ``timeline``."""
+    def on_update(params, **kwargs):
+        for change in params.get("GlobalSecondaryIndexUpdates", []):
+            for kind, index in change.items():
+                timeline.append(f"{kind.lower()} {index['IndexName']}")
+
+    session.events.register("before-parameter-build.dynamodb.UpdateTable", on_update)
 
 
 def test_make_deploy_leaves_no_item_without_its_lifecycle_fields_whatever_the_old_code_wrote(session, monkeypatch,
@@ -731,6 +753,7 @@ def test_make_deploy_leaves_no_item_without_its_lifecycle_fields_whatever_the_ol
 
     session.events.register("after-call.dynamodb.UpdateTimeToLive", after_time_to_live)
     session.events.register("before-call.dynamodb.Scan", lambda **kwargs: timeline.append("scan"))
+    record_index_changes(session, timeline)
     monkeypatch.setattr(boto3.session, "Session", lambda *args, **kwargs: session)  # main's, with these hooks
 
     def chalice_deploy(*args, **options):  # ... and while chalice deploy replaces it
@@ -747,12 +770,16 @@ def test_make_deploy_leaves_no_item_without_its_lifecycle_fields_whatever_the_ol
     since_deployed = timeline[deployed:]
     assert len(assert_every_item_has_its_lifecycle_fields(session, plan, EVENT_TIME)) == 5
     # The repair scanned each table once the old code could write no more: its update done, then
-    # its timeout (30 s) and the margin.
-    assert timeline[:deployed].count("TTL") == 2 and since_deployed == ["chalice deploy", 35, "scan", "scan"]
+    # its timeout (30 s) and the margin; then the old index went, which that code read until replaced.
+    assert timeline[:deployed].count("TTL") == 2
+    assert [change for change in timeline[:deployed] if " " in str(change)] == [
+        "create cw_listing-cw_listing_key-index"] * 2
+    assert since_deployed == ["chalice deploy", 35, "scan", "scan", "delete clusterArn-lastStatus-index",
+                              "delete clusterArn-status-index"]
     out = capsys.readouterr().out
     assert "waiting for the code chalice deploy replaced, which wrote items without them, to stop" in out
     assert "  - ecs-state-dev-tasks: 4 items read (1 requests, " in out
-    assert "repaired 4 that lacked cw_phase and cw_expires_at" in out
+    assert "repaired 4 that lacked cw_phase, cw_listing, cw_listing_key, cw_stop_code and cw_expires_at" in out
     assert "that no code this run replaced explains" not in out  # the code just replaced wrote them: no other writer
 
 
@@ -771,7 +798,7 @@ def test_a_second_make_deploy_repairs_what_another_writer_stripped_since_and_say
     assert len(assert_every_item_has_its_lifecycle_fields(session, plan, EVENT_TIME + DAY)) == 2
     out = capsys.readouterr().out
     for name in plan.table_names.values():
-        assert (f"  - {name}: 1 items lacked cw_phase and cw_expires_at that no code this run replaced explains "
+        assert (f"  - {name}: 1 items lacked cw_phase, cw_listing, cw_listing_key, cw_stop_code and cw_expires_at that no code this run replaced explains "
                 "(1 with neither cw_source nor cw_time, as no ecs-state writes them: the docs example's Lambda "
                 "writes cw_version and the detail only): another writer still writes whole items to this table, "
                 "most likely the docs example's Lambda") in out
@@ -798,7 +825,7 @@ def test_a_first_make_deploy_warns_when_the_docs_examples_lambda_still_writes(se
     out = capsys.readouterr().out
     assert "repaired 1 that lacked" in out
     for name in plan.table_names.values():
-        assert (f"  - {name}: 1 items lacked cw_phase and cw_expires_at that no code this run replaced explains "
+        assert (f"  - {name}: 1 items lacked cw_phase, cw_listing, cw_listing_key, cw_stop_code and cw_expires_at that no code this run replaced explains "
                 "(1 with neither cw_source nor cw_time, as no ecs-state writes them") in out
     assert "aws events disable-rule --name <name>" in out
 
@@ -823,7 +850,7 @@ def test_the_repair_tells_the_items_of_the_code_it_replaced_from_another_writers
     out = capsys.readouterr().out
     task_table = plan.table_names[tables.TASKS]
     assert "repaired 3 that lacked" in out
-    assert (f"  - {task_table}: 2 items lacked cw_phase and cw_expires_at that no code this run replaced explains "
+    assert (f"  - {task_table}: 2 items lacked cw_phase, cw_listing, cw_listing_key, cw_stop_code and cw_expires_at that no code this run replaced explains "
             "(2 with neither cw_source nor cw_time") in out
     assert out.count("that no code this run replaced explains") == 1
 
@@ -875,3 +902,115 @@ def test_every_make_deploy_raises_the_expiries_an_older_ecs_state_dated_sooner(s
     assert f"  - {task_table}: raised the expiry of 1 items stored before this version" in capsys.readouterr().out
     [(_, stored)] = every_item(session, plan)
     assert stored["cw_expires_at"] == lifecycle.expires_at(stopped_at, plan.item_rules.retention_seconds)
+
+
+# -- from the previous read index (PHASE_INDEX) to READ_INDEX (issue 15, point 5) -----------------------
+
+
+class PreviousWriter:
+    """The recorder and reconciler of the version before READ_INDEX: whole items with cw_phase and
+    cw_expires_at, but no cw_listing, cw_listing_key or cw_stop_code."""
+
+    def __init__(self, session, plan):
+        self.client, self.plan = session.client("dynamodb"), plan
+
+    def write(self, event):
+        spec = tables.BY_DETAIL_TYPE[event["detail-type"]]
+        self.client.put_item(TableName=self.plan.table_names[spec], Item=phase_index_item(event, self.plan.item_rules))
+
+
+def deployed_by_the_previous_version(session, plan, tagged=True) -> PreviousWriter:
+    """What the previous `make deploy` left: tagged tables with PHASE_INDEX and TTL, its items, and its
+    functions, with the same settings as this version's."""
+    dynamodb = session.client("dynamodb")
+    for spec, name in plan.table_names.items():
+        create_phase_index_table(dynamodb, name, spec)
+        if tagged:
+            dynamodb.tag_resource(ResourceArn=dynamodb.describe_table(TableName=name)["Table"]["TableArn"],
+                                  Tags=[{"Key": "ecs-state:deployment", "Value": plan.deployment}])
+    create_functions(session, plan)
+    writer = PreviousWriter(session, plan)
+    writer.write(task_event(3, task_id="a" * 32, group="service:web"))
+    writer.write(task_event(5, task_id="b" * 32, lastStatus="STOPPED", stoppedAt=iso(EVENT_TIME),
+                            stopCode="EssentialContainerExited"))
+    writer.write(container_instance_event(2))
+    return writer
+
+
+def test_make_deploy_moves_the_previous_versions_stage_to_the_read_index_dropping_its_index_last(session, monkeypatch,
+                                                                                                capsys):
+    """The read index is added and filled before chalice deploy; the previous code writes on (its
+    items lack the read index's attributes) until it is replaced and stopped; then the repair fills
+    what it wrote, and only then does PHASE_INDEX go: its readers, and the new code's until then,
+    list from it."""
+    plan = stage.stage_plan("dev")
+    previous = deployed_by_the_previous_version(session, plan)
+    timeline = []
+    session.events.register("before-call.dynamodb.Scan", lambda **kwargs: timeline.append("scan"))
+    record_index_changes(session, timeline)
+    monkeypatch.setattr(boto3.session, "Session", lambda *args, **kwargs: session)
+
+    def chalice_deploy(*args, **options):
+        indexes = {name: sorted(i["IndexName"] for i in session.client("dynamodb").describe_table(
+            TableName=name)["Table"]["GlobalSecondaryIndexes"]) for name in plan.table_names.values()}
+        assert all(found == ["clusterArn-cw_phase-index", "cw_listing-cw_listing_key-index"] for found in indexes.values())
+        previous.write(task_event(6, task_id="a" * 32, group="service:web", lastStatus="STOPPED",  # over a backfilled one
+                                  stoppedAt=iso(EVENT_TIME), stopCode="UserInitiated"))
+        previous.write(task_event(1, task_id="c" * 32, group="service:worker"))
+        create_functions(session, plan)
+        timeline.append("chalice deploy")
+
+    monkeypatch.setattr(deploy, "run_chalice", chalice_deploy)
+
+    assert deploy.main(["--stage", "dev"], pause=lambda seconds: timeline.append(seconds), now=EVENT_TIME) == 0
+
+    deployed = timeline.index("chalice deploy")
+    assert timeline[:deployed] == ["create cw_listing-cw_listing_key-index", "scan"] * 2
+    # The previous version's functions have this one's settings: the tables' PHASE_INDEX says that code
+    # may be the previous one, so the repair waits for the reconcile function's timeout (300 s) and the margin.
+    assert timeline[deployed:] == ["chalice deploy", 305, "scan", "scan", "delete clusterArn-cw_phase-index",
+                                   "delete clusterArn-cw_phase-index"]
+    assert len(assert_every_item_has_its_lifecycle_fields(session, plan, EVENT_TIME)) == 4
+    for name in plan.table_names.values():
+        assert [index["IndexName"] for index in session.client("dynamodb").describe_table(
+            TableName=name)["Table"]["GlobalSecondaryIndexes"]] == ["cw_listing-cw_listing_key-index"]
+    out = capsys.readouterr().out
+    assert ("  - kept index clusterArn-cw_phase-index on ecs-state-dev-tasks for the repair step to delete, once the "
+            "code it replaces has stopped") in out
+    assert "repaired 2 that lacked cw_phase, cw_listing, cw_listing_key, cw_stop_code and cw_expires_at" in out
+    assert "that no code this run replaced explains" not in out  # the previous version's items: explained
+    assert "  - deleted index clusterArn-cw_phase-index from ecs-state-dev-container-instances" in out
+
+    timeline.clear()  # the move is done: the next deploy waits for nothing and changes no index
+    monkeypatch.setattr(deploy, "run_chalice", lambda *args, **options: timeline.append("chalice deploy"))
+    assert deploy.main(["--stage", "dev"], pause=pytest.fail, now=EVENT_TIME) == 0
+    assert timeline == ["chalice deploy", "scan", "scan"]  # the repair's
+
+
+def test_the_repair_deletes_an_old_index_on_a_table_ecs_state_did_not_create_only_once_confirmed(session, capsys):
+    """make deploy's set-up step asks for it with the rest; --only repair on its own asks, or takes --yes;
+    a table without the read index keeps the index its listings need."""
+    plan = stage.stage_plan("dev")
+    deployed_by_the_previous_version(session, plan, tagged=False)
+    dynamodb = session.client("dynamodb")
+    shown = []
+    migrate.ensure_tables(dynamodb, {tables.TASKS: plan.table_names[tables.TASKS]}, plan.item_rules, plan.deployment,
+                          migrate.DEPLOY, lambda lines: shown.extend(lines()) or True, lambda seconds: None, EVENT_TIME)
+    assert ("ecs-state-dev-tasks: delete index clusterArn-cw_phase-index in the repair step, once the code it "
+            "replaces has stopped (that code reads it until then)") in shown
+    upgrade = migrate.Upgrade(plan.item_rules, EVENT_TIME)
+
+    not_confirmed = deploy.repair(dynamodb, plan, upgrade, {}, None, migrate.confirm_on_terminal(False, io.StringIO()),
+                                  lambda seconds: None)
+
+    assert not_confirmed[-2:] == [
+        "kept index clusterArn-cw_phase-index on ecs-state-dev-container-instances: the table has no "
+        "cw_listing-cw_listing_key-index yet, which the listings need instead (run the set-up step: make deploy)",
+        "kept index clusterArn-cw_phase-index on ecs-state-dev-tasks: ecs-state did not create the table, and the "
+        "deletion was not confirmed (confirm on a terminal, or add --yes)",
+    ]
+    confirmed = deploy.repair(dynamodb, plan, upgrade, {}, None, migrate.confirm_on_terminal(True), lambda seconds: None)
+    assert confirmed[-1] == "deleted index clusterArn-cw_phase-index from ecs-state-dev-tasks"
+    assert [index["IndexName"] for index in dynamodb.describe_table(
+        TableName="ecs-state-dev-tasks")["Table"]["GlobalSecondaryIndexes"]] == ["cw_listing-cw_listing_key-index"]
+

@@ -12,9 +12,11 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from chalicelib import runtime
 from chalicelib.model import attributes, lifecycle
 from chalicelib.model.clock import parse_time
 from chalicelib.model.lifecycle import expires_at
+from chalicelib.model.listing import sort_time
 from chalicelib.tables import CONTAINER_INSTANCES, TASKS, TableSpec
 from tests.conftest import dynamodb_local_server
 from tests.helpers import (
@@ -23,8 +25,11 @@ from tests.helpers import (
     HOUR,
     container_instance_event,
     create_older_ecs_state_table,
+    create_phase_index_table,
     iso,
     legacy_index_definition,
+    parse,
+    phase_index_item,
     record,
     stored_item,
     table_name,
@@ -34,6 +39,9 @@ from tools import migrate
 from tools.stage import stage_plan
 
 PLAN = stage_plan("prod")  # the docs example's tables, 16 days' retention
+INDEX_FIELDS = ("cw_phase", "cw_listing", "cw_listing_key", "cw_stop_code")  # what keys the read indexes
+LIFECYCLE_FIELDS = (*INDEX_FIELDS, "cw_expires_at")
+FIELDS = "cw_phase, cw_listing, cw_listing_key, cw_stop_code and cw_expires_at"  # as the reports name them
 UPGRADE_TIME = EVENT_TIME + HOUR  # when these tests' upgrades run: about when the run started
 
 
@@ -151,13 +159,13 @@ def test_the_docs_example_tables_are_upgraded_in_place_and_a_second_run_changes_
     changes = upgrade(client)
 
     task_table = table_name(TASKS)
-    assert f"created index clusterArn-cw_phase-index on {task_table}" in changes
-    assert f"added cw_phase and cw_expires_at to 12 of 12 items of {task_table}" in changes
+    assert f"created index cw_listing-cw_listing_key-index on {task_table}" in changes
+    assert f"added cw_phase, cw_listing, cw_listing_key, cw_stop_code and cw_expires_at to 12 of 12 items of {task_table}" in changes
     for name in names().values():
         table = docs_example_tables.describe_table(TableName=name)["Table"]
         assert table.get("BillingModeSummary", {}).get("BillingMode", "PROVISIONED") == "PROVISIONED"
         [index] = table["GlobalSecondaryIndexes"]
-        assert (index["IndexName"], index["IndexStatus"]) == ("clusterArn-cw_phase-index", "ACTIVE")
+        assert (index["IndexName"], index["IndexStatus"]) == ("cw_listing-cw_listing_key-index", "ACTIVE")
         assert index["ProvisionedThroughput"]["WriteCapacityUnits"] == 5
         ttl = docs_example_tables.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
         assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", "cw_expires_at")
@@ -172,26 +180,29 @@ def test_the_docs_example_tables_are_upgraded_in_place_and_a_second_run_changes_
             assert "cw_expires_at" not in stored
         raw = docs_example_tables.get_item(TableName=names()[spec], Key={spec.key: {"S": item[spec.key]}})["Item"]
         assert {name: attributes.decode(value) for name, value in raw.items()
-                if name not in ("cw_phase", "cw_expires_at")} == item  # nothing else touched
+                if name not in LIFECYCLE_FIELDS} == item  # nothing else touched
+        # The read index's attributes, as the recorder writes them (finished ones dated from stoppedAt,
+        # or, with no time of their own, from the upgrade).
+        given = lifecycle.lifecycle_fields(spec, item, UPGRADE_TIME, PLAN.item_rules)
+        assert {name: stored[name] for name in INDEX_FIELDS if name in stored} == {
+            name: given[name] for name in INDEX_FIELDS if name in given}
     # The read index answers at once: the open tasks of the cluster.
     cluster = docs_example_items()[0]["clusterArn"]
-    open_tasks = docs_example_tables.query(
-        TableName=names()[TASKS], IndexName="clusterArn-cw_phase-index",
-        KeyConditionExpression="clusterArn = :c AND cw_phase = :p",
-        ExpressionAttributeValues={":c": {"S": cluster}, ":p": {"S": "open"}},
-    )["Items"]
-    assert len(open_tasks) == 8
+    listed = runtime.current().read_api().list_items(TASKS, {"cluster": cluster, "status": "RUNNING"})
+    assert len(listed["items"]) == 8
 
     assert upgrade(client) == []
 
 
 def test_an_older_ecs_state_table_between_the_packaged_stacks_two_updates(dynamodb_local):
-    """After update 1 (KeepLegacyIndex=yes) a table has both indexes; make migrate backfills and drops the old one."""
+    """A stack made before the previous read index, after update 1 (KeepLegacyIndex=status-index): the
+    table has the read index and the one keyed by status; make migrate backfills and drops the old one."""
     name = table_name(TASKS)
     dynamodb_local.delete_table(TableName=name)
     dynamodb_local.get_waiter("table_not_exists").wait(TableName=name)
     request = TASKS.create_table_request(name)
-    request["AttributeDefinitions"].append({"AttributeName": "lastStatus", "AttributeType": "S"})
+    request["AttributeDefinitions"] += [{"AttributeName": attribute, "AttributeType": "S"}
+                                        for attribute in ("clusterArn", "lastStatus")]
     request["GlobalSecondaryIndexes"].append(legacy_index_definition(TASKS))
     dynamodb_local.create_table(**request)
     dynamodb_local.update_time_to_live(TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "cw_expires_at"})
@@ -204,13 +215,13 @@ def test_an_older_ecs_state_table_between_the_packaged_stacks_two_updates(dynamo
                                     now=UPGRADE_TIME)
 
     added, expiry, backups, deleted = changes
-    assert added == f"added cw_phase and cw_expires_at to 12 of 12 items of {name}"
+    assert added == f"added cw_phase, cw_listing, cw_listing_key, cw_stop_code and cw_expires_at to 12 of 12 items of {name}"
     floor = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at_upgrade_time().floor))
     assert expiry.startswith(f"{name}: 4 finished items got cw_expires_at on {floor}, none sooner than 16 days after")
     assert backups.startswith(f"{name}: point-in-time recovery is off")  # make migrate does not turn it on
     assert deleted == f"deleted index clusterArn-lastStatus-index from {name}"
     indexes = dynamodb_local.describe_table(TableName=name)["Table"]["GlobalSecondaryIndexes"]
-    assert [index["IndexName"] for index in indexes] == ["clusterArn-cw_phase-index"]
+    assert [index["IndexName"] for index in indexes] == ["cw_listing-cw_listing_key-index"]
 
 
 def test_an_event_racing_the_backfill_wins(docs_example_tables):
@@ -304,7 +315,7 @@ def test_make_migrate_runs_the_table_part_on_named_tables(moto_session, capsys):
 
     out = capsys.readouterr().out
     assert "migrate: tables stack-tasks, stack-container-instances (read index enabled)" in out
-    assert "  - added cw_phase and cw_expires_at to 1 of 1 items of stack-tasks" in out
+    assert "  - added cw_phase, cw_listing, cw_listing_key, cw_stop_code and cw_expires_at to 1 of 1 items of stack-tasks" in out
     assert "  - turned on TTL on cw_expires_at of stack-container-instances" in out
     assert sorted(dynamodb.list_tables()["TableNames"]) == ["stack-container-instances", "stack-tasks"]  # none created
     assert "point-in-time" not in out and "encrypt" not in out  # the stack (or Terraform) owns those
@@ -334,18 +345,23 @@ def test_make_migrate_refuses_a_table_that_does_not_exist(moto_session):
         migrate.main(["--stage", "dev", "--task-table", "nowhere"])
 
 
-def test_between_a_packaged_stacks_two_updates_the_old_index_is_left_to_cloudformation(moto_session, capsys):
+@pytest.mark.parametrize("create, old_index", [
+    (create_phase_index_table, "clusterArn-cw_phase-index"),  # the previous version's stack
+    (create_older_ecs_state_table, "clusterArn-lastStatus-index"),  # the one before
+], ids=["previous", "before-previous"])
+def test_between_a_packaged_stacks_two_updates_the_old_index_is_left_to_cloudformation(moto_session, capsys,
+                                                                                        create, old_index):
     dynamodb = moto_session.client("dynamodb")
     for spec, name in ((TASKS, "stack-tasks"), (CONTAINER_INSTANCES, "stack-container-instances")):
-        create_older_ecs_state_table(dynamodb, name, spec)
+        create(dynamodb, name, spec)
 
     assert migrate.main(["--stage", "dev", "--task-table", "stack-tasks", "--container-instance-table",
                          "stack-container-instances", "--keep-legacy-index", "--yes"]) == 0
 
     out = capsys.readouterr().out
-    assert "deleted index" not in out and "  - created index clusterArn-cw_phase-index on stack-tasks" in out
+    assert "deleted index" not in out and "  - created index cw_listing-cw_listing_key-index on stack-tasks" in out
     indexes = dynamodb.describe_table(TableName="stack-tasks")["Table"]["GlobalSecondaryIndexes"]
-    assert sorted(index["IndexName"] for index in indexes) == ["clusterArn-cw_phase-index", "clusterArn-lastStatus-index"]
+    assert sorted(index["IndexName"] for index in indexes) == sorted(["cw_listing-cw_listing_key-index", old_index])
 
 
 # -- an item DynamoDB refuses (issue 13 review, point 2) --------------------------------------------
@@ -361,23 +377,18 @@ def filled_to_the_limit(item: Dict[str, Any]) -> Dict[str, Any]:
     return {"overrides": "x" * (attributes.MAX_ITEM_BYTES - size - len("overrides") - 10)}
 
 
-@pytest.mark.parametrize("odd", [
-    lambda item: {"clusterArn": ""},  # the read index's key: DynamoDB refuses an empty string,
-    lambda item: {"clusterArn": 7},  # another type,
-    lambda item: {"clusterArn": "c" * 2049},  # more than 2,048 bytes,
-    filled_to_the_limit,  # and an item over 400 KB
-], ids=["empty-cluster", "numeric-cluster", "long-cluster", "full-item"])
-def test_an_item_dynamodb_refuses_is_listed_and_the_upgrade_goes_on(docs_example_tables, odd):
-    """The docs example stored it (its table had no index); ecs-state's writes cannot complete it."""
+def test_an_item_dynamodb_refuses_is_listed_and_the_upgrade_goes_on(docs_example_tables):
+    """The docs example stored it (its table had no index); ecs-state's writes cannot complete it: the
+    fields would take it over 400 KB."""
     name = names()[TASKS]
     event = task_event(2, task_id="9" * 32, lastStatus="STOPPED", stoppedAt=iso(EVENT_TIME))
     item = {"cw_version": "0", **event["detail"]}
-    docs_example_tables.put_item(TableName=name, Item=encoded({**item, **odd(item)}))
+    docs_example_tables.put_item(TableName=name, Item=encoded({**item, **filled_to_the_limit(item)}))
     client = WithoutTaggingBackupsOrEncryption(docs_example_tables)
 
     changes = upgrade(client)
 
-    assert f"added cw_phase and cw_expires_at to 12 of 13 items of {name}" in changes
+    assert f"added cw_phase, cw_listing, cw_listing_key, cw_stop_code and cw_expires_at to 12 of 13 items of {name}" in changes
     [refused] = [line for line in changes if "refused" in line]
     assert refused.startswith(f"{name}: DynamoDB refused 1 item (ValidationException: ")
     assert refused.endswith(f": taskArn {ODD_TASK}")
@@ -390,6 +401,38 @@ def test_an_item_dynamodb_refuses_is_listed_and_the_upgrade_goes_on(docs_example
     # Every later backfill reads the item again, says so again, and changes nothing else.
     [again] = upgrade(client, migrate.MIGRATE)
     assert again == refused
+
+
+@pytest.mark.parametrize("odd", [
+    {"clusterArn": ""},  # DynamoDB refuses an empty string as an index key (the previous read index's),
+    {"clusterArn": 7},  # another type,
+    {"clusterArn": "c" * 2049},  # and more than 2,048 bytes; the read index's key holds 1,024,
+    {"clusterArn": None},  # none at all
+], ids=["empty-cluster", "numeric-cluster", "long-cluster", "no-cluster"])
+def test_an_item_the_read_index_cannot_list_is_named_and_the_upgrade_goes_on(docs_example_tables, odd):
+    """The docs example stored it (its table had no index). The read index is keyed by what ecs-state
+    makes of the item (lifecycle.lifecycle_fields), which has no entry for it: it gets its other fields,
+    stays out of the listings, and every backfill names it."""
+    name = names()[TASKS]
+    event = task_event(2, task_id="9" * 32, lastStatus="STOPPED", stoppedAt=iso(EVENT_TIME))
+    item = {"cw_version": "0", **event["detail"], **odd}
+    docs_example_tables.put_item(TableName=name, Item=encoded({key: value for key, value in item.items()
+                                                               if value is not None}))
+    client = WithoutTaggingBackupsOrEncryption(docs_example_tables)
+
+    changes = upgrade(client)
+
+    assert f"added {FIELDS} to 13 of 13 items of {name}" in changes
+    [unlisted] = [line for line in changes if "cannot be listed" in line]
+    assert unlisted == (f"{name}: 1 item cannot be listed: the read index cannot key it (a clusterArn missing, "
+                        "empty or not a string, or with its group too long for cw_listing_key); kept, and found by "
+                        "key (GET /tasks/{id}, GET /container-instances/{id}), but in no listing: "
+                        f"taskArn {ODD_TASK}")
+    stored = stored_item(docs_example_tables, TASKS, ODD_TASK)
+    assert stored["cw_phase"] == "finished" and "cw_expires_at" in stored and "cw_listing_key" not in stored
+    assert not [line for line in changes if "refused" in line]
+    # Every later backfill reads the item again, says so again, and changes nothing else.
+    assert upgrade(client, migrate.MIGRATE) == [unlisted]
 
 
 def test_an_item_dynamodb_refuses_does_not_keep_the_old_index_or_ttl(dynamodb_local):
@@ -406,9 +449,9 @@ def test_an_item_dynamodb_refuses_does_not_keep_the_old_index_or_ttl(dynamodb_lo
                                     PLAN.deployment, migrate.MIGRATE, lambda changes: True, short_pause, UPGRADE_TIME)
 
     created, added, refused, *later = changes
-    assert added == f"added cw_phase and cw_expires_at to 1 of 2 items of {name}"
+    assert added == f"added cw_phase, cw_listing, cw_listing_key, cw_stop_code and cw_expires_at to 1 of 2 items of {name}"
     assert refused.startswith(f"{name}: DynamoDB refused 1 item (ValidationException: ")
-    assert refused.endswith("); left as it was (without cw_phase and cw_expires_at, an item is missing from "
+    assert refused.endswith("); left as it was (without cw_phase, cw_listing, cw_listing_key, cw_stop_code and cw_expires_at, an item is missing from "
                             f"listings or never expires), the others done; correct or delete it, then run again: "
                             f"taskArn {ODD_TASK}")
     assert later == [f"deleted index clusterArn-lastStatus-index from {name}", f"turned on TTL on cw_expires_at of {name}"]
@@ -421,9 +464,19 @@ OLD_RETENTION = 14 * DAY  # the stage's retention then: an older ecs-state's exp
 
 
 def ecs_state_item(event: Dict[str, Any], **fields: Any) -> Dict[str, Any]:
-    """What an ecs-state that wrote the lifecycle fields stored for ``event``, and ``fields``."""
-    return encoded({"cw_version": event["version"], "cw_time": event["time"], "cw_source": "event",
-                    **event["detail"], **fields})
+    """What an ecs-state that wrote the lifecycle fields stored for ``event`` (the read index's as this
+    one does), and ``fields``."""
+    return with_read_index_fields({"cw_version": event["version"], "cw_time": event["time"], "cw_source": "event",
+                                   **event["detail"], **fields})
+
+
+def with_read_index_fields(item: Dict[str, Any]) -> Dict[str, Any]:
+    """``item`` (decoded) with the read index's attributes as the recorder gives them, encoded; an item
+    with no time of its own dated as the events."""
+    spec = TASKS if "taskArn" in item else CONTAINER_INSTANCES
+    observed = parse_time(item["cw_time"], "cw_time") if "cw_time" in item else EVENT_TIME
+    given = lifecycle.lifecycle_fields(spec, item, observed, PLAN.item_rules)
+    return encoded({**item, **{name: given[name] for name in INDEX_FIELDS[1:] if name in given}})
 
 
 def stored_by_the_ecs_state_before_the_horizon(client: Any) -> List[Any]:
@@ -444,8 +497,8 @@ def stored_by_the_ecs_state_before_the_horizon(client: Any) -> List[Any]:
         (TASKS, ecs_state_item(task_event(5, task_id="4" * 32, lastStatus="STOPPED", stoppedAt=iso(EVENT_TIME)),
                                cw_phase="finished", cw_expires_at=int(EVENT_TIME) + 400 * DAY),  # never lowered
          int(EVENT_TIME) + 400 * DAY),
-        (TASKS, encoded({"cw_version": "0", **undated["detail"], "cw_phase": "finished",
-                         "cw_expires_at": int(EVENT_TIME) + old}), int(EVENT_TIME) + old),  # nothing dates it
+        (TASKS, with_read_index_fields({"cw_version": "0", **undated["detail"], "cw_phase": "finished",
+                                        "cw_expires_at": int(EVENT_TIME) + old}), int(EVENT_TIME) + old),  # undated
         (CONTAINER_INSTANCES, ecs_state_item(container_instance_event(4, status="INACTIVE"), cw_phase="finished",
                                              cw_expires_at=int(EVENT_TIME) + old), int(EVENT_TIME) + keep),  # by cw_time
     ]
@@ -500,3 +553,262 @@ def test_a_write_racing_the_raise_wins(dynamodb_local):
         assert migrate.backfill_item(dynamodb_local, TASKS, names()[TASKS], item, at_upgrade_time()) is False
 
     assert [stored_item(dynamodb_local, TASKS, item["taskArn"]["S"]) for item in (stopped, ghost)] == before
+
+
+# -- from the previous read index (PHASE_INDEX) to READ_INDEX (issue 15, point 5) -----------------------
+
+
+CLUSTER_ARN = task_event(1)["detail"]["clusterArn"]
+
+
+def stopped_task(n: int, minutes_ago: int, stop_code: str, group: str) -> Dict[str, Any]:
+    return task_event(n + 4, task_id=f"{n:032x}", group=group, lastStatus="STOPPED", desiredStatus="STOPPED",
+                      stoppedAt=iso(EVENT_TIME - minutes_ago * 60), stopCode=stop_code)
+
+
+# What a stage of the previous version recorded: running tasks of two services, stopped ones of those
+# and of a standalone family, an active and a deregistered container instance.
+PREVIOUS_VERSION_EVENTS = [
+    task_event(3, task_id=f"{1:032x}", group="service:web"),
+    task_event(3, task_id=f"{2:032x}", group="service:web"),
+    task_event(3, task_id=f"{3:032x}", group="service:worker"),
+    stopped_task(4, 10, "EssentialContainerExited", "service:worker"),
+    stopped_task(5, 120, "UserInitiated", "service:web"),
+    stopped_task(6, 30, "TaskFailedToStart", "family:cron"),
+    container_instance_event(2),
+    container_instance_event(5, instance_id="e" * 32, status="INACTIVE"),
+]
+
+
+def spec_of(event: Dict[str, Any]) -> TableSpec:
+    return TASKS if event["detail-type"] == TASKS.detail_type else CONTAINER_INSTANCES
+
+
+def tables_of_the_previous_version(client: Any) -> None:
+    """The stage's tables as the previous version left them: PHASE_INDEX (keys only) and TTL, items as its
+    code wrote them (cw_phase, cw_expires_at, no cw_listing, cw_listing_key or cw_stop_code)."""
+    for spec, name in names().items():
+        client.delete_table(TableName=name)
+        client.get_waiter("table_not_exists").wait(TableName=name)
+        create_phase_index_table(client, name, spec)
+    for event in PREVIOUS_VERSION_EVENTS:
+        write_as_the_previous_version(client, event)
+
+
+def write_as_the_previous_version(client: Any, event: Dict[str, Any]) -> None:
+    """The previous version's recorder: a whole item, over whatever the item had."""
+    client.put_item(TableName=table_name(spec_of(event)), Item=phase_index_item(event, PLAN.item_rules))
+
+
+def listings() -> Dict[str, Any]:
+    """The answers of the read API (the process's: it remembers a table's PHASE_INDEX gone), as keys:
+    in the order given where the read index sorts them (the stopped tasks newest first), else as a set."""
+    api = runtime.current().read_api()
+
+    def keys(spec: TableSpec, **params: str) -> List[str]:
+        answer = api.list_items(spec, {"cluster": CLUSTER_ARN, **params})
+        assert isinstance(answer, dict), answer.to_dict()  # a Response: an error
+        assert answer["next"] is None
+        return [item[spec.key] for item in answer["items"]]
+
+    return {
+        "tasks": set(keys(TASKS)),
+        "running": set(keys(TASKS, status="RUNNING")),
+        "web": set(keys(TASKS, service="web")),
+        "worker, stopped": keys(TASKS, service="worker", status="STOPPED"),
+        "failed to start": keys(TASKS, stopCode="TaskFailedToStart"),
+        "stopped since 60 min before the events": set(keys(TASKS, since=iso(EVENT_TIME - 3600))),
+        "instances": set(keys(CONTAINER_INSTANCES)),
+    }
+
+
+def truth(events: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """What listings() must answer for the latest of ``events`` per key."""
+    latest = {event["detail"][spec_of(event).key]: event["detail"] for event in events}
+    tasks = {key: detail for key, detail in latest.items() if "taskArn" in detail}
+
+    def task_keys(keep: Any) -> Any:
+        return {key for key, detail in tasks.items() if keep(detail)}
+
+    return {
+        "tasks": set(tasks),
+        "running": task_keys(lambda task: task["lastStatus"] == "RUNNING"),
+        "web": task_keys(lambda task: task.get("group") == "service:web"),
+        "worker, stopped": [key for key, task in sorted(tasks.items(), key=lambda pair: pair[1].get("stoppedAt", ""),
+                                                        reverse=True)
+                            if task.get("group") == "service:worker" and task["lastStatus"] == "STOPPED"],
+        "failed to start": sorted(task_keys(lambda task: task.get("stopCode") == "TaskFailedToStart")),
+        "stopped since 60 min before the events": task_keys(
+            lambda task: "stoppedAt" in task and parse_time(task["stoppedAt"], "stoppedAt") >= EVENT_TIME - 3600),
+        "instances": set(latest) - set(tasks),
+    }
+
+
+def index_names(client: Any, name: str) -> List[str]:
+    return sorted(index["IndexName"] for index in client.describe_table(TableName=name)["Table"]["GlobalSecondaryIndexes"])
+
+
+def scanned_attributes(client: Any) -> List[set]:
+    """The attribute names of each item every Scan of ``client`` returns, from now on."""
+    returned: List[set] = []
+    client.meta.events.register("after-call.dynamodb.Scan",
+                                lambda parsed, **kwargs: returned.extend(set(item) for item in parsed.get("Items", [])))
+    return returned
+
+
+def test_a_table_of_the_previous_version_moves_to_the_read_index_and_lists_the_same(dynamodb_local):
+    tables_of_the_previous_version(dynamodb_local)
+    expected = truth(PREVIOUS_VERSION_EVENTS)
+    assert listings() == expected  # through PHASE_INDEX: its answers are the ground truth's
+    client = WithoutTaggingBackupsOrEncryption(dynamodb_local)
+
+    changes = migrate.ensure_tables(client, names(), PLAN.item_rules, PLAN.deployment, migrate.MIGRATE,
+                                    lambda changes: True, short_pause, UPGRADE_TIME)
+
+    task_table, instance_table = names().values()
+    assert changes == [
+        f"created index cw_listing-cw_listing_key-index on {task_table}",
+        f"added {FIELDS} to 6 of 6 items of {task_table}",
+        f"deleted index clusterArn-cw_phase-index from {task_table}",
+        f"created index cw_listing-cw_listing_key-index on {instance_table}",
+        f"added {FIELDS} to 2 of 2 items of {instance_table}",
+        f"deleted index clusterArn-cw_phase-index from {instance_table}",
+    ]
+    for name in names().values():
+        assert index_names(dynamodb_local, name) == ["cw_listing-cw_listing_key-index"]
+    # Each item is now what this version's recorder writes for its event, to the attribute.
+    for event in PREVIOUS_VERSION_EVENTS:
+        spec = spec_of(event)
+        stored = dynamodb_local.get_item(TableName=table_name(spec), Key={spec.key: {"S": event["detail"][spec.key]}},
+                                         ConsistentRead=True)["Item"]
+        assert stored == parse(event, PLAN.item_rules).item
+    # The same answers, now from the read index (which the process switched to when PHASE_INDEX went).
+    assert listings() == expected
+    assert expected["worker, stopped"] and expected["failed to start"] and expected["stopped since 60 min before the events"]
+
+    # Again: a scan of each table that reads only what dates and keys the items that may need something
+    # (the finished ones), and writes nothing.
+    scanned = scanned_attributes(dynamodb_local)
+    assert migrate.ensure_tables(client, names(), PLAN.item_rules, PLAN.deployment, migrate.MIGRATE,
+                                 lambda changes: pytest.fail("asked"), short_pause, UPGRADE_TIME + DAY) == []
+    assert len(scanned) == 4  # the three stopped tasks, the deregistered instance
+    read = {"taskArn", "containerInstanceArn", "version", "cw_time", "cw_source", "cw_expires_at", "lastStatus",
+            "status", "stoppedAt", "clusterArn", "group", "stopCode", *INDEX_FIELDS}
+    assert all(attributes_read <= read for attributes_read in scanned), scanned
+
+
+def add_index_as_cloudformation_does(client: Any, name: str, index: Dict[str, Any]) -> None:
+    """A stack update adding one index: UpdateTable, then CloudFormation waits for it to be active."""
+    client.update_table(TableName=name, GlobalSecondaryIndexUpdates=[{"Create": index}],
+                        AttributeDefinitions=[{"AttributeName": key["AttributeName"], "AttributeType": "S"}
+                                              for key in index["KeySchema"]])
+    settled(client, name)
+
+
+def delete_index_as_cloudformation_does(client: Any, name: str, index: str) -> None:
+    client.update_table(TableName=name, GlobalSecondaryIndexUpdates=[{"Delete": {"IndexName": index}}])
+    settled(client, name)
+
+
+def settled(client: Any, name: str) -> None:
+    while any(index.get("IndexStatus") != "ACTIVE"
+              for index in client.describe_table(TableName=name)["Table"].get("GlobalSecondaryIndexes", [])):
+        short_pause(0)
+
+
+def test_listings_answer_throughout_a_packaged_stacks_move_and_the_old_codes_items_are_backfilled(dynamodb_local):
+    """Update 1 (KeepLegacyIndex=yes) adds the read index; the old code writes until it is replaced, the
+    new code writes; make migrate KEEP_LEGACY_INDEX=yes backfills; update 2 drops PHASE_INDEX. At each
+    step the read API answers what was recorded."""
+    tables_of_the_previous_version(dynamodb_local)
+    events = list(PREVIOUS_VERSION_EVENTS)
+    assert listings() == truth(events)
+
+    for name in names().values():  # update 1
+        add_index_as_cloudformation_does(dynamodb_local, name, TASKS.read_index.definition())
+    # Both indexes: the readers keep to PHASE_INDEX, complete, while the read index has only new writes.
+    old_code = [stopped_task(1, 5, "EssentialContainerExited", "service:web"),  # a backfilled-to-be task stops
+                task_event(2, task_id=f"{7:032x}", group="service:worker")]  # a new one starts
+    new_code = [task_event(2, task_id=f"{8:032x}", group="service:web"), container_instance_event(6, status="INACTIVE")]
+    for event in old_code:
+        write_as_the_previous_version(dynamodb_local, event)
+    for event in new_code:
+        assert record(event)["outcome"] in ("created", "updated")
+    events += old_code + new_code
+    assert listings() == truth(events)
+
+    client = WithoutTaggingBackupsOrEncryption(dynamodb_local)
+    keep = migrate.MIGRATE._replace(keep_legacy_index=True)
+    changes = migrate.ensure_tables(client, names(), PLAN.item_rules, PLAN.deployment, keep, lambda changes: True,
+                                    short_pause, UPGRADE_TIME)
+
+    task_table, instance_table = names().values()
+    assert changes == [f"added {FIELDS} to 7 of 8 items of {task_table}",  # all but the new code's
+                       f"added {FIELDS} to 1 of 2 items of {instance_table}"]
+    for name in names().values():
+        assert index_names(dynamodb_local, name) == ["clusterArn-cw_phase-index", "cw_listing-cw_listing_key-index"]
+    assert listings() == truth(events)
+    # The old code's last invocation, just before it stopped: another task stops. (docs/deploy.md: run make
+    # migrate once update 1 is done and the old functions' timeout passed; again before update 2 is as cheap.)
+    late = stopped_task(7, 1, "EssentialContainerExited", "service:worker")
+    write_as_the_previous_version(dynamodb_local, late)
+    events.append(late)
+    assert listings() == truth(events)
+    assert migrate.ensure_tables(client, names(), PLAN.item_rules, PLAN.deployment, keep, lambda changes: True,
+                                 short_pause, UPGRADE_TIME) == [f"added {FIELDS} to 1 of 8 items of {task_table}"]
+
+    for name in names().values():  # update 2
+        delete_index_as_cloudformation_does(dynamodb_local, name, "clusterArn-cw_phase-index")
+    assert listings() == truth(events)  # from the read index now
+    assert listings()["worker, stopped"] == [late["detail"]["taskArn"], PREVIOUS_VERSION_EVENTS[3]["detail"]["taskArn"]]
+    assert migrate.ensure_tables(client, names(), PLAN.item_rules, PLAN.deployment, migrate.MIGRATE,
+                                 lambda changes: pytest.fail("asked"), short_pause, UPGRADE_TIME) == []
+
+
+def test_the_backfill_corrects_index_attributes_a_writer_left_behind_the_items_state(dynamodb_local):
+    """A writer that changed an item without its index attributes (an UpdateItem of the state alone):
+    the task stopped but its entry says running, a running task with a stop code. The backfill sets
+    them to what the state says, conditioned on the values read; a later run changes nothing."""
+    name = table_name(TASKS)
+    running = task_event(3, task_id="a" * 32, group="service:web")
+    record(running)
+    dynamodb_local.update_item(
+        TableName=name, Key={"taskArn": {"S": running["detail"]["taskArn"]}},
+        UpdateExpression="SET lastStatus = :s, stoppedAt = :t, stopCode = :c, version = :v",
+        ExpressionAttributeValues={":s": {"S": "STOPPED"}, ":t": {"S": iso(EVENT_TIME)},
+                                   ":c": {"S": "TaskFailedToStart"}, ":v": {"N": "4"}})
+    coded = task_event(2, task_id="b" * 32, group="service:web")
+    record(coded)
+    dynamodb_local.update_item(TableName=name, Key={"taskArn": {"S": coded["detail"]["taskArn"]}},
+                               UpdateExpression="SET cw_stop_code = :c", ExpressionAttributeValues={":c": {"S": "X"}})
+    stopped = task_event(4, task_id="a" * 32, group="service:web", lastStatus="STOPPED", stoppedAt=iso(EVENT_TIME),
+                         stopCode="TaskFailedToStart")
+    client = WithoutTaggingBackupsOrEncryption(dynamodb_local)
+
+    changes = migrate.ensure_tables(client, {TASKS: name}, PLAN.item_rules, PLAN.deployment, migrate.MIGRATE,
+                                    lambda changes: True, short_pause, UPGRADE_TIME)
+
+    assert f"added {FIELDS} to 1 of 2 items of {name}" in changes  # the stopped one's cw_stop_code, expiry
+    assert (f"corrected cw_phase, cw_listing, cw_listing_key, cw_stop_code of 2 items of {name} to what their "
+            "state says (a writer changed them without these)") in changes
+    fixed = stored_item(dynamodb_local, TASKS, stopped["detail"]["taskArn"])
+    given = lifecycle.lifecycle_fields(TASKS, stopped["detail"], UPGRADE_TIME, PLAN.item_rules)
+    assert {field: fixed[field] for field in INDEX_FIELDS} == {field: given[field] for field in INDEX_FIELDS}
+    assert "cw_stop_code" not in stored_item(dynamodb_local, TASKS, coded["detail"]["taskArn"])
+    assert listings()["failed to start"] == [stopped["detail"]["taskArn"]]
+    assert migrate.ensure_tables(client, {TASKS: name}, PLAN.item_rules, PLAN.deployment, migrate.MIGRATE,
+                                 lambda changes: pytest.fail("asked"), short_pause, UPGRADE_TIME + DAY) == []
+
+
+def test_an_item_with_no_time_of_its_own_is_keyed_once(docs_example_tables):
+    """The docs example's deregistered instance has neither cw_time nor a finish time: the backfill keys
+    its entry from when it runs (as it dates its expiry), and a later run, later, leaves that key."""
+    client = WithoutTaggingBackupsOrEncryption(docs_example_tables)
+    upgrade(client)
+    [instance] = [item for item in docs_example_items() if "containerInstanceArn" in item]
+    key = stored_item(docs_example_tables, CONTAINER_INSTANCES, instance["containerInstanceArn"])["cw_listing_key"]
+    assert key.endswith(f"\x1ffinished\x1f{sort_time(UPGRADE_TIME)}")
+
+    assert migrate.ensure_tables(client, names(), PLAN.item_rules, PLAN.deployment, migrate.MIGRATE,
+                                 lambda changes: pytest.fail("asked"), short_pause, UPGRADE_TIME + 3 * DAY) == []
+    assert stored_item(docs_example_tables, CONTAINER_INSTANCES, instance["containerInstanceArn"])["cw_listing_key"] == key

@@ -19,14 +19,19 @@ dead-letter setting. So:
    these; it rewrites rule targets on every deploy, so the rule-level
    dead-letter queue exists only in the packaged stack (resources.json).
 4. ``repair``: the code `chalice deploy` replaced kept writing while step 1
-   backfilled, and an older ecs-state writes whole items without cw_phase and
-   cw_expires_at (as does the docs example's Lambda, if still running). Once
-   that code can no longer write (``wait_for_replaced_code``: the update done,
-   then its timeout), one more backfill pass gives every item what it lacks,
-   and raises each expiry an older ecs-state dated sooner than ecs-state does.
-   On every deploy, so that a second one repairs what another writer broke
-   since; it warns whenever it finds such items that no code this deploy
-   replaced wrote (the docs example's Lambda, its rule left on).
+   backfilled, and an older ecs-state writes whole items without the lifecycle
+   fields it did not know (cw_phase and cw_expires_at; the one before the read
+   index READ_INDEX, its cw_listing, cw_listing_key and cw_stop_code), as does
+   the docs example's Lambda, if still running. Once that code can no longer
+   write (``wait_for_replaced_code``: the update done, then its timeout), one
+   more backfill pass gives every item what it lacks, and raises each expiry an
+   older ecs-state dated sooner than ecs-state does. Only then does it delete the
+   indexes of earlier versions (migrate.drop_legacy_indexes): the replaced code
+   read them, and the new code's readers use PHASE_INDEX while a table has it,
+   so listings answer throughout the upgrade. On every deploy, so that a second
+   one repairs what another writer broke since; it warns whenever it finds such
+   items that no code this deploy replaced wrote (the docs example's Lambda, its
+   rule left on).
 5. ``start_reconcile_pass``: invoke the reconcile function once, asynchronously,
    as its schedule would, so the tables fill within minutes of a first deploy.
 
@@ -263,9 +268,12 @@ class ReplacedWriter(NamedTuple):
     writes: str  # the kind of items it writes without their fields (migrate.WRITER_SIGNS)
 
 
-def replaced_writers(client: Any, plan: StagePlan) -> Dict[str, ReplacedWriter]:
+def replaced_writers(client: Any, plan: StagePlan, moving: bool = False) -> Dict[str, ReplacedWriter]:
     """Before `chalice deploy`: the functions that write items (events, reconcile) whose deployed
-    code may write them without the lifecycle fields, with their timeouts and what they write."""
+    code may write them without the lifecycle fields, with their timeouts and what they write.
+    ``moving``: the stage's tables still have an index of an earlier version (migrate.legacy_indexes),
+    so the deployed code may be the ecs-state before READ_INDEX, which has the same settings as this
+    one but writes no cw_listing_key (a move completed drops them: then the code is this one)."""
     writers = {}
     for name in (*plan.event_function_names, plan.reconcile_function_name):
         try:
@@ -273,10 +281,12 @@ def replaced_writers(client: Any, plan: StagePlan) -> Dict[str, ReplacedWriter]:
         except client.exceptions.ResourceNotFoundException:
             continue  # nothing deployed yet: nothing replaced
         environment = config.get("Environment", {}).get("Variables", {})
+        timeout = config.get("Timeout", 3)  # Lambda's default
         if not writes_lifecycle_fields(environment, plan.item_rules):
             knows_them = any(setting in environment for setting in LIFECYCLE_SETTINGS)
-            writers[name] = ReplacedWriter(config.get("Timeout", 3),  # Lambda's default
-                                           migrate.PHASE_OFF_ECS_STATE if knows_them else migrate.OLDER_ECS_STATE)
+            writers[name] = ReplacedWriter(timeout, migrate.PHASE_OFF_ECS_STATE if knows_them else migrate.OLDER_ECS_STATE)
+        elif moving and plan.item_rules.read_index:
+            writers[name] = ReplacedWriter(timeout, migrate.PHASE_INDEX_ECS_STATE)
     return writers
 
 
@@ -285,7 +295,7 @@ def explained_writers(writers: Optional[Mapping[str, ReplacedWriter]]) -> Frozen
     None: not known (--only repair follows whatever replaced the code, e.g. terraform apply), so
     only an item no ecs-state writes is unexplained."""
     if writers is None:
-        return frozenset({migrate.PHASE_OFF_ECS_STATE, migrate.OLDER_ECS_STATE})
+        return frozenset({migrate.PHASE_INDEX_ECS_STATE, migrate.PHASE_OFF_ECS_STATE, migrate.OLDER_ECS_STATE})
     return frozenset(writer.writes for writer in writers.values())
 
 
@@ -307,12 +317,15 @@ def wait_for_replaced_code(client: Any, writers: Mapping[str, ReplacedWriter], p
 
 
 def repair(client: Any, plan: StagePlan, upgrade: Upgrade, backfilled: Mapping[str, bool],
-           writers: Optional[Mapping[str, ReplacedWriter]]) -> List[str]:
-    """Step 4: every item lacking its lifecycle fields gets them, and every expiry dated sooner than
-    ecs-state dates it is raised (a scan of each table, a write conditioned on the version read per
-    item that needs something). ``backfilled``: the tables backfilled before this step (upgraded
-    before this run, or by its set-up step), where an item lacking its fields that the code this run
-    replaced (``writers``, None if not known) did not write means another writer is running."""
+           writers: Optional[Mapping[str, ReplacedWriter]], confirm: Confirm = ASK_ON_TERMINAL,
+           pause: Callable[[float], None] = time.sleep) -> List[str]:
+    """Step 4: every item lacking its lifecycle fields gets them, every index attribute its state
+    contradicts is corrected, and every expiry dated sooner than ecs-state dates it is raised (a scan
+    of each table, a write conditioned on the version read per item that needs something); then the
+    indexes of earlier versions go (migrate.drop_legacy_indexes; on a table ecs-state did not create,
+    once ``confirm`` says so). ``backfilled``: the tables backfilled before this step (upgraded before
+    this run, or by its set-up step), where an item lacking its fields that the code this run replaced
+    (``writers``, None if not known) did not write means another writer is running."""
     lines = []
     fields = migrate.lifecycle_names(plan.item_rules)
     for spec, name in plan.table_names.items():
@@ -321,10 +334,12 @@ def repair(client: Any, plan: StagePlan, upgrade: Upgrade, backfilled: Mapping[s
         except client.exceptions.ResourceNotFoundException:
             raise DeployError(f"table {name} does not exist: run the {SET_UP} step first") from None
         lines.append(f"{name}: {count.read} items read ({count.requests} requests, {count.read_units:g} read units); "
-                     f"repaired {count.updated} that lacked {fields}")
+                     f"repaired {count.updated} that lacked {fields}"
+                     + (f", corrected {count.corrected} whose index attributes said otherwise than their state"
+                        if count.corrected else ""))
         explained = explained_writers(writers) if backfilled.get(name) else None
         lines += migrate.backfill_notes(client, name, count, upgrade, explained, check_backups=False)
-    return lines
+    return lines + migrate.drop_legacy_indexes(client, plan.table_names, plan.item_rules, confirm, pause)
 
 
 def scheduled_event(account: str, region: str, at: float) -> Dict[str, Any]:
@@ -400,7 +415,10 @@ def main(argv: "List[str] | None" = None, pause: Callable[[float], None] = time.
     backfilled = {name: SET_UP in steps or migrate.upgraded(dynamodb, spec, name, plan.item_rules)
                   for spec, name in plan.table_names.items()} if REPAIR in steps else {}
     lambda_client = session.client("lambda")
-    writers = replaced_writers(lambda_client, plan) if CHALICE_DEPLOY in steps and REPAIR in steps else None
+    writers = None
+    if CHALICE_DEPLOY in steps and REPAIR in steps:
+        moving = any(migrate.legacy_indexes(dynamodb, spec, name) for spec, name in plan.table_names.items())
+        writers = replaced_writers(lambda_client, plan, moving)
     if SET_UP in steps:
         print(f"{SET_UP}: tables, dead-letter queue, alarm and log groups of stage {plan.stage}")
         report(set_up(session, plan, confirm_on_terminal(args.yes), args.notify, pause, upgrade.now,
@@ -413,13 +431,16 @@ def main(argv: "List[str] | None" = None, pause: Callable[[float], None] = time.
         queue = queue_arn(session.client("sqs"), plan.queue_name)
         report(apply_event_invoke_configs(lambda_client, plan, queue))
     if REPAIR in steps:
-        print(f"{REPAIR}: every item without {migrate.lifecycle_names(plan.item_rules)} gets them (a scan of each table)")
+        print(f"{REPAIR}: every item without {migrate.lifecycle_names(plan.item_rules)} gets them (a scan of each "
+              "table); then the indexes of earlier versions go")
         if writers:
             print(f"  waiting for the code chalice deploy replaced, which wrote items without them, to stop: "
                   f"its update, then its timeout ({max(writer.timeout for writer in writers.values())} s) and "
                   f"{REPLACED_CODE_MARGIN_SECONDS} s", flush=True)
             wait_for_replaced_code(lambda_client, writers, pause)
-        report(repair(dynamodb, plan, upgrade, backfilled, writers))
+        # The set-up step of this run asked about the indexes it leaves to the repair.
+        confirm = (lambda changes: True) if SET_UP in steps else confirm_on_terminal(args.yes)
+        report(repair(dynamodb, plan, upgrade, backfilled, writers, confirm, pause))
     if RECONCILE_PASS in steps:
         print(f"{RECONCILE_PASS}: one reconcile pass now (the schedule runs one every "
               f"{plan.config.reconcile_minutes} minutes)")
