@@ -23,7 +23,7 @@ YES ?=
 EXPIRE_HISTORY ?=
 NOTIFY ?=
 # `make migrate`: other tables than the stage's (a packaged stack's, Terraform's), its ReadIndex, and
-# KEEP_LEGACY_INDEX=yes between a packaged stack's two updates (its second one drops that index).
+# KEEP_LEGACY_INDEX=yes between a packaged stack's two updates (its second one drops the old index).
 TASK_TABLE ?=
 CONTAINER_INSTANCE_TABLE ?=
 READ_INDEX ?=
@@ -86,8 +86,9 @@ package-terraform: $(VENV)/.installed
 	$(CHALICE_PACKAGE) --pkg-format terraform --stage $(STAGE) out/tf-$(STAGE)
 
 # Tables, queue and alarm (boto3), then chalice deploy, then each function's retries and OnFailure
-# queue, then the repair of items the replaced code wrote without their lifecycle fields, then one
-# reconcile pass. See docs/deploy.md.
+# queue, then the repair of items the replaced code wrote without their lifecycle fields (and, once
+# every item is in the read index, the indexes of earlier versions dropped), then one reconcile pass.
+# See docs/deploy.md.
 deploy: $(VENV)/.installed
 	$(BIN)/python -m tools.deploy --stage $(STAGE) $(if $(call is_set,$(YES)),--yes) $(if $(NOTIFY),--notify '$(NOTIFY)') \
 		$(if $(call is_set,$(EXPIRE_HISTORY)),--expire-history)
@@ -95,7 +96,7 @@ deploy: $(VENV)/.installed
 destroy: $(VENV)/.installed
 	$(BIN)/python -m tools.destroy --stage $(STAGE) $(if $(filter yes,$(DELETE_TABLES)),--delete-tables) $(if $(call is_set,$(FORCE)),--force)
 
-# Only the tables: read index, backfill of older items, the old index dropped, TTL (packaged stack, Terraform).
+# Only the tables: read index, backfill of older items, then the old indexes dropped, TTL (packaged stack, Terraform).
 migrate: $(VENV)/.installed
 	$(BIN)/python -m tools.migrate --stage $(STAGE) $(if $(TASK_TABLE),--task-table '$(TASK_TABLE)') \
 		$(if $(CONTAINER_INSTANCE_TABLE),--container-instance-table '$(CONTAINER_INSTANCE_TABLE)') \
