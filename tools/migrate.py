@@ -843,7 +843,8 @@ def main(argv: "List[str] | None" = None, now: Optional[float] = None) -> int:
     parser.add_argument("--read-index", choices=(settings.ENABLED, settings.DISABLED),
                         help=f"override the stage's {settings.READ_INDEX_ENV} (a packaged stack's ReadIndex parameter)")
     parser.add_argument("--keep-legacy-index", action="store_true",
-                        help="leave the index of older versions: a packaged stack's second update drops it")
+                        help="leave the indexes of earlier versions (clusterArn-cw_phase-index, the status-keyed "
+                             "one): a packaged stack's second update drops them")
     parser.add_argument("--yes", action="store_true", help="change tables ecs-state did not create without asking")
     parser.add_argument("--expire-history", action="store_true", help=EXPIRE_HISTORY_HELP)
     args = parser.parse_args(argv)
