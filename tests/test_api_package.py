@@ -99,7 +99,8 @@ def test_the_api_policy_allows_only_reads_on_the_stages_tables_and_read_index(st
         "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"
     }
     expected = {arn.format("dynamodb", f"table/{name}{suffix}")
-                for name in stage_tables(stage) for suffix in ("", "/index/clusterArn-cw_phase-index")}
+                for name in stage_tables(stage)
+                for suffix in ("", "/index/cw_listing-cw_listing_key-index", "/index/clusterArn-cw_phase-index")}
     assert {resource for s in dynamodb for resource in _list(s["Resource"])} == expected
     others = [action for s in policy["Statement"] if s not in dynamodb for action in _list(s["Action"])]
     assert all(action.startswith("logs:") for action in others)
