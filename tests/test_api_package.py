@@ -16,7 +16,7 @@ from tools.stage import deployable_stages
 CHALICE_DIR = ROOT / ".chalice"
 CONFIG = json.loads((CHALICE_DIR / "config.json").read_text())
 DEPLOYED_STAGES = deployable_stages(CONFIG["stages"])
-READ_ROUTES = {"/tasks", "/tasks/{id}", "/container-instances", "/container-instances/{id}"}
+READ_ROUTES = {"/tasks", "/tasks/{id}", "/container-instances", "/container-instances/{id}", "/clusters"}
 
 
 @pytest.fixture(scope="session")

@@ -47,7 +47,9 @@ def test_the_item_is_the_detail_verbatim_plus_cw_metadata():
     }
     assert item["cw_source"] == {"S": "event"}
     assert item["cw_phase"] == {"S": "open"}
-    assert set(item) == set(event["detail"]) | {"cw_version", "cw_time", "cw_source", "cw_phase"}
+    assert item["cw_listing_key"] == {"S": f"{event['detail']['clusterArn']}\x1fopen\x1f"}  # no group: ""
+    assert set(item) == set(event["detail"]) | {"cw_version", "cw_time", "cw_source", "cw_phase", "cw_listing",
+                                                "cw_listing_key"}
 
 
 def test_missing_envelope_metadata_is_left_out_not_a_crash():

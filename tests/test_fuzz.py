@@ -171,6 +171,11 @@ def check(client: Any, event: Any) -> None:
         metadata.update(cw_source="event", cw_phase="finished" if finished else "open")
         expires_at = stored.pop("cw_expires_at", None)
         assert (expires_at is not None) == finished, "only a finished item expires"
+        index = {name: stored.pop(name) for name in ("cw_listing", "cw_listing_key", "cw_stop_code") if name in stored}
+        if "cw_listing_key" in index:  # listed under its cluster and phase (tests/test_questions.py: the rest)
+            assert index["cw_listing"] == "all"
+            assert index["cw_listing_key"].startswith(f"{event['detail']['clusterArn']}\x1f{metadata['cw_phase']}\x1f")
+        assert ("cw_stop_code" in index) <= finished, "a stop code is indexed only once finished"
         assert stored == as_stored({**metadata, **event["detail"]})
     else:  # duplicate or stale: another example stored this key at this version or later
         assert stored == before and stored["version"] >= event["detail"]["version"]
