@@ -112,7 +112,6 @@ class ReadApi:
         self.telemetry = telemetry
         self.clock = clock
         self.now = now
-        self._deadline = 0.0  # of the cluster walk under way (_recorded_clusters)
 
     # -- GET /tasks, GET /container-instances --------------------------------
 
@@ -343,23 +342,24 @@ class ReadApi:
     def _clusters(self, after: Optional[str], limit: int) -> Tuple[List[str], bool]:
         """Up to ``limit`` clusters after ``after``; and whether any may follow."""
         clusters: List[str] = []
-        for cluster in self._recorded_clusters(after):
+        deadline = self.clock() + LISTING_BUDGET_SECONDS
+        for cluster in self._recorded_clusters(after, deadline):
             if len(clusters) == limit:
                 return clusters, True
             clusters.append(cluster)
-            if self.clock() > self._deadline and len(clusters) < limit:
+            if self.clock() > deadline and len(clusters) < limit:
                 return clusters, True
         return clusters, False
 
-    def _recorded_clusters(self, after: Optional[str] = None) -> Iterator[str]:
+    def _recorded_clusters(self, after: Optional[str], deadline: float) -> Iterator[str]:
         """The clusters with listed items in either table, in ARN order, after ``after``: one query
-        per cluster and table. Raises Unavailable if DynamoDB is too slow to find the first."""
-        self._deadline = self.clock() + LISTING_BUDGET_SECONDS
+        per cluster and table. Raises Unavailable if DynamoDB is too slow to find the first by
+        ``deadline`` (a ReadApi serves concurrent requests under chalice local: no shared state)."""
         tables = (TASKS, CONTAINER_INSTANCES)
         heads = {table: self.store.next_cluster(table, after) for table in tables}
         found = False
         while any(heads.values()):
-            if self.clock() > self._deadline and not found:
+            if self.clock() > deadline and not found:
                 raise Unavailable(f"DynamoDB answered too slowly to list a cluster within "
                                   f"{LISTING_BUDGET_SECONDS:g} s: retry")
             cluster = min(head for head in heads.values() if head is not None)
@@ -379,8 +379,9 @@ class ReadApi:
         if home is not None:
             return f"{home}:cluster/{text}"
         named: List[str] = []
-        for cluster in self._recorded_clusters():
-            if self.clock() > self._deadline:
+        deadline = self.clock() + LISTING_BUDGET_SECONDS
+        for cluster in self._recorded_clusters(None, deadline):
+            if self.clock() > deadline:
                 raise Unavailable(f"DynamoDB answered too slowly to find cluster {text}: retry, or give its ARN")
             parsed = arns.parse(cluster)
             if parsed is not None and parsed.resource == "cluster" and parsed.ident == text:
