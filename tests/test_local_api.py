@@ -97,7 +97,15 @@ def test_make_local_records_posted_events_and_serves_them_back(request, tmp_path
         assert status == 404
 
         os.kill(wrapper.pid, signal.SIGINT)  # Ctrl-C, to the wrapper's PID only
-        assert wrapper.wait(timeout=30) == 0
+        try:
+            # Its stop is bounded (chalice gets 10 s, then is killed); the margin is for a loaded machine:
+            # one CI-like run here once took over 30 s, not reproduced since.
+            code = wrapper.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the wrapper did not stop within 120 s of Ctrl-C; chalice local "
+                        f"{'still runs' if is_running(chalice_pid) else 'had stopped'}; its log ends:\n"
+                        + log_path.read_text(errors="replace")[-2000:])
+        assert code == 0
         assert not is_running(chalice_pid)
     finally:
         stop_process(wrapper)
