@@ -108,6 +108,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     environment = stage_environment(config)
     stage_port = loopback_port(environment[ENDPOINT_VARIABLE])
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    # Ctrl-C stops both, however this was started: a shell that starts a command in the background
+    # (`make local &`, CI runners) makes it ignore SIGINT, and Python then keeps ignoring it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     with ExitStack() as stack:
         if args.dynamodb_endpoint is not None:
