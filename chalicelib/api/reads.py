@@ -160,7 +160,8 @@ class ReadApi:
         fields, limit = _fields(params.get("fields")), _limit(params.get("limit"), DEFAULT_LIMIT)
         query = Listing(status=status, phase=phase, group=group, since=since, until=until, stop_code=stop_code,
                         fields=fields, limit=limit, cluster=self._cluster(params["cluster"], home))
-        if utf8_length(_key_range(query)[1] or _key_range(query)[0]) > MAX_SORT_KEY_BYTES:
+        low, high = _key_range(query)
+        if utf8_length(high or low) > MAX_SORT_KEY_BYTES:
             raise _bad("cluster", "is too long to be listed: the read index keys no item by a cluster ARN that long")
         return query
 
@@ -357,13 +358,11 @@ class ReadApi:
         ``deadline`` (a ReadApi serves concurrent requests under chalice local: no shared state)."""
         tables = (TASKS, CONTAINER_INSTANCES)
         heads = {table: self.store.next_cluster(table, after) for table in tables}
-        found = False
+        if any(heads.values()) and self.clock() > deadline:
+            raise Unavailable(f"DynamoDB answered too slowly to list a cluster within {LISTING_BUDGET_SECONDS:g} s: "
+                              "retry")
         while any(heads.values()):
-            if self.clock() > deadline and not found:
-                raise Unavailable(f"DynamoDB answered too slowly to list a cluster within "
-                                  f"{LISTING_BUDGET_SECONDS:g} s: retry")
             cluster = min(head for head in heads.values() if head is not None)
-            found = True
             yield cluster
             for table in tables:
                 if heads[table] == cluster:

@@ -297,11 +297,7 @@ class StateStore:
         if filters:
             request["FilterExpression"] = " AND ".join(filters)
         request.update(ExpressionAttributeNames=names, ExpressionAttributeValues=values)
-        if start is not None:
-            request["ExclusiveStartKey"] = start
-        if page_size is not None:
-            request["Limit"] = page_size
-        return self._pages(self.client.query, request)
+        return self._pages(self.client.query, request, start, page_size)
 
     def next_cluster(self, table: TableSpec, after: Optional[str] = None) -> Optional[str]:
         """The first cluster with listed items after the cluster ``after`` (the first of all when
@@ -344,11 +340,7 @@ class StateStore:
             request["KeyConditionExpression"] += " AND #phase = :phase"
             request["ExpressionAttributeNames"]["#phase"] = PHASE_INDEX.range_key
             request["ExpressionAttributeValues"][":phase"] = {"S": phase}
-        if start is not None:
-            request["ExclusiveStartKey"] = start
-        if page_size is not None:
-            request["Limit"] = page_size
-        pages = self._pages(self.client.query, request)
+        pages = self._pages(self.client.query, request, start, page_size)
         try:
             first = next(pages)
         except Exception as error:
@@ -375,7 +367,13 @@ class StateStore:
     # -- paging, and what DynamoDB leaves unprocessed ---------------------------------
 
     @staticmethod
-    def _pages(call: Any, request: Dict[str, Any]) -> Iterator[IndexPage]:
+    def _pages(call: Any, request: Dict[str, Any], start: Optional[Dict[str, AttributeValue]] = None,
+               page_size: Optional[int] = None) -> Iterator[IndexPage]:
+        """The pages of a Query or Scan, from ``start``, each of at most ``page_size`` entries read."""
+        if start is not None:
+            request = {**request, "ExclusiveStartKey": start}
+        if page_size is not None:
+            request = {**request, "Limit": page_size}
         while True:
             response = call(**request)
             last_key = response.get("LastEvaluatedKey") or None
