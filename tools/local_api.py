@@ -146,9 +146,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         except Unavailable as error:
             raise SystemExit(f"chalice local {error}") from None
         url = f"http://{LOOPBACK}:{api_port}"
+        # The samples first: whoever reads the banner may post them at once.
+        samples = write_recent_event_files(args.sample_events)
         print(f"\necs-state local API: {url}  (chalice local PID {chalice.pid})", flush=True)
         print(f"DynamoDB: {endpoint}, tables " + ", ".join(names.values()))
-        samples = write_recent_event_files(args.sample_events)
         print(f"Sample events from events/, dated yesterday (older ones may not create items): {_shown(args.sample_events)}/")
         print(f"Try:  curl --data @{_shown(samples[-1])} {url}/events")
         print(f"      curl '{url}/tasks?cluster=arn:aws:ecs:us-east-1:111122223333:cluster/web-prod'")
